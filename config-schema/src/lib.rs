@@ -1,0 +1,24 @@
+//! The JSON Schema of `pluginConfig`, generated from `mesh_authn::config::PluginConfig`.
+
+use mesh_authn::config::PluginConfig;
+
+pub const SCHEMA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/plugin-config.schema.json");
+
+pub fn schema_json() -> Result<String, serde_json::Error> {
+    let schema = schemars::schema_for!(PluginConfig);
+    serde_json::to_string_pretty(&schema).map(|s| s + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_schema_is_current() {
+        let committed = std::fs::read_to_string(SCHEMA_FILE).unwrap_or_default();
+        assert!(
+            committed == schema_json().unwrap(),
+            "config-schema/plugin-config.schema.json is stale: run `cargo run -p config-schema`"
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! The per-request decision: which tokens are present, whether each verifies, and what to forward.
+
+use crate::claims;
+use crate::config::{Config, Rule};
+use crate::error::AuthError;
+use crate::jws::{self, Jws};
+use crate::paths;
+use crate::request::Request;
+use crate::token::{self, LocationKind};
+
+/// Header changes applied to a request that is let through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forward {
+    /// Removed first: every output header (so none is forged) and token headers not forwarded.
+    pub remove: Vec<String>,
+    pub set: Vec<(String, String)>,
+    /// `iss` of each verified token, for logs.
+    pub issuers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow(Forward),
+    Deny(AuthError),
+}
+
+/// Decides a request. `now` is seconds since the Unix epoch.
+pub fn authenticate(cfg: &Config, req: &Request, now: u64) -> Verdict {
+    let mut fwd = Forward {
+        remove: cfg.output_headers.clone(),
+        ..Forward::default()
+    };
+    if cfg.rules.is_empty()
+        || req.is_cors_preflight()
+        || !paths::triggered(&cfg.trigger_rules, paths::strip_query(req.path()))
+    {
+        return Verdict::Allow(fwd);
+    }
+
+    let found = token::extract(&cfg.locations, req);
+    if found.is_empty() {
+        return if cfg.require_token {
+            Verdict::Deny(AuthError::Missing)
+        } else {
+            Verdict::Allow(fwd)
+        };
+    }
+    // Every token present must verify: one bad token fails the request, whatever else it carries.
+    for f in found {
+        let Some(location) = cfg.locations.get(f.location) else {
+            return Verdict::Deny(AuthError::Internal);
+        };
+        let (rule, jws) = match verify(cfg, &location.rules, f.token, now) {
+            Ok(v) => v,
+            Err(e) => return Verdict::Deny(e),
+        };
+        if let LocationKind::Header { name, .. } = &location.kind {
+            if !rule.forward_original_token && !fwd.remove.contains(name) {
+                fwd.remove.push(name.clone());
+            }
+        }
+        if let Some(h) = &rule.output_payload_to_header {
+            fwd.set.push((h.clone(), jws.payload_b64.to_string()));
+        }
+        for (h, path) in &rule.output_claim_to_headers {
+            if let Some(v) = claims::header_value(&jws.payload, path) {
+                fwd.set.push((h.clone(), v));
+            }
+        }
+        fwd.issuers.push(rule.issuer.clone());
+    }
+    Verdict::Allow(fwd)
+}
+
+/// Verifies one token against the rules that read its location, in Envoy's order: format, issuer,
+/// time, audience, key, signature.
+fn verify<'c, 't>(
+    cfg: &'c Config,
+    rule_ids: &[usize],
+    token: &'t str,
+    now: u64,
+) -> Result<(&'c Rule, Jws<'t>), AuthError> {
+    let jws = jws::parse(token)?;
+    let iss = jws.claims.iss.as_deref();
+    let mut candidates = rule_ids
+        .iter()
+        .filter_map(|&i| cfg.rules.get(i))
+        .filter(|r| Some(r.issuer.as_str()) == iss)
+        .peekable();
+    if candidates.peek().is_none() {
+        return Err(AuthError::UnknownIssuer);
+    }
+    jws.claims
+        .check_time(now, cfg.clock_skew_seconds, cfg.require_expiration)?;
+
+    let mut first_error = None;
+    for rule in candidates {
+        match verify_for_rule(rule, &jws) {
+            Ok(()) => return Ok((rule, jws)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(AuthError::UnknownIssuer))
+}
+
+fn verify_for_rule(rule: &Rule, jws: &Jws<'_>) -> Result<(), AuthError> {
+    jws.claims.check_audience(&rule.audiences)?;
+    let mut any_key = false;
+    for key in rule.jwks.candidates(jws.alg, jws.kid.as_deref()) {
+        any_key = true;
+        if jws.verify_with(&key.key) {
+            return Ok(());
+        }
+    }
+    Err(if any_key {
+        AuthError::VerificationFailed
+    } else {
+        AuthError::NoMatchingKey
+    })
+}

@@ -1,0 +1,234 @@
+//! Registered claims: their types, the time window, audiences; and claim values for headers.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use crate::config::sanitize_audience;
+use crate::error::AuthError;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claims {
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    pub aud: Vec<String>,
+    pub exp: Option<u64>,
+    pub nbf: Option<u64>,
+}
+
+impl Claims {
+    pub fn from_payload(p: &Map<String, Value>) -> Result<Self, AuthError> {
+        let string = |name: &str, err: AuthError| match p.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(err),
+        };
+        let aud = match p.get("aud") {
+            None => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .ok_or(AuthError::AudNotStringList)
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(AuthError::AudNotStringList),
+        };
+        numeric_date(p.get("iat"), AuthError::IatNotInteger)?;
+        Ok(Self {
+            iss: string("iss", AuthError::IssNotString)?,
+            sub: string("sub", AuthError::SubNotString)?,
+            aud,
+            exp: numeric_date(p.get("exp"), AuthError::ExpNotInteger)?,
+            nbf: numeric_date(p.get("nbf"), AuthError::NbfNotInteger)?,
+        })
+    }
+
+    /// `exp` and `nbf` against `now` (seconds since the epoch), allowing `skew` seconds either way.
+    pub fn check_time(&self, now: u64, skew: u64, require_exp: bool) -> Result<(), AuthError> {
+        if let Some(nbf) = self.nbf {
+            if nbf > now.saturating_add(skew) {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+        match self.exp {
+            Some(exp) if exp.saturating_add(skew) < now => Err(AuthError::Expired),
+            None if require_exp => Err(AuthError::ExpirationMissing),
+            _ => Ok(()),
+        }
+    }
+
+    /// Any-of match against sanitized allowed audiences; an empty allow-list checks nothing.
+    pub fn check_audience(&self, allowed: &HashSet<String>) -> Result<(), AuthError> {
+        if allowed.is_empty()
+            || self
+                .aud
+                .iter()
+                .any(|a| allowed.contains(&sanitize_audience(a)))
+        {
+            Ok(())
+        } else {
+            Err(AuthError::AudienceNotAllowed)
+        }
+    }
+}
+
+/// A NumericDate: a non-negative JSON number; fractions are truncated.
+fn numeric_date(v: Option<&Value>, err: AuthError) -> Result<Option<u64>, AuthError> {
+    match v {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(u) = n.as_u64() {
+                Ok(Some(u))
+            } else {
+                match n.as_f64() {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f as u64)),
+                    _ => Err(err),
+                }
+            }
+        }
+        Some(_) => Err(err),
+    }
+}
+
+/// A claim (`path` is the name split on '.') as a header value: strings, numbers and booleans only,
+/// and never with control characters, which could split or smuggle headers.
+pub fn header_value(payload: &Map<String, Value>, path: &[String]) -> Option<String> {
+    let (first, rest) = path.split_first()?;
+    let mut v = payload.get(first)?;
+    for key in rest {
+        v = v.as_object()?.get(key)?;
+    }
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    if s.chars().any(char::is_control) {
+        return None;
+    }
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Result<Claims, AuthError> {
+        match v {
+            Value::Object(m) => Claims::from_payload(&m),
+            _ => Err(AuthError::PayloadBadJson),
+        }
+    }
+
+    #[test]
+    fn claim_types() {
+        let cases = [
+            (json!({"iss": 1}), Some(AuthError::IssNotString)),
+            (json!({"sub": []}), Some(AuthError::SubNotString)),
+            (json!({"aud": {"a": 1}}), Some(AuthError::AudNotStringList)),
+            (json!({"aud": ["a", 1]}), Some(AuthError::AudNotStringList)),
+            (json!({"exp": "1700000000"}), Some(AuthError::ExpNotInteger)),
+            (json!({"exp": -5}), Some(AuthError::ExpNotInteger)),
+            (json!({"nbf": true}), Some(AuthError::NbfNotInteger)),
+            (json!({"iat": "x"}), Some(AuthError::IatNotInteger)),
+            (json!({"exp": 1.5e9}), None),
+            (
+                json!({"aud": "a", "iss": "i", "exp": 5, "nbf": 1, "iat": 1}),
+                None,
+            ),
+            (json!({}), None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(claims(v.clone()).err(), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn time_window() {
+        let now = 1_000_000;
+        let at = |exp: Option<u64>, nbf: Option<u64>| Claims {
+            exp,
+            nbf,
+            ..Claims::default()
+        };
+        let cases = [
+            (at(Some(now - 30), None), 60, false, Ok(())),
+            (at(Some(now - 60), None), 60, false, Ok(())),
+            (at(Some(now - 61), None), 60, false, Err(AuthError::Expired)),
+            (at(Some(now - 90), None), 60, false, Err(AuthError::Expired)),
+            (at(Some(now - 1), None), 0, false, Err(AuthError::Expired)),
+            (at(Some(now), None), 0, false, Ok(())),
+            (at(None, Some(now + 60)), 60, false, Ok(())),
+            (
+                at(None, Some(now + 61)),
+                60,
+                false,
+                Err(AuthError::NotYetValid),
+            ),
+            (at(None, None), 60, false, Ok(())),
+            (at(None, None), 60, true, Err(AuthError::ExpirationMissing)),
+            (at(Some(u64::MAX), None), u64::MAX, true, Ok(())),
+            (
+                at(Some(now + 10), Some(now + 100)),
+                60,
+                false,
+                Err(AuthError::NotYetValid),
+            ),
+        ];
+        for (c, skew, req, want) in cases {
+            assert_eq!(c.check_time(now, skew, req), want, "{c:?} skew {skew}");
+        }
+    }
+
+    #[test]
+    fn audiences() {
+        let allowed: HashSet<String> = ["svc-a".to_string(), "api.example.com".to_string()].into();
+        let with = |aud: &[&str]| Claims {
+            aud: aud.iter().map(|s| s.to_string()).collect(),
+            ..Claims::default()
+        };
+        assert!(with(&["svc-a"]).check_audience(&allowed).is_ok());
+        assert!(with(&["x", "svc-a"]).check_audience(&allowed).is_ok());
+        assert!(with(&["https://api.example.com/"])
+            .check_audience(&allowed)
+            .is_ok());
+        assert_eq!(
+            with(&["svc-b"]).check_audience(&allowed),
+            Err(AuthError::AudienceNotAllowed)
+        );
+        assert_eq!(
+            with(&[]).check_audience(&allowed),
+            Err(AuthError::AudienceNotAllowed)
+        );
+        assert!(with(&[]).check_audience(&HashSet::new()).is_ok());
+    }
+
+    #[test]
+    fn header_values() {
+        let Value::Object(p) = json!({
+            "sub": "alice", "n": 42, "f": 1.5, "b": true, "arr": ["a"],
+            "nested": {"a": {"b": "deep"}}, "evil": "x\r\ninjected: 1", "tab": "a\tb"
+        }) else {
+            unreachable!()
+        };
+        let get =
+            |path: &str| header_value(&p, &path.split('.').map(String::from).collect::<Vec<_>>());
+        assert_eq!(get("sub").as_deref(), Some("alice"));
+        assert_eq!(get("n").as_deref(), Some("42"));
+        assert_eq!(get("f").as_deref(), Some("1.5"));
+        assert_eq!(get("b").as_deref(), Some("true"));
+        assert_eq!(get("nested.a.b").as_deref(), Some("deep"));
+        assert_eq!(get("arr"), None);
+        assert_eq!(get("nested"), None);
+        assert_eq!(get("missing"), None);
+        assert_eq!(get("sub.x"), None);
+        assert_eq!(get("evil"), None);
+        assert_eq!(get("tab"), None);
+    }
+}

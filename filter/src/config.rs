@@ -1,0 +1,473 @@
+//! `pluginConfig` as operators write it (Istio's field names), and its compilation into the
+//! immutable structure every request reads.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::jwks::{self, Jwks};
+use crate::paths::{PathMatcher, StringMatch};
+use crate::token::{Location, LocationKind};
+
+/// Largest `pluginConfig` accepted; istiod refuses far smaller WasmPlugins, so this only guards the VM.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
+pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
+
+/// The WasmPlugin's `pluginConfig`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginConfig {
+    /// End-user JWT rules, as in Istio's `RequestAuthentication.spec.jwtRules`.
+    #[serde(default)]
+    pub jwt_rules: Vec<JwtRule>,
+    /// Reject requests that carry no token (the older authentication policy's required `origins`).
+    /// When false, as with RequestAuthentication, a request without a token passes.
+    #[serde(default)]
+    pub require_token: bool,
+    /// Allowed clock skew for `exp` and `nbf`, in seconds.
+    #[serde(default = "default_clock_skew")]
+    #[schemars(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    /// Reject tokens without an `exp` claim.
+    #[serde(default)]
+    pub require_expiration: bool,
+    /// The older authentication policy's `trigger_rules`: when present, JWT authentication applies
+    /// only to requests whose path matches at least one rule.
+    #[serde(default)]
+    pub trigger_rules: Vec<TriggerRule>,
+}
+
+fn default_clock_skew() -> u64 {
+    DEFAULT_CLOCK_SKEW_SECONDS
+}
+
+/// One JWT issuer, as in Istio's `JWTRule`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtRule {
+    /// Value the token's `iss` claim must equal.
+    pub issuer: String,
+    /// Accepted `aud` values (any of). Empty: audience is not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The JSON Web Key Set, as a JSON string.
+    pub jwks: String,
+    /// Headers the token is taken from. Without any location, `Authorization: Bearer <token>` and
+    /// the `access_token` query parameter are used.
+    #[serde(default)]
+    pub from_headers: Vec<JwtHeader>,
+    /// Query parameters the token is taken from.
+    #[serde(default)]
+    pub from_params: Vec<String>,
+    /// Cookies the token is taken from.
+    #[serde(default)]
+    pub from_cookies: Vec<String>,
+    /// Keep the header that carried the token when forwarding the request.
+    #[serde(default)]
+    pub forward_original_token: bool,
+    /// Header that receives the token's payload (base64url) after successful verification.
+    #[serde(default)]
+    pub output_payload_to_header: Option<String>,
+    /// Headers that receive claim values (string, number or boolean; nested claims as `a.b`).
+    #[serde(default)]
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+}
+
+/// A header the token is read from.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtHeader {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Exact, case-sensitive prefix before the token, e.g. `"Bearer "`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// A claim copied into a request header.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimToHeader {
+    /// Header name.
+    pub header: String,
+    /// Claim name; `a.b` reads a nested claim.
+    pub claim: String,
+}
+
+/// A rule matches when the path is in no `excludedPaths` and, if `includedPaths` is not empty, in one
+/// of them. Paths are compared without query or fragment.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerRule {
+    #[serde(default)]
+    pub excluded_paths: Vec<StringMatch>,
+    #[serde(default)]
+    pub included_paths: Vec<StringMatch>,
+}
+
+/// A configuration error, naming the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "invalid pluginConfig: {}", self.message)
+        } else {
+            write!(
+                f,
+                "invalid pluginConfig at {}: {}",
+                self.field, self.message
+            )
+        }
+    }
+}
+
+/// One issuer, ready to verify tokens.
+#[derive(Debug)]
+pub struct Rule {
+    pub issuer: String,
+    /// Sanitized as Envoy does: scheme and trailing slash removed.
+    pub audiences: HashSet<String>,
+    pub jwks: Jwks,
+    pub forward_original_token: bool,
+    pub output_payload_to_header: Option<String>,
+    pub output_claim_to_headers: Vec<(String, Vec<String>)>,
+}
+
+/// The compiled, immutable configuration shared by every request of a plugin.
+#[derive(Debug)]
+pub struct Config {
+    pub rules: Vec<Rule>,
+    /// Unique token locations; each knows which rules read it.
+    pub locations: Vec<Location>,
+    /// Every header the filter writes; removed from each incoming request first.
+    pub output_headers: Vec<String>,
+    pub require_token: bool,
+    pub clock_skew_seconds: u64,
+    pub require_expiration: bool,
+    pub trigger_rules: Vec<(Vec<PathMatcher>, Vec<PathMatcher>)>,
+    /// Keys that were skipped while loading JWKS, for the configure-time log.
+    pub warnings: Vec<String>,
+}
+
+/// Parses and compiles `pluginConfig`. An empty configuration means "no rules".
+pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::new(
+            "",
+            format!("larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    let raw: PluginConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
+        parse(b"{}")?
+    } else {
+        parse(bytes)?
+    };
+    compile(&raw)
+}
+
+fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(&mut de);
+    let cfg = parsed.map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::new(field, e.into_inner().to_string())
+    })?;
+    de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
+    Ok(cfg)
+}
+
+pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
+    let mut rules = Vec::with_capacity(raw.jwt_rules.len());
+    let mut locations: Vec<Location> = Vec::new();
+    let mut output_headers: Vec<String> = Vec::new();
+    let mut warnings = Vec::new();
+
+    for (i, r) in raw.jwt_rules.iter().enumerate() {
+        let at = |f: &str| format!("jwtRules[{i}].{f}");
+        if r.issuer.is_empty() {
+            return Err(ConfigError::new(at("issuer"), "must not be empty"));
+        }
+        let (jwks, skipped) =
+            jwks::parse(r.jwks.as_bytes()).map_err(|e| ConfigError::new(at("jwks"), e))?;
+        warnings.extend(skipped.into_iter().map(|w| format!("{}: {w}", at("jwks"))));
+
+        let mut rule_locations = Vec::new();
+        for (j, h) in r.from_headers.iter().enumerate() {
+            let name = header_name(&h.name, &at(&format!("fromHeaders[{j}].name")))?;
+            rule_locations.push(LocationKind::Header {
+                name,
+                prefix: h.prefix.clone(),
+            });
+        }
+        for (j, p) in r.from_params.iter().enumerate() {
+            if p.is_empty() {
+                return Err(ConfigError::new(
+                    at(&format!("fromParams[{j}]")),
+                    "must not be empty",
+                ));
+            }
+            rule_locations.push(LocationKind::Param(p.clone()));
+        }
+        for (j, c) in r.from_cookies.iter().enumerate() {
+            if c.is_empty() || !c.bytes().all(is_token_char) {
+                return Err(ConfigError::new(
+                    at(&format!("fromCookies[{j}]")),
+                    "must be a cookie name (RFC 6265 token)",
+                ));
+            }
+            rule_locations.push(LocationKind::Cookie(c.clone()));
+        }
+        if rule_locations.is_empty() {
+            rule_locations.push(LocationKind::Header {
+                name: "authorization".into(),
+                prefix: "Bearer ".into(),
+            });
+            rule_locations.push(LocationKind::Param("access_token".into()));
+        }
+        for kind in rule_locations {
+            match locations.iter_mut().find(|l| l.kind == kind) {
+                Some(l) if !l.rules.contains(&i) => l.rules.push(i),
+                Some(_) => {}
+                None => locations.push(Location {
+                    kind,
+                    rules: vec![i],
+                }),
+            }
+        }
+
+        let output_payload_to_header = match &r.output_payload_to_header {
+            Some(h) => Some(header_name(h, &at("outputPayloadToHeader"))?),
+            None => None,
+        };
+        let mut claims = Vec::with_capacity(r.output_claim_to_headers.len());
+        for (j, c) in r.output_claim_to_headers.iter().enumerate() {
+            let header = header_name(&c.header, &at(&format!("outputClaimToHeaders[{j}].header")))?;
+            if c.claim.is_empty() || c.claim.split('.').any(str::is_empty) {
+                return Err(ConfigError::new(
+                    at(&format!("outputClaimToHeaders[{j}].claim")),
+                    "must be a claim name, nested names separated by '.'",
+                ));
+            }
+            claims.push((header, c.claim.split('.').map(String::from).collect()));
+        }
+        for h in output_payload_to_header
+            .iter()
+            .chain(claims.iter().map(|(h, _)| h))
+        {
+            if !output_headers.contains(h) {
+                output_headers.push(h.clone());
+            }
+        }
+
+        rules.push(Rule {
+            issuer: r.issuer.clone(),
+            audiences: r.audiences.iter().map(|a| sanitize_audience(a)).collect(),
+            jwks,
+            forward_original_token: r.forward_original_token,
+            output_payload_to_header,
+            output_claim_to_headers: claims,
+        });
+    }
+
+    for l in &locations {
+        if let LocationKind::Header { name, .. } = &l.kind {
+            if output_headers.contains(name) {
+                return Err(ConfigError::new(
+                    "jwtRules",
+                    format!("header {name:?} is both a token location and an output header"),
+                ));
+            }
+        }
+    }
+
+    let mut trigger_rules = Vec::with_capacity(raw.trigger_rules.len());
+    for (i, t) in raw.trigger_rules.iter().enumerate() {
+        let compile_all = |list: &[StringMatch], f: &str| {
+            list.iter()
+                .enumerate()
+                .map(|(j, m)| {
+                    PathMatcher::new(m)
+                        .map_err(|e| ConfigError::new(format!("triggerRules[{i}].{f}[{j}]"), e))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        trigger_rules.push((
+            compile_all(&t.excluded_paths, "excludedPaths")?,
+            compile_all(&t.included_paths, "includedPaths")?,
+        ));
+    }
+
+    Ok(Config {
+        rules,
+        locations,
+        output_headers,
+        require_token: raw.require_token,
+        clock_skew_seconds: raw.clock_skew_seconds,
+        require_expiration: raw.require_expiration,
+        trigger_rules,
+        warnings,
+    })
+}
+
+/// Envoy compares audiences without scheme and trailing slash.
+pub fn sanitize_audience(aud: &str) -> String {
+    let a = aud
+        .strip_prefix("https://")
+        .or_else(|| aud.strip_prefix("http://"))
+        .unwrap_or(aud);
+    a.strip_suffix('/').unwrap_or(a).to_string()
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn header_name(name: &str, field: &str) -> Result<String, ConfigError> {
+    if name.is_empty() || !name.bytes().all(is_token_char) {
+        return Err(ConfigError::new(
+            field,
+            format!("{name:?} is not a valid HTTP header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JWKS: &str = r#"{"keys":[{"kty":"oct","kid":"k","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#;
+
+    fn cfg(json: &str) -> Result<Config, ConfigError> {
+        load(json.as_bytes())
+    }
+
+    fn rule(extra: &str) -> String {
+        let jwks = serde_json::to_string(JWKS).unwrap_or_default();
+        format!(r#"{{"jwtRules":[{{"issuer":"iss","jwks":{jwks}{extra}}}]}}"#)
+    }
+
+    #[test]
+    fn empty_config_is_no_rules() {
+        let c = cfg("").unwrap();
+        assert!(c.rules.is_empty());
+        assert_eq!(c.clock_skew_seconds, 60);
+        assert!(!c.require_token);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (rule(r#","audience":["a"]"#), "jwtRules[0].audience"),
+            (r#"{"requireToken":"yes"}"#.to_string(), "requireToken"),
+            (
+                rule(r#","fromHeaders":[{"name":"a b"}]"#),
+                "jwtRules[0].fromHeaders[0].name",
+            ),
+            (
+                rule(r#","fromHeaders":[{"name":"x","prefix":1}]"#),
+                "jwtRules[0].fromHeaders[0].prefix",
+            ),
+            (
+                r#"{"jwtRules":[{"issuer":"i","jwks":"nope"}]}"#.to_string(),
+                "jwtRules[0].jwks",
+            ),
+            (
+                r#"{"jwtRules":[{"issuer":"i"}]}"#.to_string(),
+                "jwtRules[0]",
+            ),
+            (
+                r#"{"triggerRules":[{"includedPaths":[{"regex":"("}]}]}"#.to_string(),
+                "triggerRules[0].includedPaths[0]",
+            ),
+            (
+                r#"{"triggerRules":[{"includedPaths":[{"glob":"/x"}]}]}"#.to_string(),
+                "triggerRules[0].includedPaths[0]",
+            ),
+            (
+                rule(r#","outputClaimToHeaders":[{"header":"x","claim":"a..b"}]"#),
+                "jwtRules[0].outputClaimToHeaders[0].claim",
+            ),
+            (rule(r#","issuer":"""#), "jwtRules[0]"),
+            (r#"{"clockSkewSeconds":-1}"#.to_string(), "clockSkewSeconds"),
+            (r#"{"jwtRules":{}}"#.to_string(), "jwtRules"),
+        ];
+        for (json, field) in cases {
+            let err = cfg(&json)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {json}"));
+            assert!(
+                err.to_string().contains(field),
+                "{json}: {err} does not name {field}"
+            );
+        }
+    }
+
+    #[test]
+    fn trailing_garbage_rejected() {
+        assert!(cfg("{} x").is_err());
+    }
+
+    #[test]
+    fn default_locations_only_without_explicit_ones() {
+        let c = cfg(&rule("")).unwrap();
+        assert_eq!(c.locations.len(), 2);
+        let c = cfg(&rule(r#","fromCookies":["session"]"#)).unwrap();
+        assert_eq!(c.locations.len(), 1);
+        assert_eq!(c.locations[0].kind, LocationKind::Cookie("session".into()));
+    }
+
+    #[test]
+    fn shared_locations_list_every_rule() {
+        let jwks = serde_json::to_string(JWKS).unwrap_or_default();
+        let json = format!(
+            r#"{{"jwtRules":[{{"issuer":"a","jwks":{jwks}}},{{"issuer":"b","jwks":{jwks}}}]}}"#
+        );
+        let c = cfg(&json).unwrap();
+        assert_eq!(c.locations.len(), 2);
+        assert!(c.locations.iter().all(|l| l.rules == vec![0, 1]));
+    }
+
+    #[test]
+    fn output_headers_are_lowercased_and_collected() {
+        let c = cfg(&rule(
+            r#","outputPayloadToHeader":"X-Jwt-Payload","outputClaimToHeaders":[{"header":"X-Sub","claim":"sub"}]"#,
+        ))
+        .unwrap();
+        assert_eq!(c.output_headers, vec!["x-jwt-payload", "x-sub"]);
+    }
+
+    #[test]
+    fn output_header_cannot_be_token_header() {
+        let err = cfg(&rule(r#","outputPayloadToHeader":"Authorization""#))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("authorization"));
+    }
+
+    #[test]
+    fn audiences_sanitized() {
+        assert_eq!(
+            sanitize_audience("https://svc.example.com/"),
+            "svc.example.com"
+        );
+        assert_eq!(sanitize_audience("svc-a"), "svc-a");
+    }
+}

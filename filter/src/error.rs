@@ -1,0 +1,135 @@
+//! Why a request was refused, and the one place that turns it into an HTTP answer.
+
+/// Reasons a request fails authentication. Texts follow Envoy's jwt_authn so operators and tests
+/// that know Envoy's answers read the same here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    TooLarge,
+    BadFormat,
+    HeaderBadBase64,
+    HeaderBadJson,
+    HeaderBadAlg,
+    AlgNotSupported,
+    HeaderBadKid,
+    CritNotSupported,
+    PayloadBadBase64,
+    PayloadBadJson,
+    IssNotString,
+    SubNotString,
+    AudNotStringList,
+    ExpNotInteger,
+    NbfNotInteger,
+    IatNotInteger,
+    SignatureBadBase64,
+    UnknownIssuer,
+    NotYetValid,
+    Expired,
+    ExpirationMissing,
+    AudienceNotAllowed,
+    NoMatchingKey,
+    VerificationFailed,
+    Internal,
+}
+
+impl AuthError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "Jwt is missing",
+            Self::TooLarge => "Jwt is too large",
+            Self::BadFormat => {
+                "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
+            }
+            Self::HeaderBadBase64 => "Jwt header is an invalid Base64url encoded",
+            Self::HeaderBadJson => "Jwt header is an invalid JSON",
+            Self::HeaderBadAlg => "Jwt header [alg] field is required and must be a string",
+            Self::AlgNotSupported => "Jwt header [alg] is not supported",
+            Self::HeaderBadKid => "Jwt header [kid] field is not a string",
+            Self::CritNotSupported => "Jwt header [crit] is not supported",
+            Self::PayloadBadBase64 => "Jwt payload is an invalid Base64url encoded",
+            Self::PayloadBadJson => "Jwt payload is an invalid JSON",
+            Self::IssNotString => "Jwt payload [iss] field is not a string",
+            Self::SubNotString => "Jwt payload [sub] field is not a string",
+            Self::AudNotStringList => "Jwt payload [aud] field is not a string or string list",
+            Self::ExpNotInteger => "Jwt payload [exp] field is not an integer",
+            Self::NbfNotInteger => "Jwt payload [nbf] field is not an integer",
+            Self::IatNotInteger => "Jwt payload [iat] field is not an integer",
+            Self::SignatureBadBase64 => "Jwt signature is an invalid Base64url encoded",
+            Self::UnknownIssuer => "Jwt issuer is not configured",
+            Self::NotYetValid => "Jwt not yet valid",
+            Self::Expired => "Jwt is expired",
+            Self::ExpirationMissing => "Jwt has no [exp] claim and expiration is required",
+            Self::AudienceNotAllowed => "Audiences in Jwt are not allowed",
+            Self::NoMatchingKey => "Jwks doesn't have key to match kid or alg from Jwt",
+            Self::VerificationFailed => "Jwt verification fails",
+            Self::Internal => "Authentication failed: internal error",
+        }
+    }
+
+    pub fn http_status(self) -> u32 {
+        match self {
+            Self::AudienceNotAllowed => 403,
+            Self::Internal => 500,
+            _ => 401,
+        }
+    }
+
+    /// The `WWW-Authenticate` value for this failure; `realm` is the request's original URI.
+    pub fn www_authenticate(self, realm: &str) -> Option<String> {
+        match self {
+            Self::Internal => None,
+            Self::Missing => Some(format!("Bearer realm=\"{realm}\"")),
+            _ => Some(format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
+        }
+    }
+}
+
+/// The answer sent to the client instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub status: u32,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: &'static str,
+}
+
+impl Denial {
+    pub fn new(error: AuthError, realm: &str) -> Self {
+        let mut headers = vec![("content-type", "text/plain".to_string())];
+        if let Some(v) = error.www_authenticate(realm) {
+            headers.push(("www-authenticate", v));
+        }
+        Self {
+            status: error.http_status(),
+            headers,
+            body: error.reason(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_has_no_error_attribute() {
+        let d = Denial::new(AuthError::Missing, "http://h/p");
+        assert_eq!(d.status, 401);
+        assert!(d
+            .headers
+            .contains(&("www-authenticate", "Bearer realm=\"http://h/p\"".into())));
+        assert_eq!(d.body, "Jwt is missing");
+    }
+
+    #[test]
+    fn invalid_token_and_audience() {
+        let d = Denial::new(AuthError::Expired, "http://h/p");
+        assert_eq!(d.status, 401);
+        assert!(d.headers.contains(&(
+            "www-authenticate",
+            "Bearer realm=\"http://h/p\", error=\"invalid_token\"".into()
+        )));
+        let d = Denial::new(AuthError::AudienceNotAllowed, "http://h/p");
+        assert_eq!(d.status, 403);
+        assert_eq!(d.body, "Audiences in Jwt are not allowed");
+    }
+}

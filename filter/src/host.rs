@@ -1,0 +1,158 @@
+//! The only code that talks to the host. Calls go straight to the proxy-wasm ABI because the SDK's
+//! helpers panic on unexpected statuses and on non-UTF-8 header values, and a panic kills the VM.
+
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
+
+#[allow(clashing_extern_declarations)]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+const OK: u32 = 0;
+
+/// A host call that did not succeed, with the host's status code.
+#[derive(Debug, Clone, Copy)]
+pub struct HostError(pub u32);
+
+fn check(status: u32) -> Result<(), HostError> {
+    if status == OK {
+        Ok(())
+    } else {
+        Err(HostError(status))
+    }
+}
+
+/// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
+///
+/// # Safety
+/// `data`/`size` must come from a successful host call that returns module-allocated memory.
+unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: the SDK's allocator hands out exactly `size` bytes for this pointer.
+        unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: pointer and length describe a live &str.
+    unsafe {
+        proxy_log(level as u32, message.as_ptr(), message.len());
+    }
+}
+
+pub fn now_seconds() -> Result<u64, HostError> {
+    let mut nanos: u64 = 0;
+    // SAFETY: the host writes one u64 through the pointer.
+    check(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
+    Ok(nanos / 1_000_000_000)
+}
+
+pub fn plugin_config(size: usize) -> Result<Vec<u8>, HostError> {
+    let mut data = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
+    unsafe {
+        check(proxy_get_buffer_bytes(
+            BufferType::PluginConfiguration as u32,
+            0,
+            size,
+            &mut data,
+            &mut len,
+        ))?;
+        Ok(take_host_buffer(data, len))
+    }
+}
+
+pub fn request_headers() -> Result<Vec<(String, String)>, HostError> {
+    let mut data = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
+    let bytes = unsafe {
+        check(proxy_get_header_map_pairs(
+            MapType::HttpRequestHeaders as u32,
+            &mut data,
+            &mut len,
+        ))?;
+        take_host_buffer(data, len)
+    };
+    crate::wire::decode_map(&bytes).ok_or(HostError(u32::MAX))
+}
+
+pub fn remove_request_header(name: &str) -> Result<(), HostError> {
+    // SAFETY: pointer and length describe a live &str.
+    check(unsafe {
+        proxy_remove_header_map_value(
+            MapType::HttpRequestHeaders as u32,
+            name.as_ptr(),
+            name.len(),
+        )
+    })
+}
+
+pub fn set_request_header(name: &str, value: &str) -> Result<(), HostError> {
+    // SAFETY: pointers and lengths describe live &strs.
+    check(unsafe {
+        proxy_replace_header_map_value(
+            MapType::HttpRequestHeaders as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+pub fn send_local_response(
+    status: u32,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), HostError> {
+    let map = crate::wire::encode_map(headers);
+    let details = "mesh_authn_denied";
+    // SAFETY: all pointers describe live buffers for the duration of the call.
+    check(unsafe {
+        proxy_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    })
+}

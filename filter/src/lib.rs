@@ -1,0 +1,20 @@
+//! mesh-authn: Istio's end-user (JWT) authentication as a proxy-wasm HTTP filter.
+//!
+//! Everything but `host` and `plugin` is plain Rust with no proxy-wasm dependency, so it is tested
+//! on the host with `cargo test`.
+
+pub mod authn;
+pub mod claims;
+pub mod config;
+pub mod error;
+pub mod jwks;
+pub mod jws;
+pub mod paths;
+pub mod request;
+pub mod token;
+pub mod wire;
+
+#[cfg(target_arch = "wasm32")]
+mod host;
+#[cfg(target_arch = "wasm32")]
+mod plugin;

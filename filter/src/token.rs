@@ -1,0 +1,223 @@
+//! Where tokens live in a request (headers, query parameters, cookies) and taking them out.
+
+use crate::request::Request;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationKind {
+    /// Lowercase header name and the exact, case-sensitive prefix before the token.
+    Header {
+        name: String,
+        prefix: String,
+    },
+    Param(String),
+    Cookie(String),
+}
+
+/// A token location and the rules (indices into `Config::rules`) that read it.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub kind: LocationKind,
+    pub rules: Vec<usize>,
+}
+
+/// A token found in a request, with the index of the location it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<'r> {
+    pub token: &'r str,
+    pub location: usize,
+}
+
+/// Every token present at any location; every value of a repeated header or cookie counts.
+/// Empty values are no token.
+pub fn extract<'r>(locations: &[Location], req: &'r Request) -> Vec<Found<'r>> {
+    let mut found = Vec::new();
+    for (i, loc) in locations.iter().enumerate() {
+        let mut push = |t: &'r str| {
+            let token = t.trim();
+            if !token.is_empty() && !found.contains(&Found { token, location: i }) {
+                found.push(Found { token, location: i });
+            }
+        };
+        match &loc.kind {
+            LocationKind::Header { name, prefix } => {
+                for v in req.header_values(name) {
+                    if let Some(t) = v.strip_prefix(prefix.as_str()) {
+                        push(t);
+                    }
+                }
+            }
+            LocationKind::Param(name) => {
+                for (k, v) in query_pairs(req.path()) {
+                    if k == name {
+                        push(v);
+                    }
+                }
+            }
+            LocationKind::Cookie(name) => {
+                for header in req.header_values("cookie") {
+                    for (k, v) in cookie_pairs(header) {
+                        if k == name {
+                            push(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
+    let without_fragment = path.split('#').next().unwrap_or(path);
+    let query = without_fragment.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        Some((k.trim(), v))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(kind: LocationKind) -> Location {
+        Location {
+            kind,
+            rules: vec![0],
+        }
+    }
+
+    fn bearer() -> LocationKind {
+        LocationKind::Header {
+            name: "authorization".into(),
+            prefix: "Bearer ".into(),
+        }
+    }
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> Request {
+        let mut h = vec![(":path".to_string(), path.to_string())];
+        h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Request::new(h)
+    }
+
+    fn tokens(locs: &[Location], r: &Request) -> Vec<(String, usize)> {
+        extract(locs, r)
+            .into_iter()
+            .map(|f| (f.token.to_string(), f.location))
+            .collect()
+    }
+
+    #[test]
+    fn header_prefix_is_exact_and_case_sensitive() {
+        let locs = [loc(bearer())];
+        let cases = [
+            ("Bearer abc", vec![("abc".to_string(), 0)]),
+            ("bearer abc", vec![]),
+            ("BEARER abc", vec![]),
+            ("Basic abc", vec![]),
+            ("xBearer abc", vec![]),
+            ("Bearer ", vec![]),
+            ("Bearer  abc ", vec![("abc".to_string(), 0)]),
+        ];
+        for (value, want) in cases {
+            assert_eq!(
+                tokens(&locs, &req("/", &[("authorization", value)])),
+                want,
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_value_of_repeated_header() {
+        let locs = [loc(bearer())];
+        let r = req(
+            "/",
+            &[("authorization", "Bearer a"), ("authorization", "Bearer b")],
+        );
+        assert_eq!(
+            tokens(&locs, &r),
+            vec![("a".to_string(), 0), ("b".to_string(), 0)]
+        );
+    }
+
+    #[test]
+    fn header_without_prefix_takes_whole_value() {
+        let locs = [loc(LocationKind::Header {
+            name: "x-jwt".into(),
+            prefix: String::new(),
+        })];
+        assert_eq!(
+            tokens(&locs, &req("/", &[("x-jwt", "a.b.c")])),
+            vec![("a.b.c".to_string(), 0)]
+        );
+    }
+
+    #[test]
+    fn params() {
+        let locs = [loc(LocationKind::Param("access_token".into()))];
+        let cases = [
+            ("/p?access_token=t1", vec!["t1"]),
+            ("/p?x=1&access_token=t1&y=2", vec!["t1"]),
+            ("/p?access_token=t1&access_token=t2", vec!["t1", "t2"]),
+            ("/p?access_token=", vec![]),
+            ("/p?xaccess_token=t1", vec![]),
+            ("/p?access_token=t1#frag", vec!["t1"]),
+            ("/p#?access_token=t1", vec![]),
+            ("/p", vec![]),
+        ];
+        for (path, want) in cases {
+            let got: Vec<String> = tokens(&locs, &req(path, &[]))
+                .into_iter()
+                .map(|t| t.0)
+                .collect();
+            assert_eq!(got, want, "{path}");
+        }
+    }
+
+    #[test]
+    fn cookies() {
+        let locs = [loc(LocationKind::Cookie("session".into()))];
+        let cases = [
+            (vec!["session=t1"], vec!["t1"]),
+            (vec!["a=1; session=t1; b=2"], vec!["t1"]),
+            (vec!["session=\"t1\""], vec!["t1"]),
+            (vec!["a=1", "session=t2"], vec!["t2"]),
+            (vec!["xsession=t1"], vec![]),
+            (vec!["session"], vec![]),
+        ];
+        for (headers, want) in cases {
+            let h: Vec<(&str, &str)> = headers.iter().map(|v| ("cookie", *v)).collect();
+            let got: Vec<String> = tokens(&locs, &req("/", &h))
+                .into_iter()
+                .map(|t| t.0)
+                .collect();
+            assert_eq!(got, want, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn several_locations() {
+        let locs = [
+            loc(bearer()),
+            loc(LocationKind::Param("access_token".into())),
+        ];
+        let r = req("/?access_token=p", &[("authorization", "Bearer h")]);
+        assert_eq!(
+            tokens(&locs, &r),
+            vec![("h".to_string(), 0), ("p".to_string(), 1)]
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! The proxy-wasm ABI's header-map encoding, decoded defensively (the host's bytes are not trusted
+//! to be well formed).
+
+/// proxy-wasm map encoding: count, then (key length, value length) pairs, then NUL-terminated
+/// keys and values.
+pub fn encode_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let size = 4 + pairs
+        .iter()
+        .map(|(k, v)| 10 + k.len() + v.len())
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    out.extend_from_slice(&len32(pairs.len()));
+    for (k, v) in pairs {
+        out.extend_from_slice(&len32(k.len()));
+        out.extend_from_slice(&len32(v.len()));
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Inverse of `encode_map`, checked at every step; invalid UTF-8 becomes U+FFFD, which can never
+/// form a valid token.
+pub fn decode_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
+    };
+    let count = u32_at(0)?;
+    let mut sizes_at = 4usize;
+    let mut data_at = count.checked_mul(8)?.checked_add(4)?;
+    let mut out = Vec::with_capacity(count.min(bytes.len() / 8));
+    for _ in 0..count {
+        let (klen, vlen) = (u32_at(sizes_at)?, u32_at(sizes_at.checked_add(4)?)?);
+        sizes_at = sizes_at.checked_add(8)?;
+        let key = bytes.get(data_at..data_at.checked_add(klen)?)?;
+        data_at = data_at.checked_add(klen)?.checked_add(1)?;
+        let value = bytes.get(data_at..data_at.checked_add(vlen)?)?;
+        data_at = data_at.checked_add(vlen)?.checked_add(1)?;
+        out.push((
+            String::from_utf8_lossy(key).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        let pairs = [
+            (":path", "/a?b"),
+            ("authorization", "Bearer x.y.z"),
+            ("empty", ""),
+        ];
+        let decoded = decode_map(&encode_map(&pairs)).unwrap();
+        let want: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(decoded, want);
+        assert_eq!(decode_map(&[]), Some(vec![]));
+    }
+
+    #[test]
+    fn truncated_or_lying_input_is_refused() {
+        let good = encode_map(&[("k", "v"), ("k2", "v2")]);
+        for cut in 1..good.len() - 1 {
+            assert_eq!(decode_map(&good[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(decode_map(&[0xff, 0xff, 0xff, 0xff]), None);
+        let mut huge_len = good.clone();
+        huge_len[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_map(&huge_len), None);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let mut bytes = encode_map(&[("k", "ab")]);
+        let n = bytes.len();
+        bytes[n - 2] = 0xff;
+        assert_eq!(
+            decode_map(&bytes),
+            Some(vec![("k".into(), "a\u{fffd}".into())])
+        );
+    }
+}
