@@ -1,0 +1,39 @@
+# `make demo` runs the local demo; `make test` runs every test. Both set up what they need.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TARGET := wasm32-wasip1
+WASM   := target/$(TARGET)/release/mesh_authn.wasm
+
+.PHONY: setup build demo test lint unit e2e schema
+
+setup: $(VENV)/.installed
+	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+$(VENV)/.installed: envoy-test/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r envoy-test/requirements.txt
+	touch $@
+
+build: setup
+	cargo build --release --target $(TARGET) -p mesh-authn
+
+demo: build
+	$(PY) envoy-test/demo.py
+
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --release --target $(TARGET) -p mesh-authn -- -D warnings
+
+unit: setup
+	cargo test --workspace
+
+e2e: build
+	$(PY) -m pytest envoy-test -q
+
+test: lint unit e2e
+
+schema:
+	cargo run -q -p config-schema

