@@ -1,7 +1,8 @@
 //! The per-request decision: which tokens are present, whether each verifies, and what to forward.
 
 use crate::claims;
-use crate::config::{Config, Rule};
+use crate::config::{Config, KeySource, Rule};
+use crate::jwks::Jwks;
 use crate::error::AuthError;
 use crate::jws::{self, Jws};
 use crate::paths;
@@ -22,10 +23,52 @@ pub struct Forward {
 pub enum Verdict {
     Allow(Forward),
     Deny(AuthError),
+    /// The request must wait for remote keys (`Config::remotes[remote]`); `refetch` when the keys
+    /// are loaded but lack the token's `kid`.
+    Wait { remote: usize, refetch: bool },
+}
+
+/// The state of a remote key set, as the caller's key store knows it.
+#[derive(Debug, Clone, Copy)]
+pub enum RemoteKeys<'a> {
+    Ready(&'a Jwks),
+    /// Never fetched yet: the first fetch is pending.
+    Loading,
+    /// No keys were ever obtained and the last fetch failed.
+    Failed,
+}
+
+pub trait KeyStore {
+    fn remote(&self, index: usize) -> RemoteKeys<'_>;
+    /// Whether a token with an unknown `kid` may trigger a refetch of this source now.
+    fn may_refetch(&self, index: usize) -> bool;
+}
+
+/// A key store for configurations without remote key sets.
+pub struct NoRemotes;
+
+impl KeyStore for NoRemotes {
+    fn remote(&self, _index: usize) -> RemoteKeys<'_> {
+        RemoteKeys::Failed
+    }
+    fn may_refetch(&self, _index: usize) -> bool {
+        false
+    }
+}
+
+enum Failure {
+    Deny(AuthError),
+    Wait { remote: usize, refetch: bool },
+}
+
+impl From<AuthError> for Failure {
+    fn from(e: AuthError) -> Self {
+        Self::Deny(e)
+    }
 }
 
 /// Decides a request. `now` is seconds since the Unix epoch.
-pub fn authenticate(cfg: &Config, req: &Request, now: u64) -> Verdict {
+pub fn authenticate(cfg: &Config, req: &Request, now: u64, keys: &dyn KeyStore) -> Verdict {
     let mut fwd = Forward {
         remove: cfg.output_headers.clone(),
         ..Forward::default()
@@ -50,9 +93,10 @@ pub fn authenticate(cfg: &Config, req: &Request, now: u64) -> Verdict {
         let Some(location) = cfg.locations.get(f.location) else {
             return Verdict::Deny(AuthError::Internal);
         };
-        let (rule, jws) = match verify(cfg, &location.rules, f.token, now) {
+        let (rule, jws) = match verify(cfg, &location.rules, f.token, now, keys) {
             Ok(v) => v,
-            Err(e) => return Verdict::Deny(e),
+            Err(Failure::Deny(e)) => return Verdict::Deny(e),
+            Err(Failure::Wait { remote, refetch }) => return Verdict::Wait { remote, refetch },
         };
         if let LocationKind::Header { name, .. } = &location.kind {
             if !rule.forward_original_token && !fwd.remove.contains(name) {
@@ -79,7 +123,8 @@ fn verify<'c, 't>(
     rule_ids: &[usize],
     token: &'t str,
     now: u64,
-) -> Result<(&'c Rule, Jws<'t>), AuthError> {
+    keys: &dyn KeyStore,
+) -> Result<(&'c Rule, Jws<'t>), Failure> {
     let jws = jws::parse(token)?;
     let iss = jws.claims.iss.as_deref();
     let mut candidates = rule_ids
@@ -88,35 +133,61 @@ fn verify<'c, 't>(
         .filter(|r| Some(r.issuer.as_str()) == iss)
         .peekable();
     if candidates.peek().is_none() {
-        return Err(AuthError::UnknownIssuer);
+        return Err(AuthError::UnknownIssuer.into());
     }
     jws.claims
         .check_time(now, cfg.clock_skew_seconds, cfg.require_expiration)?;
 
     let mut first_error = None;
     for rule in candidates {
-        match verify_for_rule(rule, &jws) {
+        match verify_for_rule(rule, &jws, keys) {
             Ok(()) => return Ok((rule, jws)),
-            Err(e) => {
+            Err(Failure::Deny(e)) => {
                 first_error.get_or_insert(e);
             }
+            Err(wait) => return Err(wait),
         }
     }
-    Err(first_error.unwrap_or(AuthError::UnknownIssuer))
+    Err(first_error.unwrap_or(AuthError::UnknownIssuer).into())
 }
 
-fn verify_for_rule(rule: &Rule, jws: &Jws<'_>) -> Result<(), AuthError> {
+fn verify_for_rule(rule: &Rule, jws: &Jws<'_>, keys: &dyn KeyStore) -> Result<(), Failure> {
     jws.claims.check_audience(&rule.audiences)?;
+    let jwks = match &rule.keys {
+        KeySource::Inline(j) => j,
+        KeySource::Remote(i) => match keys.remote(*i) {
+            RemoteKeys::Ready(j) => {
+                let kid_unknown = jws
+                    .kid
+                    .as_deref()
+                    .is_some_and(|kid| !j.keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
+                if kid_unknown && keys.may_refetch(*i) {
+                    return Err(Failure::Wait {
+                        remote: *i,
+                        refetch: true,
+                    });
+                }
+                j
+            }
+            RemoteKeys::Loading => {
+                return Err(Failure::Wait {
+                    remote: *i,
+                    refetch: false,
+                })
+            }
+            RemoteKeys::Failed => return Err(AuthError::JwksFetchFailed.into()),
+        },
+    };
     let mut any_key = false;
-    for key in rule.jwks.candidates(jws.alg, jws.kid.as_deref()) {
+    for key in jwks.candidates(jws.alg, jws.kid.as_deref()) {
         any_key = true;
         if jws.verify_with(&key.key) {
             return Ok(());
         }
     }
-    Err(if any_key {
+    Err(Failure::Deny(if any_key {
         AuthError::VerificationFailed
     } else {
         AuthError::NoMatchingKey
-    })
+    }))
 }

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::jwks::{self, Jwks};
+use crate::remote::{self, RemoteJwks};
 use crate::paths::{PathMatcher, StringMatch};
 use crate::token::{Location, LocationKind};
 
@@ -43,6 +44,14 @@ fn default_clock_skew() -> u64 {
     DEFAULT_CLOCK_SKEW_SECONDS
 }
 
+fn default_timeout() -> Option<String> {
+    Some("5s".into())
+}
+
+fn default_cache_duration() -> Option<String> {
+    Some("600s".into())
+}
+
 /// One JWT issuer, as in Istio's `JWTRule`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -52,8 +61,25 @@ pub struct JwtRule {
     /// Accepted `aud` values (any of). Empty: audience is not checked.
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// The JSON Web Key Set, as a JSON string.
-    pub jwks: String,
+    /// The JSON Web Key Set, as a JSON string. When both this and `jwksUri` are set, this wins, as
+    /// in Istio.
+    #[serde(default)]
+    pub jwks: Option<String>,
+    /// URL of the provider's public key set, fetched by the filter through Envoy.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Timeout of a JWKS fetch, e.g. `"5s"`.
+    #[serde(default)]
+    #[schemars(default = "default_timeout")]
+    pub timeout: Option<String>,
+    /// Envoy cluster that serves `jwksUri`. Default: Istio's `outbound|<port>||<host>` for the URI's
+    /// host and port (443 for https, 80 for http), as a ServiceEntry for that host creates.
+    #[serde(default)]
+    pub jwks_cluster: Option<String>,
+    /// How long fetched keys are used before they are refreshed, e.g. `"600s"`.
+    #[serde(default)]
+    #[schemars(default = "default_cache_duration")]
+    pub jwks_cache_duration: Option<String>,
     /// Headers the token is taken from. Without any location, `Authorization: Bearer <token>` and
     /// the `access_token` query parameter are used.
     #[serde(default)]
@@ -143,16 +169,25 @@ pub struct Rule {
     pub issuer: String,
     /// Sanitized as Envoy does: scheme and trailing slash removed.
     pub audiences: HashSet<String>,
-    pub jwks: Jwks,
+    pub keys: KeySource,
     pub forward_original_token: bool,
     pub output_payload_to_header: Option<String>,
     pub output_claim_to_headers: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Debug)]
+pub enum KeySource {
+    Inline(Jwks),
+    /// Index into `Config::remotes`.
+    Remote(usize),
 }
 
 /// The compiled, immutable configuration shared by every request of a plugin.
 #[derive(Debug)]
 pub struct Config {
     pub rules: Vec<Rule>,
+    /// Remote key sets, one per distinct URI and cluster.
+    pub remotes: Vec<RemoteJwks>,
     /// Unique token locations; each knows which rules read it.
     pub locations: Vec<Location>,
     /// Every header the filter writes; removed from each incoming request first.
@@ -195,6 +230,7 @@ fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
 
 pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
     let mut rules = Vec::with_capacity(raw.jwt_rules.len());
+    let mut remotes: Vec<RemoteJwks> = Vec::new();
     let mut locations: Vec<Location> = Vec::new();
     let mut output_headers: Vec<String> = Vec::new();
     let mut warnings = Vec::new();
@@ -204,9 +240,34 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
         if r.issuer.is_empty() {
             return Err(ConfigError::new(at("issuer"), "must not be empty"));
         }
-        let (jwks, skipped) =
-            jwks::parse(r.jwks.as_bytes()).map_err(|e| ConfigError::new(at("jwks"), e))?;
-        warnings.extend(skipped.into_iter().map(|w| format!("{}: {w}", at("jwks"))));
+        let keys = match (&r.jwks, &r.jwks_uri) {
+            (Some(inline), uri) => {
+                if uri.is_some() {
+                    warnings.push(format!("{}: jwks is set, so jwksUri is not used", at("jwksUri")));
+                }
+                let (jwks, skipped) = jwks::parse(inline.as_bytes())
+                    .map_err(|e| ConfigError::new(at("jwks"), e))?;
+                warnings.extend(skipped.into_iter().map(|w| format!("{}: {w}", at("jwks"))));
+                KeySource::Inline(jwks)
+            }
+            (None, Some(uri)) => {
+                let source = remote_source(r, uri, &at)?;
+                let index = match remotes.iter().position(|x| *x == source) {
+                    Some(i) => i,
+                    None => {
+                        remotes.push(source);
+                        remotes.len() - 1
+                    }
+                };
+                KeySource::Remote(index)
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    format!("jwtRules[{i}]"),
+                    "one of jwks or jwksUri is required",
+                ))
+            }
+        };
 
         let mut rule_locations = Vec::new();
         for (j, h) in r.from_headers.iter().enumerate() {
@@ -279,7 +340,7 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
         rules.push(Rule {
             issuer: r.issuer.clone(),
             audiences: r.audiences.iter().map(|a| sanitize_audience(a)).collect(),
-            jwks,
+            keys,
             forward_original_token: r.forward_original_token,
             output_payload_to_header,
             output_claim_to_headers: claims,
@@ -316,6 +377,7 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
 
     Ok(Config {
         rules,
+        remotes,
         locations,
         output_headers,
         require_token: raw.require_token,
@@ -323,6 +385,47 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
         require_expiration: raw.require_expiration,
         trigger_rules,
         warnings,
+    })
+}
+
+fn remote_source(
+    r: &JwtRule,
+    uri: &str,
+    at: &dyn Fn(&str) -> String,
+) -> Result<RemoteJwks, ConfigError> {
+    let parsed = remote::parse_uri(uri).map_err(|e| ConfigError::new(at("jwksUri"), e))?;
+    let timeout_ms = match &r.timeout {
+        Some(t) => remote::parse_duration_ms(t).map_err(|e| ConfigError::new(at("timeout"), e))?,
+        None => remote::DEFAULT_TIMEOUT_MS,
+    };
+    if timeout_ms == 0 {
+        return Err(ConfigError::new(at("timeout"), "must be more than 0s"));
+    }
+    let cache_duration_s = match &r.jwks_cache_duration {
+        Some(d) => {
+            remote::parse_duration_ms(d)
+                .map_err(|e| ConfigError::new(at("jwksCacheDuration"), e))?
+                / 1000
+        }
+        None => remote::DEFAULT_CACHE_DURATION_S,
+    };
+    if cache_duration_s == 0 {
+        return Err(ConfigError::new(at("jwksCacheDuration"), "must be at least 1s"));
+    }
+    let cluster = match &r.jwks_cluster {
+        Some(c) if c.is_empty() => {
+            return Err(ConfigError::new(at("jwksCluster"), "must not be empty"))
+        }
+        Some(c) => c.clone(),
+        None => remote::istio_cluster(&parsed),
+    };
+    Ok(RemoteJwks {
+        uri: uri.to_string(),
+        cluster,
+        authority: parsed.authority,
+        path: parsed.path,
+        timeout_ms,
+        cache_duration_s,
     })
 }
 
@@ -460,6 +563,34 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("authorization"));
+    }
+
+    #[test]
+    fn remote_sources_are_shared_and_derive_istio_clusters() {
+        let json = r#"{"jwtRules":[
+            {"issuer":"a","jwksUri":"https://idp.example.com/keys"},
+            {"issuer":"b","jwksUri":"https://idp.example.com/keys"},
+            {"issuer":"c","jwksUri":"http://127.0.0.1:9000/k","jwksCluster":"jwks","timeout":"1.5s","jwksCacheDuration":"30s"}
+        ]}"#;
+        let c = cfg(json).unwrap();
+        assert_eq!(c.remotes.len(), 2);
+        let r0 = &c.remotes[0];
+        assert_eq!(r0.cluster, "outbound|443||idp.example.com");
+        assert_eq!((r0.authority.as_str(), r0.path.as_str()), ("idp.example.com", "/keys"));
+        assert_eq!((r0.timeout_ms, r0.cache_duration_s), (5000, 600));
+        let r1 = &c.remotes[1];
+        assert_eq!((r1.cluster.as_str(), r1.timeout_ms, r1.cache_duration_s), ("jwks", 1500, 30));
+        assert!(matches!(c.rules[0].keys, KeySource::Remote(0)));
+        assert!(matches!(c.rules[1].keys, KeySource::Remote(0)));
+        assert!(matches!(c.rules[2].keys, KeySource::Remote(1)));
+    }
+
+    #[test]
+    fn inline_jwks_wins_over_uri() {
+        let c = cfg(&rule(r#","jwksUri":"https://idp/k""#)).unwrap();
+        assert!(matches!(c.rules[0].keys, KeySource::Inline(_)));
+        assert!(c.remotes.is_empty());
+        assert_eq!(c.warnings.len(), 1);
     }
 
     #[test]

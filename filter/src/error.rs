@@ -29,6 +29,7 @@ pub enum AuthError {
     AudienceNotAllowed,
     NoMatchingKey,
     VerificationFailed,
+    JwksFetchFailed,
     Internal,
 }
 
@@ -62,6 +63,7 @@ impl AuthError {
             Self::AudienceNotAllowed => "Audiences in Jwt are not allowed",
             Self::NoMatchingKey => "Jwks doesn't have key to match kid or alg from Jwt",
             Self::VerificationFailed => "Jwt verification fails",
+            Self::JwksFetchFailed => "Jwks remote fetch is failed",
             Self::Internal => "Authentication failed: internal error",
         }
     }

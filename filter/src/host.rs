@@ -1,7 +1,7 @@
 //! The only code that talks to the host. Calls go straight to the proxy-wasm ABI because the SDK's
 //! helpers panic on unexpected statuses and on non-UTF-8 header values, and a panic kills the VM.
 
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, StreamType};
 
 #[allow(clashing_extern_declarations)]
 extern "C" {
@@ -37,6 +37,43 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
 }
 
 const OK: u32 = 0;
@@ -66,18 +103,18 @@ unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
     }
 }
 
+pub fn now_millis() -> Result<u64, HostError> {
+    let mut nanos: u64 = 0;
+    // SAFETY: the host writes one u64 through the pointer.
+    check(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
+    Ok(nanos / 1_000_000)
+}
+
 pub fn log(level: LogLevel, message: &str) {
     // SAFETY: pointer and length describe a live &str.
     unsafe {
         proxy_log(level as u32, message.as_ptr(), message.len());
     }
-}
-
-pub fn now_seconds() -> Result<u64, HostError> {
-    let mut nanos: u64 = 0;
-    // SAFETY: the host writes one u64 through the pointer.
-    check(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
-    Ok(nanos / 1_000_000_000)
 }
 
 pub fn plugin_config(size: usize) -> Result<Vec<u8>, HostError> {
@@ -155,4 +192,130 @@ pub fn send_local_response(
             -1,
         )
     })
+}
+
+pub fn http_call_status() -> Option<u32> {
+    let key = ":status";
+    let mut data = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
+    let bytes = unsafe {
+        if proxy_get_header_map_value(
+            MapType::HttpCallResponseHeaders as u32,
+            key.as_ptr(),
+            key.len(),
+            &mut data,
+            &mut len,
+        ) != OK
+        {
+            return None;
+        }
+        take_host_buffer(data, len)
+    };
+    std::str::from_utf8(&bytes).ok()?.parse().ok()
+}
+
+pub fn http_call_body(size: usize) -> Result<Vec<u8>, HostError> {
+    let mut data = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
+    unsafe {
+        check(proxy_get_buffer_bytes(
+            BufferType::HttpCallResponseBody as u32,
+            0,
+            size,
+            &mut data,
+            &mut len,
+        ))?;
+        Ok(take_host_buffer(data, len))
+    }
+}
+
+/// Goes through the SDK, unlike the other calls: its dispatcher routes the answer to the context
+/// that is active when the call is made (it panics on answers it did not register), so this must
+/// run in a root-context callback.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    timeout_ms: u64,
+) -> Result<u32, HostError> {
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        headers.to_vec(),
+        None,
+        Vec::new(),
+        std::time::Duration::from_millis(timeout_ms),
+    )
+    .map_err(|s| HostError(s as u32))
+}
+
+pub struct Shared;
+
+impl crate::fetcher::SharedStore for Shared {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        let mut data = std::ptr::null_mut();
+        let mut len = 0;
+        let mut cas = 0;
+        // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
+        unsafe {
+            if proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut len, &mut cas) != OK {
+                return None;
+            }
+            Some((take_host_buffer(data, len), cas))
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        // SAFETY: pointers and lengths describe live buffers.
+        unsafe {
+            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) == OK
+        }
+    }
+}
+
+pub fn set_tick_period_ms(ms: u32) {
+    // SAFETY: plain value call.
+    unsafe {
+        proxy_set_tick_period_milliseconds(ms);
+    }
+}
+
+pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
+    // SAFETY: plain value call.
+    check(unsafe { proxy_set_effective_context(context_id) })
+}
+
+pub fn resume_request() -> Result<(), HostError> {
+    // SAFETY: plain value call.
+    check(unsafe { proxy_continue_stream(StreamType::HttpRequest as u32) })
+}
+
+pub fn define_counter(name: &str) -> Option<u32> {
+    let mut id = 0;
+    // SAFETY: pointer and length describe a live &str; the host writes the id.
+    let status = unsafe {
+        proxy_define_metric(MetricType::Counter as u32, name.as_ptr(), name.len(), &mut id)
+    };
+    (status == OK).then_some(id)
+}
+
+pub fn increment_counter(id: u32) {
+    // SAFETY: plain value call.
+    unsafe {
+        proxy_increment_metric(id, 1);
+    }
+}
+
+/// A host property, e.g. `["plugin_name"]`.
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    let serialized = path.join("\0");
+    let mut data = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
+    unsafe {
+        if proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut len) != OK {
+            return None;
+        }
+        Some(take_host_buffer(data, len))
+    }
 }

@@ -1,28 +1,164 @@
-//! proxy-wasm contexts: the root context compiles the configuration once; each HTTP context asks
-//! the pure core for a verdict and applies it.
+//! proxy-wasm contexts. The root context compiles the configuration once and owns the shared
+//! state: remote key sets, their fetches, and the requests waiting for them. Each HTTP context
+//! asks the pure core for a verdict and applies it, or parks the request with the root.
+//!
+//! No `RefCell` borrow is ever held across a host call: the host may call back into the VM.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use crate::authn::{self, Verdict};
+use crate::authn::{self, KeyStore, RemoteKeys, Verdict};
 use crate::config::{self, Config};
 use crate::error::{AuthError, Denial};
+use crate::fetcher::{Outcome, Poll, Source, Ticket};
 use crate::host;
 use crate::request::Request;
 
+const TICK_IDLE_MS: u32 = 1_000;
+/// While requests wait or keys are missing, other workers' fetch results are picked up this fast.
+const TICK_BUSY_MS: u32 = 50;
+/// Only root-context callbacks may start fetches, so a request that needs one asks for a tick now.
+const TICK_NOW_MS: u32 = 1;
+
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
 }}
 
-#[derive(Default)]
-struct Root {
-    config: Option<Rc<Config>>,
+#[derive(Default, Clone, Copy)]
+struct Metrics {
+    allowed: Option<u32>,
+    denied: Option<u32>,
+    fetch_success: Option<u32>,
+    fetch_failed: Option<u32>,
 }
 
-impl Context for Root {}
+impl Metrics {
+    fn define() -> Self {
+        let prefix = host::property(&["plugin_name"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)))
+            .map_or_else(|| "mesh_authn".to_string(), |n| format!("mesh_authn.{n}"));
+        let counter = |name: &str| host::define_counter(&format!("{prefix}.{name}"));
+        Self {
+            allowed: counter("allowed"),
+            denied: counter("denied"),
+            fetch_success: counter("jwks_fetch_success"),
+            fetch_failed: counter("jwks_fetch_failed"),
+        }
+    }
+
+    fn bump(id: Option<u32>) {
+        if let Some(id) = id {
+            host::increment_counter(id);
+        }
+    }
+}
+
+struct Waiter {
+    context_id: u32,
+    remote: usize,
+    ticket: Ticket,
+    request: Request,
+}
+
+struct State {
+    config: Rc<Config>,
+    sources: Vec<Source>,
+    waiters: Vec<Waiter>,
+    calls: HashMap<u32, usize>,
+    metrics: Metrics,
+    tick_ms: u32,
+}
+
+/// The key store a request sees: this worker's view of each remote source at `now_ms`.
+struct KeyView<'a> {
+    sources: &'a [Source],
+    now_ms: u64,
+}
+
+impl KeyStore for KeyView<'_> {
+    fn remote(&self, index: usize) -> RemoteKeys<'_> {
+        match self.sources.get(index) {
+            Some(Source { keys: Some(k), .. }) => RemoteKeys::Ready(k),
+            Some(s) if !s.failed() => RemoteKeys::Loading,
+            _ => RemoteKeys::Failed,
+        }
+    }
+
+    fn may_refetch(&self, index: usize) -> bool {
+        self.sources
+            .get(index)
+            .is_some_and(|s| s.may_refetch(self.now_ms))
+    }
+}
+
+struct Root {
+    id: u32,
+    state: Option<Rc<RefCell<State>>>,
+}
+
+impl Root {
+    fn new(id: u32) -> Self {
+        Self { id, state: None }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        let Some(state) = &self.state else { return };
+        let now = host::now_millis().unwrap_or(0);
+        let result = match host::http_call_status() {
+            Some(200) if body_size > crate::jwks::MAX_JWKS_BYTES => Err(format!(
+                "body larger than {} bytes",
+                crate::jwks::MAX_JWKS_BYTES
+            )),
+            Some(200) => host::http_call_body(body_size)
+                .map_err(|e| format!("cannot read body (host status {})", e.0)),
+            Some(code) => Err(format!("HTTP status {code}")),
+            None => Err("no response (connection failure or timeout)".into()),
+        };
+        let (uri, outcome, metrics) = {
+            let mut st = state.borrow_mut();
+            let Some(index) = st.calls.remove(&token) else {
+                return;
+            };
+            let config = Rc::clone(&st.config);
+            let Some((spec, source)) = config.remotes.get(index).zip(st.sources.get_mut(index))
+            else {
+                return;
+            };
+            let outcome = source.complete(
+                spec,
+                &mut host::Shared,
+                now,
+                result.as_ref().map(Vec::as_slice).map_err(Clone::clone),
+            );
+            (spec.uri.clone(), outcome, st.metrics)
+        };
+        match outcome {
+            Outcome::Published { keys } => {
+                Metrics::bump(metrics.fetch_success);
+                host::log(LogLevel::Info, &format!("jwks {uri}: fetched {keys} key(s)"));
+            }
+            Outcome::Failed {
+                reason,
+                retry_in_ms,
+            } => {
+                Metrics::bump(metrics.fetch_failed);
+                host::log(
+                    LogLevel::Warn,
+                    &format!("jwks {uri}: fetch failed: {reason}; retrying in {retry_in_ms} ms"),
+                );
+            }
+        }
+        pump(self.id, state, now);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -36,28 +172,50 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match config::load(&bytes) {
-            Ok(cfg) => {
-                for w in &cfg.warnings {
-                    host::log(LogLevel::Warn, &w.clone());
-                }
-                host::log(
-                    LogLevel::Info,
-                    &format!("configured {} JWT rule(s)", cfg.rules.len()),
-                );
-                self.config = Some(Rc::new(cfg));
-                true
-            }
+        let cfg = match config::load(&bytes) {
+            Ok(cfg) => cfg,
             Err(e) => {
                 host::log(LogLevel::Error, &e.to_string());
-                false
+                return false;
             }
+        };
+        for w in &cfg.warnings {
+            host::log(LogLevel::Warn, w);
+        }
+        host::log(
+            LogLevel::Info,
+            &format!(
+                "configured {} JWT rule(s), {} remote JWKS",
+                cfg.rules.len(),
+                cfg.remotes.len()
+            ),
+        );
+        let has_remotes = !cfg.remotes.is_empty();
+        let state = Rc::new(RefCell::new(State {
+            sources: cfg.remotes.iter().map(|_| Source::default()).collect(),
+            config: Rc::new(cfg),
+            waiters: Vec::new(),
+            calls: HashMap::new(),
+            metrics: Metrics::define(),
+            tick_ms: 0,
+        }));
+        if has_remotes {
+            kick(&state);
+        }
+        self.state = Some(state);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(state) = &self.state {
+            pump(self.id, state, host::now_millis().unwrap_or(0));
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
-            config: self.config.clone(),
+            id: context_id,
+            state: self.state.clone(),
         }))
     }
 
@@ -66,45 +224,154 @@ impl RootContext for Root {
     }
 }
 
-struct Http {
-    config: Option<Rc<Config>>,
+fn kick(state: &Rc<RefCell<State>>) {
+    host::set_tick_period_ms(TICK_NOW_MS);
+    state.borrow_mut().tick_ms = TICK_NOW_MS;
 }
 
-impl Context for Http {}
-
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (req, read) = match host::request_headers() {
-            Ok(h) => (Request::new(h), true),
-            Err(_) => (Request::default(), false),
-        };
-        let verdict = match (&self.config, read, host::now_seconds()) {
-            (Some(cfg), true, Ok(now)) => authn::authenticate(cfg, &req, now),
-            _ => Verdict::Deny(AuthError::Internal),
-        };
-        match verdict {
-            Verdict::Allow(fwd) => {
-                let applied = fwd
-                    .remove
-                    .iter()
-                    .try_for_each(|h| host::remove_request_header(h))
-                    .and_then(|()| {
-                        fwd.set
-                            .iter()
-                            .try_for_each(|(k, v)| host::set_request_header(k, v))
-                    });
-                match applied {
-                    Ok(()) => Action::Continue,
-                    // A spoofed output header that could not be removed must not reach the upstream.
-                    Err(_) => deny(&req, AuthError::Internal),
-                }
+/// Runs in root-context callbacks only. Starts the fetches this worker won, resumes the waiters that can go on, and sets the tick.
+fn pump(root_id: u32, state: &Rc<RefCell<State>>, now_ms: u64) {
+    let to_fetch: Vec<usize> = {
+        let mut st = state.borrow_mut();
+        let config = Rc::clone(&st.config);
+        let mut due = Vec::new();
+        for (i, (spec, src)) in config.remotes.iter().zip(st.sources.iter_mut()).enumerate() {
+            if src.poll(spec, &mut host::Shared, now_ms) == Poll::Fetch {
+                due.push(i);
             }
-            Verdict::Deny(e) => deny(&req, e),
+        }
+        due
+    };
+    for index in to_fetch {
+        dispatch_fetch(state, index, now_ms);
+    }
+    resume_ready(root_id, state, now_ms);
+
+    let (wanted, current) = {
+        let st = state.borrow();
+        let busy = !st.waiters.is_empty() || st.sources.iter().any(|s| s.keys.is_none());
+        (if busy { TICK_BUSY_MS } else { TICK_IDLE_MS }, st.tick_ms)
+    };
+    if wanted != current {
+        host::set_tick_period_ms(wanted);
+        state.borrow_mut().tick_ms = wanted;
+    }
+}
+
+fn dispatch_fetch(state: &Rc<RefCell<State>>, index: usize, now_ms: u64) {
+    let Some(spec) = state.borrow().config.remotes.get(index).cloned() else {
+        return;
+    };
+    let headers = [
+        (":method", "GET"),
+        (":path", spec.path.as_str()),
+        (":authority", spec.authority.as_str()),
+        ("accept", "application/json"),
+    ];
+    match host::dispatch_http_call(&spec.cluster, &headers, spec.timeout_ms) {
+        Ok(token) => {
+            host::log(
+                LogLevel::Debug,
+                &format!("jwks {}: fetching through cluster {:?}", spec.uri, spec.cluster),
+            );
+            state.borrow_mut().calls.insert(token, index);
+        }
+        Err(e) => {
+            let metrics = {
+                let mut st = state.borrow_mut();
+                if let Some(src) = st.sources.get_mut(index) {
+                    src.complete(
+                        &spec,
+                        &mut host::Shared,
+                        now_ms,
+                        Err(format!("cannot call cluster {:?} (host status {})", spec.cluster, e.0)),
+                    );
+                }
+                st.metrics
+            };
+            Metrics::bump(metrics.fetch_failed);
+            host::log(
+                LogLevel::Warn,
+                &format!(
+                    "jwks {}: cannot call cluster {:?} (host status {}); is the cluster defined?",
+                    spec.uri, spec.cluster, e.0
+                ),
+            );
         }
     }
 }
 
-fn deny(req: &Request, error: AuthError) -> Action {
+/// Resumes, exactly once each, the waiters whose keys arrived, whose fetch ended, or whose
+/// deadline passed.
+fn resume_ready(root_id: u32, state: &Rc<RefCell<State>>, now_ms: u64) {
+    let ready: Vec<Waiter> = {
+        let mut st = state.borrow_mut();
+        let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) =
+            std::mem::take(&mut st.waiters).into_iter().partition(|w| {
+                st.sources
+                    .get(w.remote)
+                    .is_none_or(|s| s.ready(&w.ticket, now_ms))
+            });
+        st.waiters = waiting;
+        ready
+    };
+    if ready.is_empty() {
+        return;
+    }
+    for w in ready {
+        if host::set_effective_context(w.context_id).is_err() {
+            continue;
+        }
+        let verdict = {
+            let st = state.borrow();
+            let view = KeyView {
+                sources: &st.sources,
+                now_ms,
+            };
+            match authn::authenticate(&st.config, &w.request, now_ms / 1000, &view) {
+                // Resumed requests never wait again.
+                Verdict::Wait { refetch: true, .. } => Verdict::Deny(AuthError::NoMatchingKey),
+                Verdict::Wait { .. } => Verdict::Deny(AuthError::JwksFetchFailed),
+                v => v,
+            }
+        };
+        let metrics = state.borrow().metrics;
+        if apply(verdict, &w.request, metrics) == Action::Continue {
+            let _ = host::resume_request();
+        }
+    }
+    let _ = host::set_effective_context(root_id);
+}
+
+/// Applies a final verdict to the current request; `Continue` when it may go on.
+fn apply(verdict: Verdict, req: &Request, metrics: Metrics) -> Action {
+    match verdict {
+        Verdict::Allow(fwd) => {
+            let applied = fwd
+                .remove
+                .iter()
+                .try_for_each(|h| host::remove_request_header(h))
+                .and_then(|()| {
+                    fwd.set
+                        .iter()
+                        .try_for_each(|(k, v)| host::set_request_header(k, v))
+                });
+            match applied {
+                Ok(()) => {
+                    Metrics::bump(metrics.allowed);
+                    Action::Continue
+                }
+                // A spoofed output header that could not be removed must not reach the upstream.
+                Err(_) => deny(req, AuthError::Internal, metrics),
+            }
+        }
+        Verdict::Deny(e) => deny(req, e, metrics),
+        Verdict::Wait { .. } => deny(req, AuthError::Internal, metrics),
+    }
+}
+
+fn deny(req: &Request, error: AuthError, metrics: Metrics) -> Action {
+    Metrics::bump(metrics.denied);
     let d = Denial::new(error, &req.realm());
     host::log(
         LogLevel::Debug,
@@ -120,4 +387,67 @@ fn deny(req: &Request, error: AuthError) -> Action {
         host::log(LogLevel::Error, "could not send the local reply");
     }
     Action::Pause
+}
+
+struct Http {
+    id: u32,
+    state: Option<Rc<RefCell<State>>>,
+}
+
+impl Context for Http {}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        // A request that goes away while waiting leaves the waiters.
+        if let Some(state) = &self.state {
+            if let Ok(mut st) = state.try_borrow_mut() {
+                st.waiters.retain(|w| w.context_id != self.id);
+            }
+        }
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(state) = self.state.clone() else {
+            return deny(&Request::default(), AuthError::Internal, Metrics::default());
+        };
+        let metrics = state.borrow().metrics;
+        let (req, now_ms) = match (host::request_headers(), host::now_millis()) {
+            (Ok(h), Ok(now)) => (Request::new(h), now),
+            _ => return deny(&Request::default(), AuthError::Internal, metrics),
+        };
+        let verdict = {
+            let st = state.borrow();
+            let view = KeyView {
+                sources: &st.sources,
+                now_ms,
+            };
+            authn::authenticate(&st.config, &req, now_ms / 1000, &view)
+        };
+        let Verdict::Wait { remote, refetch } = verdict else {
+            return apply(verdict, &req, metrics);
+        };
+        {
+            let mut st = state.borrow_mut();
+            let config = Rc::clone(&st.config);
+            let (Some(spec), Some(src)) = (config.remotes.get(remote), st.sources.get_mut(remote))
+            else {
+                drop(st);
+                return deny(&req, AuthError::Internal, metrics);
+            };
+            if refetch {
+                src.want_refetch = true;
+            }
+            let ticket = src.ticket(spec, refetch, now_ms);
+            st.waiters.push(Waiter {
+                context_id: self.id,
+                remote,
+                ticket,
+                request: req,
+            });
+        }
+        kick(&state);
+        Action::Pause
+    }
 }

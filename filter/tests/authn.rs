@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use base64::Engine;
-use mesh_authn::authn::{authenticate, Verdict};
+use mesh_authn::authn::{authenticate, NoRemotes, Verdict};
 use mesh_authn::config::{self, Config};
 use mesh_authn::error::AuthError;
 use mesh_authn::jws::B64URL;
@@ -172,9 +172,11 @@ fn verdict(cfg: &Config, token: &str) -> Result<(), AuthError> {
         cfg,
         &request("/headers", &[("authorization", &bearer(token))]),
         NOW,
+        &NoRemotes,
     ) {
         Verdict::Allow(_) => Ok(()),
         Verdict::Deny(e) => Err(e),
+        Verdict::Wait { .. } => panic!("inline keys never wait"),
     }
 }
 
@@ -322,16 +324,16 @@ fn missing_token_follows_require_token() {
     let required = config(json!({"requireToken": true}));
     let r = request("/headers", &[]);
     assert!(matches!(
-        authenticate(&optional, &r, NOW),
+        authenticate(&optional, &r, NOW, &NoRemotes),
         Verdict::Allow(_)
     ));
     assert_eq!(
-        authenticate(&required, &r, NOW),
+        authenticate(&required, &r, NOW, &NoRemotes),
         Verdict::Deny(AuthError::Missing)
     );
     let basic = request("/headers", &[("authorization", "Basic dXNlcjpwYXNz")]);
     assert_eq!(
-        authenticate(&required, &basic, NOW),
+        authenticate(&required, &basic, NOW, &NoRemotes),
         Verdict::Deny(AuthError::Missing)
     );
     assert_eq!(verdict(&optional, "deadbeef"), Err(AuthError::BadFormat));
@@ -350,7 +352,7 @@ fn every_token_must_verify() {
         &[("authorization", &bearer(&good))],
     );
     assert_eq!(
-        authenticate(&cfg, &r, NOW),
+        authenticate(&cfg, &r, NOW, &NoRemotes),
         Verdict::Deny(AuthError::Expired)
     );
     let r = request(
@@ -361,7 +363,7 @@ fn every_token_must_verify() {
         ],
     );
     assert_eq!(
-        authenticate(&cfg, &r, NOW),
+        authenticate(&cfg, &r, NOW, &NoRemotes),
         Verdict::Deny(AuthError::BadFormat)
     );
 }
@@ -373,12 +375,12 @@ fn locations_bind_issuers() {
     // The default location is not read when a rule names its own.
     let r = request("/h", &[("authorization", &bearer("garbage"))]);
     assert!(matches!(
-        authenticate(&cookie_only, &r, NOW),
+        authenticate(&cookie_only, &r, NOW, &NoRemotes),
         Verdict::Allow(_)
     ));
     let r = request("/h", &[("cookie", &format!("a=b; session={t}"))]);
     assert!(matches!(
-        authenticate(&cookie_only, &r, NOW),
+        authenticate(&cookie_only, &r, NOW, &NoRemotes),
         Verdict::Allow(_)
     ));
 
@@ -393,11 +395,11 @@ fn locations_bind_issuers() {
     )
     .unwrap();
     assert!(matches!(
-        authenticate(&two, &request("/", &[("x-a", &t)]), NOW),
+        authenticate(&two, &request("/", &[("x-a", &t)]), NOW, &NoRemotes),
         Verdict::Allow(_)
     ));
     assert_eq!(
-        authenticate(&two, &request("/", &[("x-b", &t)]), NOW),
+        authenticate(&two, &request("/", &[("x-b", &t)]), NOW, &NoRemotes),
         Verdict::Deny(AuthError::UnknownIssuer)
     );
 }
@@ -414,7 +416,7 @@ fn forward_and_outputs() {
     }));
     let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
     let Verdict::Allow(fwd) =
-        authenticate(&cfg, &request("/", &[("authorization", &bearer(&t))]), NOW)
+        authenticate(&cfg, &request("/", &[("authorization", &bearer(&t))]), NOW, &NoRemotes)
     else {
         panic!("denied");
     };
@@ -438,7 +440,7 @@ fn forward_and_outputs() {
     );
 
     // Spoofed output headers are removed even when no token is sent.
-    let Verdict::Allow(fwd) = authenticate(&cfg, &request("/", &[("x-jwt-sub", "admin")]), NOW)
+    let Verdict::Allow(fwd) = authenticate(&cfg, &request("/", &[("x-jwt-sub", "admin")]), NOW, &NoRemotes)
     else {
         panic!("denied");
     };
@@ -447,7 +449,7 @@ fn forward_and_outputs() {
 
     let keep = config(json!({"forwardOriginalToken": true}));
     let Verdict::Allow(fwd) =
-        authenticate(&keep, &request("/", &[("authorization", &bearer(&t))]), NOW)
+        authenticate(&keep, &request("/", &[("authorization", &bearer(&t))]), NOW, &NoRemotes)
     else {
         panic!("denied");
     };
@@ -461,7 +463,7 @@ fn trigger_rules_and_cors() {
         "triggerRules": [{"excludedPaths": [{"exact": "/user-agent"}]}],
     }));
     let at =
-        |path: &str, headers: &[(&str, &str)]| authenticate(&cfg, &request(path, headers), NOW);
+        |path: &str, headers: &[(&str, &str)]| authenticate(&cfg, &request(path, headers), NOW, &NoRemotes);
     assert!(matches!(at("/user-agent", &[]), Verdict::Allow(_)));
     assert!(matches!(
         at("/user-agent?x=1", &[("authorization", "Bearer junk")]),
@@ -473,11 +475,11 @@ fn trigger_rules_and_cors() {
         json!({"requireToken": true, "triggerRules": [{"includedPaths": [{"exact": "/ip"}]}]}),
     );
     assert_eq!(
-        authenticate(&only_ip, &request("/ip", &[]), NOW),
+        authenticate(&only_ip, &request("/ip", &[]), NOW, &NoRemotes),
         Verdict::Deny(AuthError::Missing)
     );
     assert!(matches!(
-        authenticate(&only_ip, &request("/headers", &[]), NOW),
+        authenticate(&only_ip, &request("/headers", &[]), NOW, &NoRemotes),
         Verdict::Allow(_)
     ));
 
@@ -497,7 +499,7 @@ fn trigger_rules_and_cors() {
             .collect(),
     );
     assert!(matches!(
-        authenticate(&cfg, &preflight, NOW),
+        authenticate(&cfg, &preflight, NOW, &NoRemotes),
         Verdict::Allow(_)
     ));
 }
