@@ -37,10 +37,19 @@ def envoy_binary() -> Path:
     return Path(envoy.__file__).parent / "_bin" / "envoy"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now and that this process has not handed out before: listeners
+    and test servers bind later, and the kernel may offer a just-released port again."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -105,6 +114,85 @@ class EchoServer:
 
 
 # --------------------------------------------------------------------------- bootstrap
+
+
+class _JwksHandler(BaseHTTPRequestHandler):
+    server: "_JwksHTTPServer"
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        mode, body, delay = owner.record_request(self.path)
+        if delay:
+            time.sleep(delay)
+        if mode == "hang":
+            time.sleep(owner.hang_seconds)
+            return
+        status, payload = {"ok": (200, body), "500": (500, b"upstream broke"),
+                           "garbage": (200, b"<html>this is not a key set</html>")}[mode]
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _JwksHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: "JwksServer"
+
+
+class JwksServer:
+    """A JWKS endpoint the test controls: what it serves, how it fails, how often it was asked.
+    Modes: "ok", "500", "garbage", "hang" (answers nothing for `hang_seconds`)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.body = b'{"keys":[]}'
+        self.mode = "ok"
+        self.delay = 0.0
+        self.hang_seconds = 5.0
+        self.paths: list[str] = []
+        self._lock = threading.Lock()
+        self._server: _JwksHTTPServer | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://{HOST}:{self.port}/.well-known/jwks.json"
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.paths)
+
+    def serve(self, jwks_json: str) -> None:
+        with self._lock:
+            self.body = jwks_json.encode()
+            self.mode = "ok"
+
+    def fail(self, mode: str) -> None:
+        with self._lock:
+            self.mode = mode
+
+    def record_request(self, path: str) -> tuple[str, bytes, float]:
+        with self._lock:
+            self.paths.append(path)
+            return self.mode, self.body, self.delay
+
+    def start(self) -> "JwksServer":
+        self._server = _JwksHTTPServer((HOST, self.port), _JwksHandler)
+        self._server.owner = self
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
 
 def wasm_filter(name: str, plugin_config: dict | str, wasm: Path | None = None) -> dict:
@@ -393,14 +481,14 @@ class Gateway:
 
 def start_gateway(scenarios: dict[str, dict | str | list | None], workdir: Path, upstream_port: int,
                   wasm: Path | None = None, concurrency: int = 2,
-                  ports: dict[str, int] | None = None) -> Gateway:
+                  ports: dict[str, int] | None = None, clusters: list[dict] | None = None) -> Gateway:
     """Start one Envoy with a listener per scenario. A scenario is a pluginConfig (dict or
     JSON string) for the wasm filter, None for router only, or a list of raw HTTP filters.
     Listener ports are free ones unless given in `ports`."""
     ports = {name: (ports or {}).get(name) or free_port() for name in scenarios}
     listeners = [listener(name, ports[name], _http_filters(name, cfg, wasm)) for name, cfg in scenarios.items()]
     admin_port = free_port()
-    config = bootstrap(admin_port, listeners, [static_cluster("echo", upstream_port)])
+    config = bootstrap(admin_port, listeners, [static_cluster("echo", upstream_port), *(clusters or [])])
     envoy = Envoy(config, workdir, admin_port, concurrency).start()
     try:
         envoy.wait_ready()

@@ -2,8 +2,8 @@
 
 use crate::claims;
 use crate::config::{Config, KeySource, Rule};
-use crate::jwks::Jwks;
 use crate::error::AuthError;
+use crate::jwks::Jwks;
 use crate::jws::{self, Jws};
 use crate::paths;
 use crate::request::Request;
@@ -25,7 +25,10 @@ pub enum Verdict {
     Deny(AuthError),
     /// The request must wait for remote keys (`Config::remotes[remote]`); `refetch` when the keys
     /// are loaded but lack the token's `kid`.
-    Wait { remote: usize, refetch: bool },
+    Wait {
+        remote: usize,
+        refetch: bool,
+    },
 }
 
 /// The state of a remote key set, as the caller's key store knows it.

@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::jwks::{self, Jwks};
-use crate::remote::{self, RemoteJwks};
 use crate::paths::{PathMatcher, StringMatch};
+use crate::remote::{self, RemoteJwks};
 use crate::token::{Location, LocationKind};
 
 /// Largest `pluginConfig` accepted; istiod refuses far smaller WasmPlugins, so this only guards the VM.
@@ -243,10 +243,13 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
         let keys = match (&r.jwks, &r.jwks_uri) {
             (Some(inline), uri) => {
                 if uri.is_some() {
-                    warnings.push(format!("{}: jwks is set, so jwksUri is not used", at("jwksUri")));
+                    warnings.push(format!(
+                        "{}: jwks is set, so jwksUri is not used",
+                        at("jwksUri")
+                    ));
                 }
-                let (jwks, skipped) = jwks::parse(inline.as_bytes())
-                    .map_err(|e| ConfigError::new(at("jwks"), e))?;
+                let (jwks, skipped) =
+                    jwks::parse(inline.as_bytes()).map_err(|e| ConfigError::new(at("jwks"), e))?;
                 warnings.extend(skipped.into_iter().map(|w| format!("{}: {w}", at("jwks"))));
                 KeySource::Inline(jwks)
             }
@@ -410,7 +413,10 @@ fn remote_source(
         None => remote::DEFAULT_CACHE_DURATION_S,
     };
     if cache_duration_s == 0 {
-        return Err(ConfigError::new(at("jwksCacheDuration"), "must be at least 1s"));
+        return Err(ConfigError::new(
+            at("jwksCacheDuration"),
+            "must be at least 1s",
+        ));
     }
     let cluster = match &r.jwks_cluster {
         Some(c) if c.is_empty() => {
@@ -576,10 +582,16 @@ mod tests {
         assert_eq!(c.remotes.len(), 2);
         let r0 = &c.remotes[0];
         assert_eq!(r0.cluster, "outbound|443||idp.example.com");
-        assert_eq!((r0.authority.as_str(), r0.path.as_str()), ("idp.example.com", "/keys"));
+        assert_eq!(
+            (r0.authority.as_str(), r0.path.as_str()),
+            ("idp.example.com", "/keys")
+        );
         assert_eq!((r0.timeout_ms, r0.cache_duration_s), (5000, 600));
         let r1 = &c.remotes[1];
-        assert_eq!((r1.cluster.as_str(), r1.timeout_ms, r1.cache_duration_s), ("jwks", 1500, 30));
+        assert_eq!(
+            (r1.cluster.as_str(), r1.timeout_ms, r1.cache_duration_s),
+            ("jwks", 1500, 30)
+        );
         assert!(matches!(c.rules[0].keys, KeySource::Remote(0)));
         assert!(matches!(c.rules[1].keys, KeySource::Remote(0)));
         assert!(matches!(c.rules[2].keys, KeySource::Remote(1)));

@@ -134,9 +134,7 @@ impl Source {
             return Poll::Idle;
         }
         let mut claimed = current;
-        claimed.lease_until_ms = now_ms
-            .saturating_add(spec.timeout_ms)
-            .saturating_add(1_000);
+        claimed.lease_until_ms = now_ms.saturating_add(spec.timeout_ms).saturating_add(1_000);
         if forced {
             claimed.last_forced_ms = now_ms;
         }
@@ -218,7 +216,11 @@ impl Source {
 
     pub fn may_refetch(&self, now_ms: u64) -> bool {
         self.keys.is_some()
-            && now_ms >= self.record.last_forced_ms.saturating_add(REFETCH_INTERVAL_MS)
+            && now_ms
+                >= self
+                    .record
+                    .last_forced_ms
+                    .saturating_add(REFETCH_INTERVAL_MS)
             && now_ms >= self.record.next_retry_ms
     }
 
@@ -226,9 +228,7 @@ impl Source {
         Ticket {
             refetch,
             attempts_seen: self.record.attempts,
-            deadline_ms: now_ms
-                .saturating_add(spec.timeout_ms)
-                .saturating_add(1_000),
+            deadline_ms: now_ms.saturating_add(spec.timeout_ms).saturating_add(1_000),
         }
     }
 
@@ -265,7 +265,8 @@ mod tests {
             if cas != 0 && cas != current {
                 return false;
             }
-            self.0.insert(key.to_string(), (value.to_vec(), current + 1));
+            self.0
+                .insert(key.to_string(), (value.to_vec(), current + 1));
             true
         }
     }
@@ -290,7 +291,11 @@ mod tests {
         let (mut a, mut b) = (Source::default(), Source::default());
         assert_eq!(a.poll(&s, &mut store, 1_000), Poll::Fetch);
         assert_eq!(b.poll(&s, &mut store, 1_001), Poll::Idle, "lease is held");
-        assert_eq!(a.poll(&s, &mut store, 1_002), Poll::Idle, "already in flight");
+        assert_eq!(
+            a.poll(&s, &mut store, 1_002),
+            Poll::Idle,
+            "already in flight"
+        );
         let t = b.ticket(&s, false, 1_001);
         assert!(!b.ready(&t, 1_002));
         assert_eq!(
@@ -322,10 +327,14 @@ mod tests {
         let mut now = 570_000;
         let mut expected_backoff = vec![1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000];
         expected_backoff.reverse();
-        for bad in [Err("status 500".to_string()), Ok(&b"garbage"[..]), Ok(&b"{\"keys\":[]}"[..])]
-            .into_iter()
-            .cycle()
-            .take(7)
+        for bad in [
+            Err("status 500".to_string()),
+            Ok(&b"garbage"[..]),
+            Ok(&b"{\"keys\":[]}"[..]),
+        ]
+        .into_iter()
+        .cycle()
+        .take(7)
         {
             assert_eq!(a.poll(&s, &mut store, now), Poll::Fetch, "at {now}");
             let Outcome::Failed { retry_in_ms, .. } = a.complete(&s, &mut store, now, bad) else {
@@ -333,14 +342,20 @@ mod tests {
             };
             assert_eq!(Some(retry_in_ms), expected_backoff.pop());
             assert_eq!(a.poll(&s, &mut store, now + retry_in_ms - 1), Poll::Idle);
-            assert!(a.keys.as_ref().is_some_and(|k| k.keys[0].kid.as_deref() == Some("a")));
+            assert!(a
+                .keys
+                .as_ref()
+                .is_some_and(|k| k.keys[0].kid.as_deref() == Some("a")));
             assert!(!a.failed());
             now += retry_in_ms;
         }
         assert_eq!(a.poll(&s, &mut store, now), Poll::Fetch);
         a.complete(&s, &mut store, now, Ok(ROTATED));
         assert_eq!(a.record.failures, 0);
-        assert!(a.keys.as_ref().is_some_and(|k| k.keys[0].kid.as_deref() == Some("b")));
+        assert!(a
+            .keys
+            .as_ref()
+            .is_some_and(|k| k.keys[0].kid.as_deref() == Some("b")));
     }
 
     #[test]
@@ -394,7 +409,10 @@ mod tests {
     #[test]
     fn backoff_doubles_and_caps() {
         let got: Vec<u64> = (1..=8).map(backoff_ms).collect();
-        assert_eq!(got, [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
+        assert_eq!(
+            got,
+            [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]
+        );
         assert_eq!(backoff_ms(u32::MAX), BACKOFF_MAX_MS);
     }
 }

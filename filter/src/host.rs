@@ -294,7 +294,12 @@ pub fn define_counter(name: &str) -> Option<u32> {
     let mut id = 0;
     // SAFETY: pointer and length describe a live &str; the host writes the id.
     let status = unsafe {
-        proxy_define_metric(MetricType::Counter as u32, name.as_ptr(), name.len(), &mut id)
+        proxy_define_metric(
+            MetricType::Counter as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut id,
+        )
     };
     (status == OK).then_some(id)
 }

@@ -41,7 +41,10 @@ impl Metrics {
     fn define() -> Self {
         let prefix = host::property(&["plugin_name"])
             .and_then(|b| String::from_utf8(b).ok())
-            .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)))
+            .filter(|n| {
+                n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            })
             .map_or_else(|| "mesh_authn".to_string(), |n| format!("mesh_authn.{n}"));
         let counter = |name: &str| host::define_counter(&format!("{prefix}.{name}"));
         Self {
@@ -143,7 +146,10 @@ impl Context for Root {
         match outcome {
             Outcome::Published { keys } => {
                 Metrics::bump(metrics.fetch_success);
-                host::log(LogLevel::Info, &format!("jwks {uri}: fetched {keys} key(s)"));
+                host::log(
+                    LogLevel::Info,
+                    &format!("jwks {uri}: fetched {keys} key(s)"),
+                );
             }
             Outcome::Failed {
                 reason,
@@ -272,7 +278,10 @@ fn dispatch_fetch(state: &Rc<RefCell<State>>, index: usize, now_ms: u64) {
         Ok(token) => {
             host::log(
                 LogLevel::Debug,
-                &format!("jwks {}: fetching through cluster {:?}", spec.uri, spec.cluster),
+                &format!(
+                    "jwks {}: fetching through cluster {:?}",
+                    spec.uri, spec.cluster
+                ),
             );
             state.borrow_mut().calls.insert(token, index);
         }
@@ -284,7 +293,10 @@ fn dispatch_fetch(state: &Rc<RefCell<State>>, index: usize, now_ms: u64) {
                         &spec,
                         &mut host::Shared,
                         now_ms,
-                        Err(format!("cannot call cluster {:?} (host status {})", spec.cluster, e.0)),
+                        Err(format!(
+                            "cannot call cluster {:?} (host status {})",
+                            spec.cluster, e.0
+                        )),
                     );
                 }
                 st.metrics

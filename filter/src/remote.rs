@@ -69,7 +69,11 @@ pub fn parse_uri(uri: &str) -> Result<ParsedUri, String> {
                 80
             }
         }
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or("has an invalid port")?,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or("has an invalid port")?,
     };
     if host.is_empty() {
         return Err("must name a host".into());
@@ -89,7 +93,10 @@ fn split_host_port(authority: &str) -> Result<(String, Option<&str>), String> {
         let (host, after) = rest.split_once(']').ok_or("has an unclosed IPv6 bracket")?;
         let port = match after {
             "" => None,
-            p => Some(p.strip_prefix(':').ok_or("has junk after the IPv6 address")?),
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or("has junk after the IPv6 address")?,
+            ),
         };
         return Ok((format!("[{host}]"), port));
     }
@@ -111,11 +118,19 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let expected = || format!("{s:?} is not a duration like \"5s\" or \"1.5s\"");
     let num = s.strip_suffix('s').ok_or_else(expected)?;
     let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 9 {
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 9
+    {
         return Err(expected());
     }
     let secs: u64 = whole.parse().map_err(|_| expected())?;
-    let millis: u64 = format!("{frac:0<3}").get(..3).unwrap_or("0").parse().map_err(|_| expected())?;
+    let millis: u64 = format!("{frac:0<3}")
+        .get(..3)
+        .unwrap_or("0")
+        .parse()
+        .map_err(|_| expected())?;
     secs.checked_mul(1000)
         .and_then(|ms| ms.checked_add(millis))
         .ok_or_else(expected)
@@ -128,11 +143,36 @@ mod tests {
     #[test]
     fn uris_and_istio_clusters() {
         let cases = [
-            ("https://issuer.example.com/.well-known/jwks.json", "outbound|443||issuer.example.com", "issuer.example.com", "/.well-known/jwks.json"),
-            ("http://127.0.0.1:8081/jwks?x=1#f", "outbound|8081||127.0.0.1", "127.0.0.1:8081", "/jwks?x=1"),
-            ("https://idp.example.com", "outbound|443||idp.example.com", "idp.example.com", "/"),
-            ("http://idp.example.com?k=v", "outbound|80||idp.example.com", "idp.example.com", "/?k=v"),
-            ("https://[::1]:9443/k", "outbound|9443||::1", "[::1]:9443", "/k"),
+            (
+                "https://issuer.example.com/.well-known/jwks.json",
+                "outbound|443||issuer.example.com",
+                "issuer.example.com",
+                "/.well-known/jwks.json",
+            ),
+            (
+                "http://127.0.0.1:8081/jwks?x=1#f",
+                "outbound|8081||127.0.0.1",
+                "127.0.0.1:8081",
+                "/jwks?x=1",
+            ),
+            (
+                "https://idp.example.com",
+                "outbound|443||idp.example.com",
+                "idp.example.com",
+                "/",
+            ),
+            (
+                "http://idp.example.com?k=v",
+                "outbound|80||idp.example.com",
+                "idp.example.com",
+                "/?k=v",
+            ),
+            (
+                "https://[::1]:9443/k",
+                "outbound|9443||::1",
+                "[::1]:9443",
+                "/k",
+            ),
             ("https://[::1]/k", "outbound|443||::1", "[::1]", "/k"),
         ];
         for (uri, cluster, authority, path) in cases {
@@ -168,7 +208,17 @@ mod tests {
         assert_eq!(parse_duration_ms("0.25s"), Ok(250));
         assert_eq!(parse_duration_ms("1.000340012s"), Ok(1000));
         assert_eq!(parse_duration_ms("600s"), Ok(600_000));
-        for bad in ["5", "5m", "-1s", ".5s", "1.s5", "s", "1e3s", "99999999999999999999s", "1.0000000001s"] {
+        for bad in [
+            "5",
+            "5m",
+            "-1s",
+            ".5s",
+            "1.s5",
+            "s",
+            "1e3s",
+            "99999999999999999999s",
+            "1.0000000001s",
+        ] {
             assert!(parse_duration_ms(bad).is_err(), "{bad}");
         }
     }

@@ -415,9 +415,12 @@ fn forward_and_outputs() {
         ],
     }));
     let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
-    let Verdict::Allow(fwd) =
-        authenticate(&cfg, &request("/", &[("authorization", &bearer(&t))]), NOW, &NoRemotes)
-    else {
+    let Verdict::Allow(fwd) = authenticate(
+        &cfg,
+        &request("/", &[("authorization", &bearer(&t))]),
+        NOW,
+        &NoRemotes,
+    ) else {
         panic!("denied");
     };
     for h in [
@@ -440,17 +443,24 @@ fn forward_and_outputs() {
     );
 
     // Spoofed output headers are removed even when no token is sent.
-    let Verdict::Allow(fwd) = authenticate(&cfg, &request("/", &[("x-jwt-sub", "admin")]), NOW, &NoRemotes)
-    else {
+    let Verdict::Allow(fwd) = authenticate(
+        &cfg,
+        &request("/", &[("x-jwt-sub", "admin")]),
+        NOW,
+        &NoRemotes,
+    ) else {
         panic!("denied");
     };
     assert!(fwd.remove.iter().any(|r| r == "x-jwt-sub"));
     assert!(fwd.set.is_empty());
 
     let keep = config(json!({"forwardOriginalToken": true}));
-    let Verdict::Allow(fwd) =
-        authenticate(&keep, &request("/", &[("authorization", &bearer(&t))]), NOW, &NoRemotes)
-    else {
+    let Verdict::Allow(fwd) = authenticate(
+        &keep,
+        &request("/", &[("authorization", &bearer(&t))]),
+        NOW,
+        &NoRemotes,
+    ) else {
         panic!("denied");
     };
     assert!(!fwd.remove.iter().any(|r| r == "authorization"));
@@ -462,8 +472,9 @@ fn trigger_rules_and_cors() {
         "requireToken": true,
         "triggerRules": [{"excludedPaths": [{"exact": "/user-agent"}]}],
     }));
-    let at =
-        |path: &str, headers: &[(&str, &str)]| authenticate(&cfg, &request(path, headers), NOW, &NoRemotes);
+    let at = |path: &str, headers: &[(&str, &str)]| {
+        authenticate(&cfg, &request(path, headers), NOW, &NoRemotes)
+    };
     assert!(matches!(at("/user-agent", &[]), Verdict::Allow(_)));
     assert!(matches!(
         at("/user-agent?x=1", &[("authorization", "Bearer junk")]),
@@ -500,6 +511,114 @@ fn trigger_rules_and_cors() {
     );
     assert!(matches!(
         authenticate(&cfg, &preflight, NOW, &NoRemotes),
+        Verdict::Allow(_)
+    ));
+}
+
+struct FakeRemote {
+    keys: Option<mesh_authn::jwks::Jwks>,
+    failed: bool,
+    may_refetch: bool,
+}
+
+impl mesh_authn::authn::KeyStore for FakeRemote {
+    fn remote(&self, _index: usize) -> mesh_authn::authn::RemoteKeys<'_> {
+        use mesh_authn::authn::RemoteKeys;
+        match (&self.keys, self.failed) {
+            (Some(k), _) => RemoteKeys::Ready(k),
+            (None, false) => RemoteKeys::Loading,
+            (None, true) => RemoteKeys::Failed,
+        }
+    }
+    fn may_refetch(&self, _index: usize) -> bool {
+        self.may_refetch
+    }
+}
+
+#[test]
+fn remote_key_states() {
+    let cfg = config::load(
+        json!({"jwtRules": [{"issuer": ISS, "jwksUri": "https://idp.example.com/jwks"}]})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let (jwks, _) = mesh_authn::jwks::parse(jwks().as_bytes()).unwrap();
+    let good = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let rotated = mint(
+        json!({"alg": "ES256", "kid": "not-yet-published"}),
+        claims(),
+    );
+    let at = |store: &FakeRemote, t: &str| {
+        authenticate(
+            &cfg,
+            &request("/", &[("authorization", &bearer(t))]),
+            NOW,
+            store,
+        )
+    };
+    let loading = FakeRemote {
+        keys: None,
+        failed: false,
+        may_refetch: false,
+    };
+    let failed = FakeRemote {
+        keys: None,
+        failed: true,
+        may_refetch: false,
+    };
+    let ready = FakeRemote {
+        keys: Some(jwks.clone()),
+        failed: false,
+        may_refetch: true,
+    };
+    let limited = FakeRemote {
+        keys: Some(jwks),
+        failed: false,
+        may_refetch: false,
+    };
+
+    assert_eq!(
+        at(&loading, &good),
+        Verdict::Wait {
+            remote: 0,
+            refetch: false
+        }
+    );
+    assert_eq!(
+        at(&failed, &good),
+        Verdict::Deny(AuthError::JwksFetchFailed)
+    );
+    assert!(matches!(at(&ready, &good), Verdict::Allow(_)));
+    assert_eq!(
+        at(&ready, &rotated),
+        Verdict::Wait {
+            remote: 0,
+            refetch: true
+        }
+    );
+    assert_eq!(
+        at(&limited, &rotated),
+        Verdict::Deny(AuthError::NoMatchingKey)
+    );
+    // Claims are checked before keys are needed: an expired token never waits.
+    let expired = mint(
+        json!({"alg": "ES256", "kid": "ec1"}),
+        with(claims(), json!({"exp": NOW - 999})),
+    );
+    assert_eq!(at(&loading, &expired), Verdict::Deny(AuthError::Expired));
+    // A kid the keys hold under another algorithm is no reason to refetch.
+    let wrong_alg = mint(
+        json!({"alg": "ES384", "kid": "ec1", "x-signer": "ES384"}),
+        claims(),
+    );
+    assert_eq!(
+        at(&ready, &wrong_alg),
+        Verdict::Deny(AuthError::NoMatchingKey)
+    );
+    // Requests without a token never wait for keys.
+    assert!(matches!(
+        authenticate(&cfg, &request("/", &[]), NOW, &loading),
         Verdict::Allow(_)
     ));
 }
