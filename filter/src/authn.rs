@@ -1,11 +1,12 @@
 //! The per-request decision: which tokens are present, whether each verifies, and what to forward.
 
 use crate::claims;
-use crate::config::{Config, KeySource, Rule};
+use crate::config::{Config, KeySource, PrincipalBinding, Rule};
 use crate::error::AuthError;
 use crate::jwks::Jwks;
 use crate::jws::{self, Jws};
 use crate::paths;
+use crate::peer::{self, Mode};
 use crate::request::Request;
 use crate::token::{self, LocationKind};
 
@@ -70,36 +71,94 @@ impl From<AuthError> for Failure {
     }
 }
 
-/// Decides a request. `now` is seconds since the Unix epoch.
+/// Decides a request: peer first, then end-user tokens, as Istio does. `now` is seconds since the
+/// Unix epoch.
 pub fn authenticate(cfg: &Config, req: &Request, now: u64, keys: &dyn KeyStore) -> Verdict {
     let mut fwd = Forward {
         remove: cfg.output_headers.clone(),
         ..Forward::default()
     };
+    let peer_principal = match authenticate_peer(cfg, req) {
+        Ok(p) => p,
+        Err(e) => return Verdict::Deny(e),
+    };
+    let request_principal = match authenticate_jwt(cfg, req, now, keys, &mut fwd) {
+        Ok(p) => p,
+        Err(v) => return v,
+    };
+    let p = &cfg.peer;
+    let chosen = match p.binding {
+        PrincipalBinding::UsePeer => peer_principal.as_ref(),
+        PrincipalBinding::UseOrigin => request_principal.as_ref(),
+    };
+    for (header, value) in [
+        (&p.output_peer_principal, peer_principal.as_ref()),
+        (&p.output_request_principal, request_principal.as_ref()),
+        (&p.output_principal, chosen),
+    ] {
+        if let (Some(h), Some(v)) = (header, value) {
+            fwd.set.push((h.clone(), v.clone()));
+        }
+    }
+    Verdict::Allow(fwd)
+}
+
+/// The peer's principal when the connection carries an accepted SPIFFE identity; an error when the
+/// port's mode is STRICT and it does not.
+fn authenticate_peer(cfg: &Config, req: &Request) -> Result<Option<String>, AuthError> {
+    let conn = req.connection();
+    let mode = cfg.peer.policy.for_port(conn.port);
+    let principal = conn
+        .uri_san
+        .as_deref()
+        .filter(|_| conn.mtls && mode != Mode::Disable)
+        .and_then(peer::spiffe_principal)
+        .filter(|(_, td)| {
+            cfg.peer.trust_domains.is_empty() || cfg.peer.trust_domains.iter().any(|t| t == td)
+        })
+        .map(|(p, _)| p.to_string());
+    let accepted = conn.mtls && (cfg.peer.trust_domains.is_empty() || principal.is_some());
+    if mode == Mode::Strict && !accepted {
+        return Err(AuthError::PeerAuthenticationFailed);
+    }
+    Ok(principal)
+}
+
+/// Verifies end-user tokens; the request principal (`iss/sub` of the first token) on success.
+fn authenticate_jwt(
+    cfg: &Config,
+    req: &Request,
+    now: u64,
+    keys: &dyn KeyStore,
+    fwd: &mut Forward,
+) -> Result<Option<String>, Verdict> {
     if cfg.rules.is_empty()
         || req.is_cors_preflight()
         || !paths::triggered(&cfg.trigger_rules, paths::strip_query(req.path()))
     {
-        return Verdict::Allow(fwd);
+        return Ok(None);
     }
 
     let found = token::extract(&cfg.locations, req);
     if found.is_empty() {
         return if cfg.require_token {
-            Verdict::Deny(AuthError::Missing)
+            Err(Verdict::Deny(AuthError::Missing))
         } else {
-            Verdict::Allow(fwd)
+            Ok(None)
         };
     }
+    let mut principal = None;
     // Every token present must verify: one bad token fails the request, whatever else it carries.
     for f in found {
         let Some(location) = cfg.locations.get(f.location) else {
-            return Verdict::Deny(AuthError::Internal);
+            return Err(Verdict::Deny(AuthError::Internal));
         };
         let (rule, jws) = match verify(cfg, &location.rules, f.token, now, keys) {
             Ok(v) => v,
-            Err(Failure::Deny(e)) => return Verdict::Deny(e),
-            Err(Failure::Wait { remote, refetch }) => return Verdict::Wait { remote, refetch },
+            Err(Failure::Deny(e)) => return Err(Verdict::Deny(e)),
+            Err(Failure::Wait { remote, refetch }) => {
+                return Err(Verdict::Wait { remote, refetch })
+            }
         };
         if let LocationKind::Header { name, .. } = &location.kind {
             if !rule.forward_original_token && !fwd.remove.contains(name) {
@@ -114,9 +173,16 @@ pub fn authenticate(cfg: &Config, req: &Request, now: u64, keys: &dyn KeyStore) 
                 fwd.set.push((h.clone(), v));
             }
         }
+        if principal.is_none() {
+            principal = jws
+                .claims
+                .sub
+                .as_ref()
+                .map(|sub| format!("{}/{sub}", rule.issuer));
+        }
         fwd.issuers.push(rule.issuer.clone());
     }
-    Verdict::Allow(fwd)
+    Ok(principal.filter(|p| !p.chars().any(char::is_control)))
 }
 
 /// Verifies one token against the rules that read its location, in Envoy's order: format, issuer,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::jwks::{self, Jwks};
 use crate::paths::{PathMatcher, StringMatch};
+use crate::peer::{self, EffectivePolicy, Mtls, PeerAuthentication, Workload};
 use crate::remote::{self, RemoteJwks};
 use crate::token::{Location, LocationKind};
 
@@ -38,6 +39,50 @@ pub struct PluginConfig {
     /// only to requests whose path matches at least one rule.
     #[serde(default)]
     pub trigger_rules: Vec<TriggerRule>,
+
+    /// Peer authentication for the workload this plugin is attached to, as a PeerAuthentication's
+    /// `spec.mtls`. Not together with `peerAuthentications`.
+    #[serde(default)]
+    pub mtls: Option<Mtls>,
+    /// Per-port modes keyed by the workload port (the connection's `destination.port`).
+    #[serde(default)]
+    pub port_level_mtls: std::collections::BTreeMap<String, Mtls>,
+    /// Every PeerAuthentication of the mesh, as `kubectl get -o json` shows them; each proxy
+    /// resolves its own policy from its node metadata (`NAMESPACE`, `LABELS`).
+    #[serde(default)]
+    pub peer_authentications: Option<Vec<PeerAuthentication>>,
+    /// Namespace of mesh-wide policies.
+    #[serde(default = "default_root_namespace")]
+    #[schemars(default = "default_root_namespace")]
+    pub root_namespace: String,
+    /// Trust domains whose SPIFFE identities are accepted as peers. Empty: any.
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    /// Header that receives the peer principal (`<trust domain>/ns/<ns>/sa/<sa>`).
+    #[serde(default)]
+    pub output_peer_principal_to_header: Option<String>,
+    /// Header that receives the request principal (`<iss>/<sub>` of the verified JWT).
+    #[serde(default)]
+    pub output_request_principal_to_header: Option<String>,
+    /// Header that receives the principal chosen by `principalBinding`.
+    #[serde(default)]
+    pub output_principal_to_header: Option<String>,
+    /// Which identity `outputPrincipalToHeader` carries.
+    #[serde(default)]
+    pub principal_binding: PrincipalBinding,
+}
+
+/// The older authentication policy's `principalBinding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PrincipalBinding {
+    #[default]
+    UsePeer,
+    UseOrigin,
+}
+
+fn default_root_namespace() -> String {
+    "istio-system".into()
 }
 
 fn default_clock_skew() -> u64 {
@@ -182,6 +227,71 @@ pub enum KeySource {
     Remote(usize),
 }
 
+/// Where the peer policy comes from; a mesh policy set is resolved once the workload is known.
+#[derive(Debug, Clone)]
+pub enum PeerSource {
+    None,
+    Workload(EffectivePolicy),
+    Mesh {
+        policies: Vec<PeerAuthentication>,
+        root_namespace: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub source: PeerSource,
+    /// The policy in force; PERMISSIVE until resolved.
+    pub policy: EffectivePolicy,
+    pub trust_domains: Vec<String>,
+    pub output_peer_principal: Option<String>,
+    pub output_request_principal: Option<String>,
+    pub output_principal: Option<String>,
+    pub binding: PrincipalBinding,
+}
+
+impl Peer {
+    /// Label keys the mesh policies select on: what the host must look up in node metadata.
+    pub fn selector_keys(&self) -> Vec<&str> {
+        let PeerSource::Mesh { policies, .. } = &self.source else {
+            return Vec::new();
+        };
+        let mut keys: Vec<&str> = policies
+            .iter()
+            .filter_map(|p| p.spec.selector.as_ref())
+            .flat_map(|s| s.match_labels.keys().map(String::as_str))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    pub fn needs_workload(&self) -> bool {
+        matches!(self.source, PeerSource::Mesh { .. })
+    }
+
+    pub fn resolve(&mut self, workload: &Workload) {
+        self.policy = match &self.source {
+            PeerSource::None => EffectivePolicy {
+                mode: peer::Mode::Permissive,
+                ..EffectivePolicy::default()
+            },
+            PeerSource::Workload(p) => p.clone(),
+            PeerSource::Mesh {
+                policies,
+                root_namespace,
+            } => peer::resolve(policies, root_namespace, workload),
+        };
+    }
+
+    /// Whether requests need the connection's peer properties at all.
+    pub fn needs_connection(&self) -> bool {
+        self.policy.checks_anything()
+            || self.output_peer_principal.is_some()
+            || (self.output_principal.is_some() && self.binding == PrincipalBinding::UsePeer)
+    }
+}
+
 /// The compiled, immutable configuration shared by every request of a plugin.
 #[derive(Debug)]
 pub struct Config {
@@ -196,6 +306,7 @@ pub struct Config {
     pub clock_skew_seconds: u64,
     pub require_expiration: bool,
     pub trigger_rules: Vec<(Vec<PathMatcher>, Vec<PathMatcher>)>,
+    pub peer: Peer,
     /// Keys that were skipped while loading JWKS, for the configure-time log.
     pub warnings: Vec<String>,
 }
@@ -350,17 +461,6 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
         });
     }
 
-    for l in &locations {
-        if let LocationKind::Header { name, .. } = &l.kind {
-            if output_headers.contains(name) {
-                return Err(ConfigError::new(
-                    "jwtRules",
-                    format!("header {name:?} is both a token location and an output header"),
-                ));
-            }
-        }
-    }
-
     let mut trigger_rules = Vec::with_capacity(raw.trigger_rules.len());
     for (i, t) in raw.trigger_rules.iter().enumerate() {
         let compile_all = |list: &[StringMatch], f: &str| {
@@ -378,7 +478,20 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let peer = compile_peer(raw, &mut output_headers, &mut warnings)?;
+    for l in &locations {
+        if let LocationKind::Header { name, .. } = &l.kind {
+            if output_headers.contains(name) {
+                return Err(ConfigError::new(
+                    "jwtRules",
+                    format!("header {name:?} is both a token location and an output header"),
+                ));
+            }
+        }
+    }
+
     Ok(Config {
+        peer,
         rules,
         remotes,
         locations,
@@ -389,6 +502,99 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
         trigger_rules,
         warnings,
     })
+}
+
+fn compile_peer(
+    raw: &PluginConfig,
+    output_headers: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Peer, ConfigError> {
+    let source = match (
+        &raw.peer_authentications,
+        &raw.mtls,
+        raw.port_level_mtls.is_empty(),
+    ) {
+        (Some(_), Some(_), _) | (Some(_), _, false) => {
+            return Err(ConfigError::new(
+                "peerAuthentications",
+                "use either peerAuthentications or mtls/portLevelMtls, not both",
+            ))
+        }
+        (Some(policies), None, true) => {
+            warnings.extend(peer::validate(policies).map_err(|(f, m)| ConfigError::new(f, m))?);
+            if raw.root_namespace.is_empty() {
+                return Err(ConfigError::new("rootNamespace", "must not be empty"));
+            }
+            PeerSource::Mesh {
+                policies: policies.clone(),
+                root_namespace: raw.root_namespace.clone(),
+            }
+        }
+        (None, None, true) => PeerSource::None,
+        (None, mtls, _) => {
+            let mode = match mtls.as_ref().map_or(peer::Mode::Unset, |m| m.mode) {
+                peer::Mode::Unset => peer::Mode::Permissive,
+                m => m,
+            };
+            let mut ports = std::collections::BTreeMap::new();
+            for (port, m) in &raw.port_level_mtls {
+                let n = port
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=65535).contains(n))
+                    .ok_or_else(|| {
+                        ConfigError::new(format!("portLevelMtls.{port}"), "is not a port number")
+                    })?;
+                ports.insert(
+                    n,
+                    if m.mode == peer::Mode::Unset {
+                        mode
+                    } else {
+                        m.mode
+                    },
+                );
+            }
+            PeerSource::Workload(EffectivePolicy { mode, ports })
+        }
+    };
+    for (i, td) in raw.trust_domains.iter().enumerate() {
+        if td.is_empty() || td.contains('/') {
+            return Err(ConfigError::new(
+                format!("trustDomains[{i}]"),
+                "must be a trust domain name",
+            ));
+        }
+    }
+    let mut output = |value: &Option<String>, field: &str| -> Result<Option<String>, ConfigError> {
+        let Some(h) = value else { return Ok(None) };
+        let h = header_name(h, field)?;
+        if output_headers.contains(&h) {
+            return Err(ConfigError::new(
+                field,
+                format!("header {h:?} is already an output header"),
+            ));
+        }
+        output_headers.push(h.clone());
+        Ok(Some(h))
+    };
+    let mut peer = Peer {
+        source,
+        policy: EffectivePolicy::default(),
+        trust_domains: raw.trust_domains.clone(),
+        output_peer_principal: output(
+            &raw.output_peer_principal_to_header,
+            "outputPeerPrincipalToHeader",
+        )?,
+        output_request_principal: output(
+            &raw.output_request_principal_to_header,
+            "outputRequestPrincipalToHeader",
+        )?,
+        output_principal: output(&raw.output_principal_to_header, "outputPrincipalToHeader")?,
+        binding: raw.principal_binding,
+    };
+    // Policies that need no node metadata are final now; mesh policies wait for the workload.
+    peer.resolve(&Workload::default());
+    Ok(peer)
 }
 
 fn remote_source(

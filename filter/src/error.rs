@@ -30,6 +30,7 @@ pub enum AuthError {
     NoMatchingKey,
     VerificationFailed,
     JwksFetchFailed,
+    PeerAuthenticationFailed,
     Internal,
 }
 
@@ -64,6 +65,7 @@ impl AuthError {
             Self::NoMatchingKey => "Jwks doesn't have key to match kid or alg from Jwt",
             Self::VerificationFailed => "Jwt verification fails",
             Self::JwksFetchFailed => "Jwks remote fetch is failed",
+            Self::PeerAuthenticationFailed => "Peer authentication failed.",
             Self::Internal => "Authentication failed: internal error",
         }
     }
@@ -79,7 +81,7 @@ impl AuthError {
     /// The `WWW-Authenticate` value for this failure; `realm` is the request's original URI.
     pub fn www_authenticate(self, realm: &str) -> Option<String> {
         match self {
-            Self::Internal => None,
+            Self::Internal | Self::PeerAuthenticationFailed => None,
             Self::Missing => Some(format!("Bearer realm=\"{realm}\"")),
             _ => Some(format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
         }

@@ -11,6 +11,7 @@ pub mod fetcher;
 pub mod jwks;
 pub mod jws;
 pub mod paths;
+pub mod peer;
 pub mod remote;
 pub mod request;
 pub mod token;

@@ -16,7 +16,8 @@ use crate::config::{self, Config};
 use crate::error::{AuthError, Denial};
 use crate::fetcher::{Outcome, Poll, Source, Ticket};
 use crate::host;
-use crate::request::Request;
+use crate::peer::Workload;
+use crate::request::{Connection, Request};
 
 const TICK_IDLE_MS: u32 = 1_000;
 /// While requests wait or keys are missing, other workers' fetch results are picked up this fast.
@@ -178,7 +179,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let cfg = match config::load(&bytes) {
+        let mut cfg = match config::load(&bytes) {
             Ok(cfg) => cfg,
             Err(e) => {
                 host::log(LogLevel::Error, &e.to_string());
@@ -187,6 +188,20 @@ impl RootContext for Root {
         };
         for w in &cfg.warnings {
             host::log(LogLevel::Warn, w);
+        }
+        if cfg.peer.needs_workload() {
+            let workload = node_workload(&cfg.peer.selector_keys());
+            cfg.peer.resolve(&workload);
+            host::log(
+                LogLevel::Info,
+                &format!(
+                    "peer authentication for namespace {:?} labels {:?}: {:?}, ports {:?}",
+                    workload.namespace,
+                    workload.labels,
+                    cfg.peer.policy.mode,
+                    cfg.peer.policy.ports
+                ),
+            );
         }
         host::log(
             LogLevel::Info,
@@ -233,6 +248,41 @@ impl RootContext for Root {
 fn kick(state: &Rc<RefCell<State>>) {
     host::set_tick_period_ms(TICK_NOW_MS);
     state.borrow_mut().tick_ms = TICK_NOW_MS;
+}
+
+/// This proxy's workload as istio-agent describes it in node metadata; only the label keys that
+/// some policy selects on are read.
+fn node_workload(label_keys: &[&str]) -> Workload {
+    let node_string = |path: &[&str]| -> Option<String> {
+        let xds: Vec<&str> = ["xds"].iter().chain(path).copied().collect();
+        host::property(&xds)
+            .or_else(|| host::property(path))
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    Workload {
+        namespace: node_string(&["node", "metadata", "NAMESPACE"]).unwrap_or_default(),
+        labels: label_keys
+            .iter()
+            .filter_map(|k| {
+                Some((
+                    k.to_string(),
+                    node_string(&["node", "metadata", "LABELS", k])?,
+                ))
+            })
+            .collect(),
+    }
+}
+
+fn connection() -> Connection {
+    Connection {
+        mtls: host::property(&["connection", "mtls"]).is_some_and(|b| crate::wire::decode_bool(&b)),
+        port: host::property(&["destination", "port"])
+            .and_then(|b| crate::wire::decode_int(&b))
+            .and_then(|p| u32::try_from(p).ok()),
+        uri_san: host::property(&["connection", "uri_san_peer_certificate"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty()),
+    }
 }
 
 /// Runs in root-context callbacks only. Starts the fetches this worker won, resumes the waiters that can go on, and sets the tick.
@@ -425,10 +475,13 @@ impl HttpContext for Http {
             return deny(&Request::default(), AuthError::Internal, Metrics::default());
         };
         let metrics = state.borrow().metrics;
-        let (req, now_ms) = match (host::request_headers(), host::now_millis()) {
+        let (mut req, now_ms) = match (host::request_headers(), host::now_millis()) {
             (Ok(h), Ok(now)) => (Request::new(h), now),
             _ => return deny(&Request::default(), AuthError::Internal, metrics),
         };
+        if state.borrow().config.peer.needs_connection() {
+            req = req.with_connection(connection());
+        }
         let verdict = {
             let st = state.borrow();
             let view = KeyView {

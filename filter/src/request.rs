@@ -3,12 +3,36 @@
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     headers: Vec<(String, String)>,
+    connection: Connection,
+}
+
+/// What the host knows of the downstream connection (read only when the policy needs it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connection {
+    /// A client certificate was presented and verified.
+    pub mtls: bool,
+    /// The workload port the connection came in on.
+    pub port: Option<u32>,
+    /// The peer certificate's first URI SAN.
+    pub uri_san: Option<String>,
 }
 
 impl Request {
     /// Header names are expected lowercase, as Envoy presents them.
     pub fn new(headers: Vec<(String, String)>) -> Self {
-        Self { headers }
+        Self {
+            headers,
+            connection: Connection::default(),
+        }
+    }
+
+    pub fn with_connection(mut self, connection: Connection) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.connection
     }
 
     pub fn header_values<'a, 'n>(

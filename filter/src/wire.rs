@@ -53,9 +53,30 @@ pub fn decode_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
+/// A boolean property value: Envoy serializes it as one byte.
+pub fn decode_bool(bytes: &[u8]) -> bool {
+    matches!(bytes, [b] if *b != 0)
+}
+
+/// An integer property value: Envoy serializes it as 8 little-endian bytes.
+pub fn decode_int(bytes: &[u8]) -> Option<i64> {
+    let b: [u8; 8] = bytes.try_into().ok()?;
+    Some(i64::from_le_bytes(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn property_values() {
+        assert!(decode_bool(&[1]));
+        assert!(!decode_bool(&[0]));
+        assert!(!decode_bool(&[]));
+        assert!(!decode_bool(&[1, 1]));
+        assert_eq!(decode_int(&8080i64.to_le_bytes()), Some(8080));
+        assert_eq!(decode_int(&[1, 2]), None);
+    }
 
     #[test]
     fn roundtrip() {

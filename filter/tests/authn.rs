@@ -622,3 +622,170 @@ fn remote_key_states() {
         Verdict::Allow(_)
     ));
 }
+
+fn peer_config(extra: Value) -> Config {
+    let mut top = json!({"jwtRules": [{"issuer": ISS, "jwks": jwks()}],
+        "outputPeerPrincipalToHeader": "x-peer", "outputRequestPrincipalToHeader": "x-req",
+        "outputPrincipalToHeader": "x-principal"});
+    if let (Some(t), Some(e)) = (top.as_object_mut(), extra.as_object()) {
+        t.extend(e.clone());
+    }
+    config::load(top.to_string().as_bytes()).unwrap()
+}
+
+fn on_connection(
+    cfg: &Config,
+    conn: mesh_authn::request::Connection,
+    headers: &[(&str, &str)],
+) -> Verdict {
+    authenticate(
+        cfg,
+        &request("/ip", headers).with_connection(conn),
+        NOW,
+        &NoRemotes,
+    )
+}
+
+fn mtls(uri: &str, port: u32) -> mesh_authn::request::Connection {
+    mesh_authn::request::Connection {
+        mtls: true,
+        port: Some(port),
+        uri_san: Some(uri.into()),
+    }
+}
+
+fn plain(port: u32) -> mesh_authn::request::Connection {
+    mesh_authn::request::Connection {
+        mtls: false,
+        port: Some(port),
+        uri_san: None,
+    }
+}
+
+fn set_headers(v: &Verdict) -> Vec<(String, String)> {
+    match v {
+        Verdict::Allow(f) => f.set.clone(),
+        other => panic!("not allowed: {other:?}"),
+    }
+}
+
+#[test]
+fn peer_modes_and_principals() {
+    let foo_curl = "spiffe://cluster.local/ns/foo/sa/curl";
+    let strict = peer_config(
+        json!({"mtls": {"mode": "STRICT"}, "portLevelMtls": {"8080": {"mode": "DISABLE"}}}),
+    );
+    assert_eq!(
+        on_connection(&strict, plain(9000), &[]),
+        Verdict::Deny(AuthError::PeerAuthenticationFailed)
+    );
+    assert!(matches!(
+        on_connection(&strict, plain(8080), &[]),
+        Verdict::Allow(_)
+    ));
+    let v = on_connection(&strict, mtls(foo_curl, 9000), &[("x-peer", "spoofed")]);
+    assert_eq!(
+        set_headers(&v),
+        vec![
+            (
+                "x-peer".to_string(),
+                "cluster.local/ns/foo/sa/curl".to_string()
+            ),
+            (
+                "x-principal".to_string(),
+                "cluster.local/ns/foo/sa/curl".to_string()
+            ),
+        ]
+    );
+    let Verdict::Allow(f) = &v else {
+        unreachable!()
+    };
+    for h in ["x-peer", "x-req", "x-principal"] {
+        assert!(f.remove.iter().any(|r| r == h), "{h} not stripped");
+    }
+    // A client certificate without a SPIFFE identity is still mTLS.
+    assert!(set_headers(&on_connection(
+        &strict,
+        mtls("https://x.example", 9000),
+        &[]
+    ))
+    .is_empty());
+
+    let permissive = peer_config(json!({"mtls": {"mode": "PERMISSIVE"}}));
+    assert!(set_headers(&on_connection(&permissive, plain(9000), &[])).is_empty());
+
+    let tds = peer_config(json!({"mtls": {"mode": "STRICT"}, "trustDomains": ["cluster.local"]}));
+    assert!(matches!(
+        on_connection(&tds, mtls(foo_curl, 1), &[]),
+        Verdict::Allow(_)
+    ));
+    assert_eq!(
+        on_connection(&tds, mtls("spiffe://evil.local/ns/foo/sa/curl", 1), &[]),
+        Verdict::Deny(AuthError::PeerAuthenticationFailed)
+    );
+}
+
+#[test]
+fn peer_and_jwt_combine_with_principal_binding() {
+    let foo_curl = "spiffe://cluster.local/ns/foo/sa/curl";
+    let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let auth = bearer(&t);
+    let origin = peer_config(
+        json!({"mtls": {"mode": "STRICT"}, "principalBinding": "USE_ORIGIN", "requireToken": true}),
+    );
+    let got = set_headers(&on_connection(
+        &origin,
+        mtls(foo_curl, 1),
+        &[("authorization", &auth)],
+    ));
+    assert!(got.contains(&("x-req".to_string(), format!("{ISS}/alice"))));
+    assert!(got.contains(&("x-principal".to_string(), format!("{ISS}/alice"))));
+    assert!(got.contains(&(
+        "x-peer".to_string(),
+        "cluster.local/ns/foo/sa/curl".to_string()
+    )));
+    // Both must pass: the peer check comes first, the token is still required.
+    assert_eq!(
+        on_connection(&origin, plain(1), &[("authorization", &auth)]),
+        Verdict::Deny(AuthError::PeerAuthenticationFailed)
+    );
+    assert_eq!(
+        on_connection(&origin, mtls(foo_curl, 1), &[]),
+        Verdict::Deny(AuthError::Missing)
+    );
+}
+
+#[test]
+fn mesh_policies_wait_for_the_workload() {
+    let mut cfg = peer_config(json!({"peerAuthentications": [
+        {"metadata": {"name": "default", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}},
+        {"metadata": {"name": "wl", "namespace": "foo", "creationTimestamp": "2026-01-01T00:00:00Z"},
+         "spec": {"selector": {"matchLabels": {"app": "httpbin"}}, "portLevelMtls": {"8080": {"mode": "DISABLE"}}}}
+    ]}));
+    assert_eq!(cfg.peer.selector_keys(), vec!["app"]);
+    cfg.peer.resolve(&mesh_authn::peer::Workload {
+        namespace: "foo".into(),
+        labels: [("app".to_string(), "httpbin".to_string())].into(),
+    });
+    assert_eq!(
+        on_connection(&cfg, plain(9000), &[]),
+        Verdict::Deny(AuthError::PeerAuthenticationFailed)
+    );
+    assert!(matches!(
+        on_connection(&cfg, plain(8080), &[]),
+        Verdict::Allow(_)
+    ));
+    assert!(
+        config::load(br#"{"mtls":{"mode":"STRICT"},"peerAuthentications":[]}"#)
+            .err()
+            .is_some_and(|e| e.to_string().contains("peerAuthentications"))
+    );
+    assert!(
+        config::load(br#"{"portLevelMtls":{"http":{"mode":"STRICT"}}}"#)
+            .err()
+            .is_some_and(|e| e.to_string().contains("portLevelMtls.http"))
+    );
+    assert!(config::load(br#"{"mtls":{"mode":"STRICTER"}}"#)
+        .err()
+        .is_some_and(|e| e.to_string().contains("mtls.mode")));
+}
