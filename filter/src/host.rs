@@ -118,12 +118,16 @@ pub fn log(level: LogLevel, message: &str) {
 }
 
 pub fn plugin_config(size: usize) -> Result<Vec<u8>, HostError> {
+    buffer(BufferType::PluginConfiguration, size)
+}
+
+fn buffer(kind: BufferType, size: usize) -> Result<Vec<u8>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut len = 0;
     // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
     unsafe {
         check(proxy_get_buffer_bytes(
-            BufferType::PluginConfiguration as u32,
+            kind as u32,
             0,
             size,
             &mut data,
@@ -216,19 +220,7 @@ pub fn http_call_status() -> Option<u32> {
 }
 
 pub fn http_call_body(size: usize) -> Result<Vec<u8>, HostError> {
-    let mut data = std::ptr::null_mut();
-    let mut len = 0;
-    // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
-    unsafe {
-        check(proxy_get_buffer_bytes(
-            BufferType::HttpCallResponseBody as u32,
-            0,
-            size,
-            &mut data,
-            &mut len,
-        ))?;
-        Ok(take_host_buffer(data, len))
-    }
+    buffer(BufferType::HttpCallResponseBody, size)
 }
 
 /// Goes through the SDK, unlike the other calls: its dispatcher routes the answer to the context

@@ -302,7 +302,12 @@ mod tests {
     fn precedence_table() {
         use Mode::*;
         let foo_httpbin = workload("foo", "httpbin");
-        type Case = (&'static str, Vec<PeerAuthentication>, Mode, Vec<(u32, Mode)>);
+        type Case = (
+            &'static str,
+            Vec<PeerAuthentication>,
+            Mode,
+            Vec<(u32, Mode)>,
+        );
         let cases: Vec<Case> = vec![
             ("nothing: mesh default", vec![], Permissive, vec![]),
             (
