@@ -1,5 +1,7 @@
 //! The JSON Schema of `pluginConfig`, generated from `mesh_authn::config::PluginConfig`.
 
+pub mod convert;
+
 use mesh_authn::config::PluginConfig;
 
 pub const SCHEMA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/plugin-config.schema.json");

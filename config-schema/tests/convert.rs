@@ -1,0 +1,174 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use config_schema::convert::{convert, to_yaml, Options};
+use serde_json::{json, Value};
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/examples/istio/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn named<'a>(plugins: &'a [Value], name: &str) -> &'a Value {
+    plugins
+        .iter()
+        .find(|p| p["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no plugin {name}"))
+}
+
+#[test]
+fn request_authentications_become_selected_plugins() {
+    let plugins = convert(&example("request-authentication.yaml"), &Options::default()).unwrap();
+    assert_eq!(plugins.len(), 2);
+    let gw = named(&plugins, "jwt-example-jwt");
+    assert_eq!(gw["metadata"]["namespace"], "istio-system");
+    assert_eq!(
+        gw["spec"]["selector"],
+        json!({"matchLabels": {"istio": "ingressgateway"}})
+    );
+    assert_eq!(gw["spec"]["phase"], "AUTHN");
+    assert_eq!(gw["spec"]["failStrategy"], "FAIL_CLOSE");
+    assert_eq!(
+        gw["spec"]["pluginConfig"]["jwtRules"][0]["issuer"],
+        "testing@secure.istio.io"
+    );
+    let foo = named(&plugins, "httpbin-jwt");
+    assert_eq!(
+        foo["spec"]["pluginConfig"]["jwtRules"][0]["fromHeaders"],
+        json!([{"name": "x-jwt-assertion"}])
+    );
+}
+
+#[test]
+fn peer_authentications_become_one_mesh_plugin() {
+    let opts = Options {
+        sha256: Some("ab".repeat(32)),
+        ..Options::default()
+    };
+    let plugins = convert(&example("peer-authentication.yaml"), &opts).unwrap();
+    assert_eq!(plugins.len(), 1);
+    let p = &plugins[0];
+    assert_eq!(p["metadata"]["namespace"], "istio-system");
+    assert!(p["spec"].get("selector").is_none(), "mesh-wide");
+    assert_eq!(p["spec"]["sha256"], "ab".repeat(32));
+    let pas = p["spec"]["pluginConfig"]["peerAuthentications"]
+        .as_array()
+        .unwrap();
+    assert_eq!(pas.len(), 3);
+    assert_eq!(pas[2]["spec"]["portLevelMtls"]["8080"]["mode"], "DISABLE");
+    assert!(
+        pas[2]["metadata"].get("uid").is_none(),
+        "only what resolution reads is kept"
+    );
+
+    // Each proxy resolves its own mode from the converted list, with Istio's precedence.
+    let mut cfg =
+        mesh_authn::config::load(p["spec"]["pluginConfig"].to_string().as_bytes()).unwrap();
+    let at = |ns: &str, app: &str| mesh_authn::peer::Workload {
+        namespace: ns.into(),
+        labels: [("app".to_string(), app.to_string())].into(),
+    };
+    cfg.peer.resolve(&at("foo", "httpbin"));
+    assert_eq!(cfg.peer.policy.mode, mesh_authn::peer::Mode::Permissive);
+    cfg.peer.resolve(&at("bar", "httpbin"));
+    assert_eq!(cfg.peer.policy.mode, mesh_authn::peer::Mode::Strict);
+    assert_eq!(
+        cfg.peer.policy.ports.get(&8080),
+        Some(&mesh_authn::peer::Mode::Disable)
+    );
+    cfg.peer.resolve(&at("legacy", "curl"));
+    assert_eq!(cfg.peer.policy.mode, mesh_authn::peer::Mode::Strict);
+}
+
+#[test]
+fn legacy_policies() {
+    let plugins = convert(&example("legacy-policy.yaml"), &Options::default()).unwrap();
+    let p = named(&plugins, "jwt-example-policy");
+    assert_eq!(p["metadata"]["namespace"], "foo");
+    assert_eq!(
+        p["spec"]["selector"],
+        json!({"matchLabels": {"app": "httpbin"}})
+    );
+    let cfg = &p["spec"]["pluginConfig"];
+    assert_eq!(cfg["mtls"], json!({"mode": "STRICT"}));
+    assert_eq!(cfg["requireToken"], true);
+    assert_eq!(cfg["principalBinding"], "USE_ORIGIN");
+    assert_eq!(
+        cfg["triggerRules"],
+        json!([
+            {"excludedPaths": [{"exact": "/health_check"}], "includedPaths": []},
+            {"excludedPaths": [], "includedPaths": [{"prefix": "/api/"}]},
+        ])
+    );
+    let mesh = named(&plugins, "default-policy");
+    assert_eq!(mesh["metadata"]["namespace"], "istio-system");
+    assert_eq!(
+        mesh["spec"]["pluginConfig"],
+        json!({"mtls": {"mode": "PERMISSIVE"}})
+    );
+}
+
+#[test]
+fn output_is_yaml_the_filter_accepts() {
+    let all = format!(
+        "{}\n---\n{}",
+        example("request-authentication.yaml"),
+        example("peer-authentication.yaml")
+    );
+    let yaml = to_yaml(&convert(&all, &Options::default()).unwrap()).unwrap();
+    assert_eq!(yaml.matches("kind: WasmPlugin").count(), 3);
+}
+
+#[test]
+fn what_cannot_be_expressed_is_refused_with_a_reason() {
+    let ra = |ns: &str, name: &str, selector: &str, extra: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec:\n  {selector}\n  jwtRules:\n  - issuer: i\n    jwksUri: https://idp.example.com/k\n{extra}\n---\n"
+        )
+    };
+    let cases = [
+        (
+            format!(
+                "{}{}",
+                ra("foo", "a", "", ""),
+                ra("foo", "b", "selector: {matchLabels: {app: x}}", "")
+            ),
+            "merge",
+        ),
+        (
+            format!(
+                "{}{}",
+                ra("istio-system", "m", "", ""),
+                ra("foo", "b", "", "")
+            ),
+            "mesh-wide",
+        ),
+        (
+            ra("foo", "a", "", "    outputClaimToHeader: []"),
+            "jwtRules[0].outputClaimToHeader",
+        ),
+        (ra("foo", "a", "targetRefs: []", ""), "targetRefs"),
+        (
+            ra("foo", "a", "", "    fromHeaders: [{name: 'bad header'}]"),
+            "fromHeaders[0].name",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: y}\n".to_string(),
+            "ConfigMap",
+        ),
+    ];
+    for (yaml, needle) in cases {
+        let err = convert(&yaml, &Options::default())
+            .err()
+            .unwrap_or_else(|| panic!("accepted:\n{yaml}"));
+        assert!(err.contains(needle), "{err} does not mention {needle}");
+    }
+}
