@@ -6,7 +6,7 @@ WASM   := target/$(TARGET)/release/mesh_authn.wasm
 
 .PHONY: setup build demo test lint unit e2e schema
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
@@ -14,6 +14,10 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: envoy-test/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r envoy-test/requirements.txt
+	touch $@
+
+envoy-test/crd/node_modules/.installed: envoy-test/crd/package-lock.json
+	cd envoy-test/crd && npm ci --silent --no-audit --no-fund
 	touch $@
 
 build: setup

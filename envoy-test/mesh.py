@@ -350,8 +350,11 @@ class Mesh:
         "evil": ("foo", "evil.local"),
     }
 
-    def __init__(self, workdir: Path, wasm: Path | None = None, verbose: bool = True) -> None:
+    def __init__(self, workdir: Path, wasm: Path | None = None, verbose: bool = True,
+                 server_clusters: list[dict] | None = None) -> None:
         self.workdir = Path(workdir)
+        # extra clusters for the server sidecars, e.g. a JWKS host's outbound|443||host
+        self.server_clusters = list(server_clusters or [])
         self.wasm = wasm
         self.verbose = verbose
         self.pki = Pki(self.workdir / "pki")
@@ -421,7 +424,7 @@ class Mesh:
         listeners = [inbound_listener(port, server.ident, self.pki.ca_path, plugin_config, self.wasm)
                      for port in server.ports.values()]
         clusters = [harness.static_cluster(f"inbound|{port}||", server.app.port)
-                    for port in server.ports.values()]
+                    for port in server.ports.values()] + self.server_clusters
         config = harness.bootstrap(server.admin_port, listeners, clusters)
         config["node"] = node("httpbin", "httpbin", server.ns, server.labels,
                               f"httpbin-7b4f9d6c8-{server.ns}xyz")

@@ -1,60 +1,91 @@
-"""The WasmPlugin we ship, loaded as istiod would: its pluginConfig as JSON text in a StringValue."""
+"""The WasmPlugins we ship (wasm-plugin.yaml), each pluginConfig loaded unchanged into a real Envoy
+as istiod does (JSON text in a StringValue). The JWKS host of the ServiceEntry is served by a test
+server under the cluster name Istio gives it, `outbound|<port>||<host>`, so the plugins' own
+`jwksUri` and derived cluster are what is exercised."""
 
 from __future__ import annotations
 
-import copy
-
+import pytest
 import yaml
 
 import harness
-from jwt_mint import ISSUER, claims, mint
+import mesh as M
+from jwt_mint import claims, mint
 
 SHIPPED = harness.REPO / "wasm-plugin.yaml"
 
 
-def wasm_plugins() -> list[dict]:
-    docs = [d for d in yaml.safe_load_all(SHIPPED.read_text()) if d]
-    return [d for d in docs if d.get("kind") == "WasmPlugin"]
+def docs() -> list[dict]:
+    return [d for d in yaml.safe_load_all(SHIPPED.read_text()) if d]
 
 
-def ingress_config() -> dict:
-    (plugin,) = [p for p in wasm_plugins() if p["metadata"]["name"] == "mesh-authn-ingress"]
+def plugin_config(name: str) -> dict:
+    (plugin,) = [d for d in docs() if d["kind"] == "WasmPlugin" and d["metadata"]["name"] == name]
     return plugin["spec"]["pluginConfig"]
 
 
-def envoy_scenarios(keys) -> dict:
-    with_test_keys = copy.deepcopy(ingress_config())
-    for rule in with_test_keys["jwtRules"]:
-        rule["jwks"] = keys.jwks()
-    return {"shipped": ingress_config(), "shipped-test-keys": with_test_keys}
+def service_entry_clusters(port: int) -> list[dict]:
+    """Istio's clusters for the shipped ServiceEntries, all pointing at a local JWKS server."""
+    return [harness.static_cluster(f"outbound|{p['number']}||{host}", port)
+            for d in docs() if d["kind"] == "ServiceEntry"
+            for host in d["spec"]["hosts"] for p in d["spec"]["ports"]]
 
 
-def test_shipped_resource_is_a_gateway_authn_plugin():
-    (plugin,) = wasm_plugins()
-    spec = plugin["spec"]
-    assert spec["selector"]["matchLabels"] == {"istio": "ingressgateway"}
-    assert spec["phase"] == "AUTHN"
-    assert spec["failStrategy"] == "FAIL_CLOSE"
+@pytest.fixture(scope="module")
+def jwks_server(keys):
+    server = harness.JwksServer().start()
+    server.serve(keys.jwks())
+    yield server
+    server.stop()
 
 
-def test_shipped_config_as_is(gateway, keys):
-    assert gateway.get("shipped", "/headers").status == 200
-    resp = gateway.get("shipped", "/headers", {"Authorization": "Bearer deadbeef"})
-    assert resp.status == 401
-    # A well-formed token from a key the shipped (example) JWKS does not hold is refused.
-    token = mint(keys.rsa, "RS256", "rsa", claims())
-    resp = gateway.get("shipped", "/headers", {"Authorization": f"Bearer {token}"})
-    assert resp.status == 401
-    assert resp.text == "Jwks doesn't have key to match kid or alg from Jwt"
+@pytest.fixture(scope="module")
+def ingress(upstream, wasm_module, jwks_server, tmp_path_factory):
+    gw = harness.start_gateway({"ingress": plugin_config("mesh-authn-ingress")},
+                               tmp_path_factory.mktemp("envoy-shipped"), upstream.port,
+                               clusters=service_entry_clusters(jwks_server.port))
+    yield gw
+    gw.envoy.stop()
 
 
-def test_shipped_config_with_operator_keys(gateway, keys):
+@pytest.fixture(scope="module")
+def httpbin_mesh(wasm_module, jwks_server, tmp_path_factory):
+    m = M.Mesh(tmp_path_factory.mktemp("mesh-shipped"), wasm_module,
+               server_clusters=service_entry_clusters(jwks_server.port))
+    m.start(plugin_config("mesh-authn-httpbin"))
+    yield m
+    m.stop()
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_ingress_plugin_reproduces_istio_task(ingress, jwks_server, keys):
     token = mint(keys.rsa, "RS256", "rsa", claims(sub="alice"))
-    seen = gateway.get("shipped-test-keys", "/headers",
-                       {"Authorization": f"Bearer {token}", "x-jwt-sub": "mallory"}).upstream
-    assert seen["headers"]["x-jwt-sub"] == ["alice"]
-    assert "authorization" not in seen["headers"]
-    expired = mint(keys.rsa, "RS256", "rsa", claims(iss=ISSUER, lifetime=-90))
-    assert gateway.get("shipped-test-keys", "/headers", {"Authorization": f"Bearer {expired}"}).status == 401
-    assert gateway.get("shipped-test-keys", "/healthz/ready",
-                       {"Authorization": f"Bearer {expired}"}).status == 200
+    assert ingress.get("ingress", "/headers").status == 200
+    resp = ingress.get("ingress", "/headers", bearer("deadbeef"))
+    assert resp.status == 401
+    seen = ingress.get("ingress", "/headers", {**bearer(token), "x-jwt-sub": "mallory"})
+    assert seen.status == 200
+    assert seen.upstream["headers"]["x-jwt-sub"] == ["alice"]
+    assert "authorization" not in seen.upstream["headers"]
+    expired = mint(keys.rsa, "RS256", "rsa", claims(lifetime=-90))
+    assert ingress.get("ingress", "/headers", bearer(expired)).status == 401
+    assert ingress.get("ingress", "/healthz/ready", bearer(expired)).status == 200
+    # The keys came through the ServiceEntry's cluster, from the URI's path.
+    assert jwks_server.paths[0] == "/istio/istio/release-1.24/security/tools/jwt/samples/jwks.json"
+
+
+def test_httpbin_plugin_needs_mtls_and_a_token(httpbin_mesh, keys):
+    token = mint(keys.rsa, "RS256", "rsa", claims(sub="alice"))
+    plaintext = httpbin_mesh.call("legacy", "foo", headers=bearer(token))
+    assert (plaintext.status, plaintext.text) == (401, M.PEER_AUTHN_FAILED)
+    no_token = httpbin_mesh.call("foo", "foo")
+    assert (no_token.status, no_token.text) == (401, "Jwt is missing")
+    ok = httpbin_mesh.call("foo", "foo", headers={**bearer(token), "x-peer-principal": "forged"})
+    assert ok.status == 200, ok
+    assert ok.upstream_headers("x-peer-principal") == ["cluster.local/ns/foo/sa/curl"]
+    assert ok.upstream_headers("x-request-principal") == ["testing@secure.istio.io/alice"]
+    foreign = httpbin_mesh.call("evil", "foo", headers=bearer(token))
+    assert (foreign.status, foreign.text) == (401, M.PEER_AUTHN_FAILED)

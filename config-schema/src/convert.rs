@@ -458,7 +458,19 @@ pub fn to_yaml(docs: &[Value]) -> Result<String, String> {
     let mut out = String::new();
     for d in docs {
         out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(d).map_err(|e| e.to_string())?);
+        let yaml = serde_norway::to_string(d).map_err(|e| e.to_string())?;
+        out.extend(yaml.lines().map(|l| quote_timestamp(l) + "\n"));
     }
     Ok(out)
+}
+
+/// YAML 1.1 readers (PyYAML, yaml.v2 into typed fields) turn a plain RFC 3339 scalar into a
+/// timestamp; the filter wants the string.
+fn quote_timestamp(line: &str) -> String {
+    match line.split_once("creationTimestamp: ") {
+        Some((indent, ts)) if indent.trim().is_empty() && !ts.starts_with(['\'', '"']) => {
+            format!("{indent}creationTimestamp: '{ts}'")
+        }
+        _ => line.to_string(),
+    }
 }

@@ -124,6 +124,10 @@ fn output_is_yaml_the_filter_accepts() {
     );
     let yaml = to_yaml(&convert(&all, &Options::default()).unwrap()).unwrap();
     assert_eq!(yaml.matches("kind: WasmPlugin").count(), 3);
+    assert!(
+        yaml.contains("creationTimestamp: '2026-01-01T00:00:00Z'"),
+        "{yaml}"
+    );
 }
 
 #[test]
