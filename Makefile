@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 TARGET := wasm32-wasip1
 WASM   := target/$(TARGET)/release/mesh_authn.wasm
 
-.PHONY: setup build demo test lint unit e2e schema
+.PHONY: setup build demo test lint unit e2e schema oci
 
 setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
@@ -41,3 +41,6 @@ test: lint unit e2e
 
 schema:
 	cargo run -q -p config-schema
+
+oci: build
+	$(PY) envoy-test/oci_image.py
