@@ -3,8 +3,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TARGET := wasm32-wasip1
 WASM   := target/$(TARGET)/release/mesh_authn.wasm
+CARGO_HOME ?= $(HOME)/.cargo
+# Reproducible module: the crates' source paths embedded in it must not depend on where they live,
+# so the sha256 pinned in wasm-plugin.yaml (`make pin`) is the digest of what CI builds.
+export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)=/cargo
 
-.PHONY: setup build demo test lint unit e2e schema oci
+.PHONY: setup build demo test lint unit e2e schema oci pin
 
 setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
@@ -44,3 +48,7 @@ schema:
 
 oci: build
 	$(PY) envoy-test/oci_image.py
+
+# After any change to the module: rewrite the sha256 pins in wasm-plugin.yaml (a test checks them).
+pin: build
+	$(PY) envoy-test/oci_image.py --pin wasm-plugin.yaml

@@ -4,7 +4,7 @@ application/vnd.module.wasm.config.v1+json, one layer application/vnd.module.was
 holding the module itself). Push it with any OCI tool, e.g. `oras cp --from-oci-layout` or
 `skopeo copy oci:<dir>:<tag> docker://<registry>/<repo>:<tag>`.
 
-    python envoy-test/oci_image.py [--wasm PATH] [--out DIR] [--tag TAG]
+    python envoy-test/oci_image.py [--wasm PATH] [--out DIR] [--tag TAG] [--pin wasm-plugin.yaml]
 
 Prints the manifest digest (the WasmPlugin `sha256` for an oci:// url) and the module's sha256
 (for http:// or file:// urls). The output is reproducible: the same module gives the same digests.
@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -73,11 +74,20 @@ def manifest_digest(files: dict[str, bytes]) -> str:
     return json.loads(files["index.json"])["manifests"][0]["digest"]
 
 
+PIN = re.compile(r"^(\s*sha256: )[0-9a-f]{64}$", re.M)
+
+
+def pin(yaml_text: str, digest: str) -> str:
+    """Sets every WasmPlugin `sha256:` line to the manifest digest."""
+    return PIN.sub(lambda m: m.group(1) + digest.removeprefix("sha256:"), yaml_text)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wasm", type=Path, default=REPO / "target/wasm32-wasip1/release/mesh_authn.wasm")
     ap.add_argument("--out", type=Path, default=REPO / "target/oci/mesh-authn")
     ap.add_argument("--tag", default="0.1.0")
+    ap.add_argument("--pin", type=Path, help="rewrite the sha256 pins in this WasmPlugin YAML")
     args = ap.parse_args()
     wasm = args.wasm.read_bytes()
     files = build(wasm, args.tag)
@@ -85,6 +95,9 @@ def main() -> int:
     print(f"OCI image layout: {args.out} (tar: {tar_path}), tag {args.tag}")
     print(f"manifest digest (WasmPlugin sha256 for oci://): {manifest_digest(files).removeprefix('sha256:')}")
     print(f"module sha256 (for http:// or file:// urls): {hashlib.sha256(wasm).hexdigest()}")
+    if args.pin:
+        args.pin.write_text(pin(args.pin.read_text(), manifest_digest(files)))
+        print(f"pinned {args.pin}")
     return 0
 
 

@@ -66,3 +66,12 @@ def test_module_from_the_image_runs_in_envoy(wasm_module, upstream, tmp_path):
         assert (resp.status, resp.text) == (401, "Jwt is missing")
     finally:
         gw.envoy.stop()
+
+
+def test_wasm_plugin_yaml_pins_this_build(wasm_module):
+    import yaml
+    digest = oci_image.manifest_digest(oci_image.build(wasm_module.read_bytes(), "any"))
+    plugins = [d for d in yaml.safe_load_all((harness.REPO / "wasm-plugin.yaml").read_text())
+               if d and d["kind"] == "WasmPlugin"]
+    assert plugins and all(p["spec"]["sha256"] == digest.removeprefix("sha256:") for p in plugins), \
+        "wasm-plugin.yaml is not pinned to this build: run `make pin`"
