@@ -1,10 +1,11 @@
 //! The per-request decision: which tokens are present, whether each verifies, and what to forward.
 
+use crate::cache::{TokenCache, Verified};
 use crate::claims;
 use crate::config::{Config, KeySource, PrincipalBinding, Rule};
 use crate::error::AuthError;
 use crate::jwks::Jwks;
-use crate::jws::{self, Jws};
+use crate::jws::{self, InModule, Jws, Verifier};
 use crate::paths;
 use crate::peer::{self, Mode};
 use crate::request::Request;
@@ -46,6 +47,28 @@ pub trait KeyStore {
     fn remote(&self, index: usize) -> RemoteKeys<'_>;
     /// Whether a token with an unknown `kid` may trigger a refetch of this source now.
     fn may_refetch(&self, index: usize) -> bool;
+    /// Changes whenever any key set changes (verified tokens are then forgotten).
+    fn generation(&self) -> u64 {
+        0
+    }
+}
+
+/// What a decision depends on besides the configuration and the request.
+pub struct Env<'a> {
+    pub keys: &'a dyn KeyStore,
+    pub verifier: &'a dyn Verifier,
+    pub cache: Option<&'a mut TokenCache>,
+}
+
+impl<'a> Env<'a> {
+    /// In-module signature checks, no cache.
+    pub fn new(keys: &'a dyn KeyStore) -> Self {
+        Self {
+            keys,
+            verifier: &InModule,
+            cache: None,
+        }
+    }
 }
 
 /// A key store for configurations without remote key sets.
@@ -73,16 +96,22 @@ impl From<AuthError> for Failure {
 
 /// Decides a request: peer first, then end-user tokens, as Istio does. `now` is seconds since the
 /// Unix epoch.
-pub fn authenticate(cfg: &Config, req: &Request, now: u64, keys: &dyn KeyStore) -> Verdict {
+pub fn authenticate(cfg: &Config, req: &Request, now: u64, env: &mut Env<'_>) -> Verdict {
+    // Only headers that are there cost a host call to remove.
     let mut fwd = Forward {
-        remove: cfg.output_headers.clone(),
+        remove: cfg
+            .output_headers
+            .iter()
+            .filter(|h| req.header(h).is_some())
+            .cloned()
+            .collect(),
         ..Forward::default()
     };
     let peer_principal = match authenticate_peer(cfg, req) {
         Ok(p) => p,
         Err(e) => return Verdict::Deny(e),
     };
-    let request_principal = match authenticate_jwt(cfg, req, now, keys, &mut fwd) {
+    let request_principal = match authenticate_jwt(cfg, req, now, env, &mut fwd) {
         Ok(p) => p,
         Err(v) => return v,
     };
@@ -129,7 +158,7 @@ fn authenticate_jwt(
     cfg: &Config,
     req: &Request,
     now: u64,
-    keys: &dyn KeyStore,
+    env: &mut Env<'_>,
     fwd: &mut Forward,
 ) -> Result<Option<String>, Verdict> {
     if cfg.rules.is_empty()
@@ -147,42 +176,94 @@ fn authenticate_jwt(
             Ok(None)
         };
     }
+    if let Some(cache) = env.cache.as_deref_mut() {
+        cache.keys_generation(env.keys.generation());
+    }
     let mut principal = None;
     // Every token present must verify: one bad token fails the request, whatever else it carries.
     for f in found {
         let Some(location) = cfg.locations.get(f.location) else {
             return Err(Verdict::Deny(AuthError::Internal));
         };
-        let (rule, jws) = match verify(cfg, &location.rules, f.token, now, keys) {
+        let verified = match verified_token(cfg, f.location, f.token, now, env) {
             Ok(v) => v,
             Err(Failure::Deny(e)) => return Err(Verdict::Deny(e)),
             Err(Failure::Wait { remote, refetch }) => {
                 return Err(Verdict::Wait { remote, refetch })
             }
         };
+        let Some(rule) = cfg.rules.get(verified.rule) else {
+            return Err(Verdict::Deny(AuthError::Internal));
+        };
         if let LocationKind::Header { name, .. } = &location.kind {
             if !rule.forward_original_token && !fwd.remove.contains(name) {
                 fwd.remove.push(name.clone());
             }
         }
-        if let Some(h) = &rule.output_payload_to_header {
-            fwd.set.push((h.clone(), jws.payload_b64.to_string()));
-        }
-        for (h, path) in &rule.output_claim_to_headers {
-            if let Some(v) = claims::header_value(&jws.payload, path) {
-                fwd.set.push((h.clone(), v));
-            }
-        }
+        fwd.set.extend(verified.set);
         if principal.is_none() {
-            principal = jws
-                .claims
-                .sub
-                .as_ref()
-                .map(|sub| format!("{}/{sub}", rule.issuer));
+            principal = verified.principal;
         }
         fwd.issuers.push(rule.issuer.clone());
     }
-    Ok(principal.filter(|p| !p.chars().any(char::is_control)))
+    Ok(principal)
+}
+
+/// A token's verification, from the cache when it holds it: there only time and audiences are
+/// checked again.
+fn verified_token(
+    cfg: &Config,
+    location: usize,
+    token: &str,
+    now: u64,
+    env: &mut Env<'_>,
+) -> Result<Verified, Failure> {
+    if let Some(cache) = env.cache.as_deref_mut() {
+        if let Some(hit) = cache.get(location, token) {
+            let rechecked = cfg.rules.get(hit.rule).map(|rule| {
+                hit.claims
+                    .check_time(now, cfg.clock_skew_seconds, cfg.require_expiration)
+                    .and_then(|()| hit.claims.check_audience(&rule.audiences))
+            });
+            return match rechecked {
+                Some(Ok(())) => Ok(hit.clone()),
+                Some(Err(e)) => {
+                    cache.remove(token);
+                    Err(e.into())
+                }
+                None => Err(AuthError::Internal.into()),
+            };
+        }
+    }
+    let rule_ids = cfg
+        .locations
+        .get(location)
+        .map_or(&[][..], |l| l.rules.as_slice());
+    let (rule_index, rule, jws) = verify(cfg, rule_ids, token, now, env)?;
+    let mut set = Vec::with_capacity(rule.output_claim_to_headers.len() + 1);
+    if let Some(h) = &rule.output_payload_to_header {
+        set.push((h.clone(), jws.payload_b64.to_string()));
+    }
+    for (h, path) in &rule.output_claim_to_headers {
+        if let Some(v) = claims::header_value(&jws.payload, path) {
+            set.push((h.clone(), v));
+        }
+    }
+    let verified = Verified {
+        rule: rule_index,
+        principal: jws
+            .claims
+            .sub
+            .as_ref()
+            .map(|sub| format!("{}/{sub}", rule.issuer))
+            .filter(|p| !p.chars().any(char::is_control)),
+        claims: jws.claims,
+        set,
+    };
+    if let Some(cache) = env.cache.as_deref_mut() {
+        cache.insert(location, token, verified.clone());
+    }
+    Ok(verified)
 }
 
 /// Verifies one token against the rules that read its location, in Envoy's order: format, issuer,
@@ -192,14 +273,14 @@ fn verify<'c, 't>(
     rule_ids: &[usize],
     token: &'t str,
     now: u64,
-    keys: &dyn KeyStore,
-) -> Result<(&'c Rule, Jws<'t>), Failure> {
+    env: &Env<'_>,
+) -> Result<(usize, &'c Rule, Jws<'t>), Failure> {
     let jws = jws::parse(token)?;
     let iss = jws.claims.iss.as_deref();
     let mut candidates = rule_ids
         .iter()
-        .filter_map(|&i| cfg.rules.get(i))
-        .filter(|r| Some(r.issuer.as_str()) == iss)
+        .filter_map(|&i| Some((i, cfg.rules.get(i)?)))
+        .filter(|(_, r)| Some(r.issuer.as_str()) == iss)
         .peekable();
     if candidates.peek().is_none() {
         return Err(AuthError::UnknownIssuer.into());
@@ -208,9 +289,9 @@ fn verify<'c, 't>(
         .check_time(now, cfg.clock_skew_seconds, cfg.require_expiration)?;
 
     let mut first_error = None;
-    for rule in candidates {
-        match verify_for_rule(rule, &jws, keys) {
-            Ok(()) => return Ok((rule, jws)),
+    for (index, rule) in candidates {
+        match verify_for_rule(rule, &jws, env) {
+            Ok(()) => return Ok((index, rule, jws)),
             Err(Failure::Deny(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -220,8 +301,9 @@ fn verify<'c, 't>(
     Err(first_error.unwrap_or(AuthError::UnknownIssuer).into())
 }
 
-fn verify_for_rule(rule: &Rule, jws: &Jws<'_>, keys: &dyn KeyStore) -> Result<(), Failure> {
+fn verify_for_rule(rule: &Rule, jws: &Jws<'_>, env: &Env<'_>) -> Result<(), Failure> {
     jws.claims.check_audience(&rule.audiences)?;
+    let keys = env.keys;
     let jwks = match &rule.keys {
         KeySource::Inline(j) => j,
         KeySource::Remote(i) => match keys.remote(*i) {
@@ -250,7 +332,7 @@ fn verify_for_rule(rule: &Rule, jws: &Jws<'_>, keys: &dyn KeyStore) -> Result<()
     let mut any_key = false;
     for key in jwks.candidates(jws.alg, jws.kid.as_deref()) {
         any_key = true;
-        if jws.verify_with(&key.key) {
+        if jws.verify_with(key, env.verifier) {
             return Ok(());
         }
     }

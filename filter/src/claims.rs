@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::config::sanitize_audience;
 use crate::error::AuthError;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claims {
     pub iss: Option<String>,
     pub sub: Option<String>,

@@ -70,6 +70,31 @@ pub struct PluginConfig {
     /// Which identity `outputPrincipalToHeader` carries.
     #[serde(default)]
     pub principal_binding: PrincipalBinding,
+
+    /// Who checks RS256/384/512 and ES256/384 signatures: `auto` (the host's BoringSSL through
+    /// Envoy's `verify_signature` when it passes a self-test at start, else this module), `host`
+    /// (required: the plugin fails to start without it), or `wasm` (always this module, e.g. for
+    /// FIPS-pinned deployments). Other algorithms are always checked in the module.
+    #[serde(default)]
+    pub signature_verifier: SignatureVerifier,
+    /// Verified tokens remembered per VM (exp, nbf and audiences are checked on every use; the
+    /// cache empties when keys change; tokens over 4 KiB are not cached). 0 disables it.
+    #[serde(default = "default_jwt_cache_size")]
+    #[schemars(default = "default_jwt_cache_size")]
+    pub jwt_cache_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureVerifier {
+    #[default]
+    Auto,
+    Host,
+    Wasm,
+}
+
+fn default_jwt_cache_size() -> usize {
+    crate::cache::DEFAULT_CAPACITY
 }
 
 /// The older authentication policy's `principalBinding`.
@@ -307,6 +332,8 @@ pub struct Config {
     pub require_expiration: bool,
     pub trigger_rules: Vec<(Vec<PathMatcher>, Vec<PathMatcher>)>,
     pub peer: Peer,
+    pub signature_verifier: SignatureVerifier,
+    pub jwt_cache_size: usize,
     /// Keys that were skipped while loading JWKS, for the configure-time log.
     pub warnings: Vec<String>,
 }
@@ -490,8 +517,13 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    if raw.jwt_cache_size > 1_000_000 {
+        return Err(ConfigError::new("jwtCacheSize", "must be at most 1000000"));
+    }
     Ok(Config {
         peer,
+        signature_verifier: raw.signature_verifier,
+        jwt_cache_size: raw.jwt_cache_size,
         rules,
         remotes,
         locations,

@@ -68,6 +68,15 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -283,17 +292,43 @@ pub fn resume_request() -> Result<(), HostError> {
 }
 
 pub fn define_counter(name: &str) -> Option<u32> {
+    define_metric(MetricType::Counter, name)
+}
+
+pub fn define_gauge(name: &str) -> Option<u32> {
+    define_metric(MetricType::Gauge, name)
+}
+
+fn define_metric(kind: MetricType, name: &str) -> Option<u32> {
     let mut id = 0;
     // SAFETY: pointer and length describe a live &str; the host writes the id.
-    let status = unsafe {
-        proxy_define_metric(
-            MetricType::Counter as u32,
+    let status = unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) };
+    (status == OK).then_some(id)
+}
+
+pub fn record_gauge(id: u32, value: u64) {
+    // SAFETY: plain value call.
+    unsafe {
+        proxy_record_metric(id, value);
+    }
+}
+
+/// Calls a host extension (Envoy's "foreign functions", e.g. `verify_signature`).
+pub fn call_foreign_function(name: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
+    let mut data = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: pointers describe live buffers; the returned buffer is then owned by us.
+    unsafe {
+        check(proxy_call_foreign_function(
             name.as_ptr(),
             name.len(),
-            &mut id,
-        )
-    };
-    (status == OK).then_some(id)
+            args.as_ptr(),
+            args.len(),
+            &mut data,
+            &mut len,
+        ))?;
+        Ok(take_host_buffer(data, len))
+    }
 }
 
 pub fn increment_counter(id: u32) {

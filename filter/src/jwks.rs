@@ -28,6 +28,8 @@ pub struct Jwk {
     pub kid: Option<String>,
     pub alg: Option<Alg>,
     pub key: KeyMaterial,
+    /// SubjectPublicKeyInfo DER, prepared at load for the host's verifier (RSA and EC keys).
+    pub host_der: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -115,14 +117,21 @@ fn parse_key(k: &Map<String, Value>) -> Result<Jwk, String> {
         Some(a) => Some(Alg::from_name(a).ok_or_else(|| format!("[alg] {a:?} is not supported"))?),
     };
     let kty = field(k, "kty")?.ok_or("[kty] is missing")?;
+    let mut host_der = None;
     let key = match kty {
         "RSA" => {
-            let n = BigUint::from_bytes_be(&bytes(k, "n")?);
-            let e = BigUint::from_bytes_be(&bytes(k, "e")?);
-            let key = RsaPublicKey::new(n, e).map_err(|e| format!("invalid RSA key: {e}"))?;
+            let key = RsaPublicKey::new(
+                BigUint::from_bytes_be(&bytes(k, "n")?),
+                BigUint::from_bytes_be(&bytes(k, "e")?),
+            )
+            .map_err(|e| format!("invalid RSA key: {e}"))?;
             if key.n().bits() < MIN_RSA_BITS {
                 return Err(format!("RSA key shorter than {MIN_RSA_BITS} bits"));
             }
+            host_der = Some(crate::der::rsa_spki(
+                &key.n().to_bytes_be(),
+                &key.e().to_bytes_be(),
+            ));
             KeyMaterial::Rsa(key)
         }
         "EC" => {
@@ -130,7 +139,7 @@ fn parse_key(k: &Map<String, Value>) -> Result<Jwk, String> {
             let mut sec1 = vec![0x04];
             sec1.extend(bytes(k, "x")?);
             sec1.extend(bytes(k, "y")?);
-            match crv {
+            let key = match crv {
                 "P-256" => KeyMaterial::P256(
                     p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                         .map_err(|_| "invalid P-256 point")?,
@@ -140,7 +149,14 @@ fn parse_key(k: &Map<String, Value>) -> Result<Jwk, String> {
                         .map_err(|_| "invalid P-384 point")?,
                 ),
                 other => return Err(format!("EC curve {other:?} is not supported")),
-            }
+            };
+            let oid = if crv == "P-256" {
+                crate::der::OID_P256
+            } else {
+                crate::der::OID_P384
+            };
+            host_der = Some(crate::der::ec_spki(oid, &sec1));
+            key
         }
         "OKP" => match field(k, "crv")? {
             Some("Ed25519") => {
@@ -168,7 +184,12 @@ fn parse_key(k: &Map<String, Value>) -> Result<Jwk, String> {
             return Err(format!("[alg] {a:?} does not fit [kty] {kty:?}"));
         }
     }
-    Ok(Jwk { kid, alg, key })
+    Ok(Jwk {
+        kid,
+        alg,
+        key,
+        host_der,
+    })
 }
 
 #[cfg(test)]

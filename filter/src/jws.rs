@@ -4,14 +4,14 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
 use hmac::{Hmac, Mac};
-use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::signature::Verifier as _;
 use rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use crate::claims::Claims;
 use crate::error::AuthError;
-use crate::jwks::KeyMaterial;
+use crate::jwks::{Jwk, KeyMaterial};
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
@@ -148,13 +148,27 @@ fn decode_object(
 }
 
 impl Jws<'_> {
-    pub fn verify_with(&self, key: &KeyMaterial) -> bool {
-        verify(
+    pub fn verify_with(&self, key: &Jwk, verifier: &dyn Verifier) -> bool {
+        verifier.verify(
             self.alg,
             key,
             self.signing_input.as_bytes(),
             &self.signature,
         )
+    }
+}
+
+/// Who checks signatures: this module, or the host (see `hostcrypto`).
+pub trait Verifier {
+    fn verify(&self, alg: Alg, key: &Jwk, input: &[u8], sig: &[u8]) -> bool;
+}
+
+/// Signature checks in the module, for every algorithm.
+pub struct InModule;
+
+impl Verifier for InModule {
+    fn verify(&self, alg: Alg, key: &Jwk, input: &[u8], sig: &[u8]) -> bool {
+        verify(alg, &key.key, input, sig)
     }
 }
 

@@ -4,10 +4,13 @@
 //! on the host with `cargo test`.
 
 pub mod authn;
+pub mod cache;
 pub mod claims;
 pub mod config;
+pub mod der;
 pub mod error;
 pub mod fetcher;
+pub mod hostcrypto;
 pub mod jwks;
 pub mod jws;
 pub mod paths;

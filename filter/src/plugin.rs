@@ -11,11 +11,15 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use crate::authn::{self, KeyStore, RemoteKeys, Verdict};
-use crate::config::{self, Config};
+use crate::authn::{self, Env, KeyStore, RemoteKeys, Verdict};
+use crate::cache::TokenCache;
+use crate::config::{self, Config, SignatureVerifier};
 use crate::error::{AuthError, Denial};
 use crate::fetcher::{Outcome, Poll, Source, Ticket};
 use crate::host;
+use crate::hostcrypto;
+use crate::jwks::Jwk;
+use crate::jws::{self, Alg, InModule, Verifier};
 use crate::peer::Workload;
 use crate::request::{Connection, Request};
 
@@ -36,6 +40,7 @@ struct Metrics {
     denied: Option<u32>,
     fetch_success: Option<u32>,
     fetch_failed: Option<u32>,
+    vm_memory: Option<u32>,
 }
 
 impl Metrics {
@@ -53,6 +58,15 @@ impl Metrics {
             denied: counter("denied"),
             fetch_success: counter("jwks_fetch_success"),
             fetch_failed: counter("jwks_fetch_failed"),
+            vm_memory: host::define_gauge(&format!("{prefix}.vm_memory_bytes")),
+        }
+    }
+
+    /// The VM's linear memory, which only grows: what a soak or benchmark watches.
+    fn record_memory(self) {
+        if let Some(id) = self.vm_memory {
+            #[cfg(target_arch = "wasm32")]
+            host::record_gauge(id, (core::arch::wasm32::memory_size(0) as u64) * 65_536);
         }
     }
 
@@ -77,6 +91,58 @@ struct State {
     calls: HashMap<u32, usize>,
     metrics: Metrics,
     tick_ms: u32,
+    cache: TokenCache,
+    host_signatures: bool,
+    requests: u64,
+}
+
+impl State {
+    /// The verdict for a request, from this worker's keys, cache and verifier.
+    fn decide(&mut self, req: &Request, now_ms: u64) -> Verdict {
+        let State {
+            config,
+            sources,
+            cache,
+            host_signatures,
+            ..
+        } = self;
+        let view = KeyView { sources, now_ms };
+        let verifier: &dyn Verifier = if *host_signatures {
+            &HostVerifier
+        } else {
+            &InModule
+        };
+        let mut env = Env {
+            keys: &view,
+            verifier,
+            cache: Some(cache),
+        };
+        authn::authenticate(config, req, now_ms / 1000, &mut env)
+    }
+}
+
+/// Envoy's `verify_signature` (BoringSSL) where it applies; the module otherwise, and should the
+/// host call itself fail (the verdict is the same either way).
+struct HostVerifier;
+
+impl Verifier for HostVerifier {
+    fn verify(&self, alg: Alg, key: &Jwk, input: &[u8], sig: &[u8]) -> bool {
+        hostcrypto::request(alg, key, input, sig)
+            .and_then(|args| host::call_foreign_function(hostcrypto::FUNCTION, &args).ok())
+            .and_then(|result| hostcrypto::parse_result(&result))
+            .unwrap_or_else(|| jws::verify(alg, &key.key, input, sig))
+    }
+}
+
+/// Whether the host verifies the self-test signature and refuses it once altered.
+fn host_verifier_works() -> bool {
+    let call = |args: &[u8]| {
+        host::call_foreign_function(hostcrypto::FUNCTION, args)
+            .ok()
+            .and_then(|r| hostcrypto::parse_result(&r))
+    };
+    hostcrypto::self_test_requests()
+        .is_some_and(|(good, bad)| call(&good) == Some(true) && call(&bad) == Some(false))
 }
 
 /// The key store a request sees: this worker's view of each remote source at `now_ms`.
@@ -98,6 +164,10 @@ impl KeyStore for KeyView<'_> {
         self.sources
             .get(index)
             .is_some_and(|s| s.may_refetch(self.now_ms))
+    }
+
+    fn generation(&self) -> u64 {
+        self.sources.iter().map(|s| s.version).sum()
     }
 }
 
@@ -211,14 +281,36 @@ impl RootContext for Root {
                 cfg.remotes.len()
             ),
         );
+        let host_signatures =
+            cfg.signature_verifier != SignatureVerifier::Wasm && host_verifier_works();
+        if cfg.signature_verifier == SignatureVerifier::Host && !host_signatures {
+            host::log(
+                LogLevel::Error,
+                "invalid pluginConfig at signatureVerifier: \"host\", but this host has no working verify_signature",
+            );
+            return false;
+        }
+        host::log(
+            LogLevel::Info,
+            if host_signatures {
+                "RS256/384/512 and ES256/384 signatures checked by the host (verify_signature)"
+            } else {
+                "signatures checked in the module"
+            },
+        );
         let has_remotes = !cfg.remotes.is_empty();
+        let metrics = Metrics::define();
+        metrics.record_memory();
         let state = Rc::new(RefCell::new(State {
             sources: cfg.remotes.iter().map(|_| Source::default()).collect(),
+            cache: TokenCache::new(cfg.jwt_cache_size),
             config: Rc::new(cfg),
             waiters: Vec::new(),
             calls: HashMap::new(),
-            metrics: Metrics::define(),
+            metrics,
             tick_ms: 0,
+            host_signatures,
+            requests: 0,
         }));
         if has_remotes {
             kick(&state);
@@ -384,18 +476,11 @@ fn resume_ready(root_id: u32, state: &Rc<RefCell<State>>, now_ms: u64) {
         if host::set_effective_context(w.context_id).is_err() {
             continue;
         }
-        let verdict = {
-            let st = state.borrow();
-            let view = KeyView {
-                sources: &st.sources,
-                now_ms,
-            };
-            match authn::authenticate(&st.config, &w.request, now_ms / 1000, &view) {
-                // Resumed requests never wait again.
-                Verdict::Wait { refetch: true, .. } => Verdict::Deny(AuthError::NoMatchingKey),
-                Verdict::Wait { .. } => Verdict::Deny(AuthError::JwksFetchFailed),
-                v => v,
-            }
+        // Resumed requests never wait again.
+        let verdict = match state.borrow_mut().decide(&w.request, now_ms) {
+            Verdict::Wait { refetch: true, .. } => Verdict::Deny(AuthError::NoMatchingKey),
+            Verdict::Wait { .. } => Verdict::Deny(AuthError::JwksFetchFailed),
+            v => v,
         };
         let metrics = state.borrow().metrics;
         if apply(verdict, &w.request, metrics) == Action::Continue {
@@ -483,12 +568,14 @@ impl HttpContext for Http {
             req = req.with_connection(connection());
         }
         let verdict = {
-            let st = state.borrow();
-            let view = KeyView {
-                sources: &st.sources,
-                now_ms,
-            };
-            authn::authenticate(&st.config, &req, now_ms / 1000, &view)
+            let mut st = state.borrow_mut();
+            st.requests = st.requests.wrapping_add(1);
+            if st.requests % 4096 == 0 {
+                st.metrics.record_memory();
+            }
+            // The only host call made while the state is borrowed is verify_signature, which
+            // never calls back into the VM.
+            st.decide(&req, now_ms)
         };
         let Verdict::Wait { remote, refetch } = verdict else {
             return apply(verdict, &req, metrics);

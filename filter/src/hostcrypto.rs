@@ -1,0 +1,173 @@
+//! Signatures checked by the host: Envoy's `verify_signature` foreign function (BoringSSL), for
+//! RS256/384/512 and ES256/384. Arguments and result are the protobuf messages
+//! `envoy.source.extensions.common.wasm.VerifySignatureArguments` / `VerifySignatureResult`.
+
+use crate::jwks::Jwk;
+use crate::jws::Alg;
+
+pub const FUNCTION: &str = "verify_signature";
+
+/// A signature the host must accept, and reject once altered: proves at start that the host's
+/// verifier exists and that keys and signatures reach it in the form it expects.
+pub const SELF_TEST_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","x":"L1YOKDBmaen7piUOinbz2ijL6XfaQsXw-YWU6dXAWso","y":"wInqmmyZfzjPD0_mIr2UAzrftojdLCh7bMmNyW6H7TQ"}]}"#;
+pub const SELF_TEST_INPUT: &[u8] = b"mesh-authn host verifier self-test";
+pub const SELF_TEST_SIGNATURE_HEX: &str = "f7ea954da54e57b43b2aef27dea7265e50a45a10de17c40ac0aba1af696bfa1e80c70f087af32ced6ece55ab1ccb92d15f0f9ccf9bd2120651026b0e6fe78aa5";
+
+/// The self-test's two requests: the genuine signature, then one with a flipped bit.
+pub fn self_test_requests() -> Option<(Vec<u8>, Vec<u8>)> {
+    let (jwks, _) = crate::jwks::parse(SELF_TEST_JWKS.as_bytes()).ok()?;
+    let key = jwks.keys.first()?;
+    let sig: Vec<u8> = (0..SELF_TEST_SIGNATURE_HEX.len() / 2)
+        .map(|i| u8::from_str_radix(SELF_TEST_SIGNATURE_HEX.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let mut bad = sig.clone();
+    if let Some(b) = bad.last_mut() {
+        *b ^= 1;
+    }
+    Some((
+        request(Alg::Es256, key, SELF_TEST_INPUT, &sig)?,
+        request(Alg::Es256, key, SELF_TEST_INPUT, &bad)?,
+    ))
+}
+
+/// The hash name the host wants, and for ECDSA the size of r and s.
+pub fn host_alg(alg: Alg) -> Option<(&'static str, Option<usize>)> {
+    Some(match alg {
+        Alg::Rs256 => ("sha256", None),
+        Alg::Rs384 => ("sha384", None),
+        Alg::Rs512 => ("sha512", None),
+        Alg::Es256 => ("sha256", Some(32)),
+        Alg::Es384 => ("sha384", Some(48)),
+        _ => return None,
+    })
+}
+
+fn varint(mut v: usize, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn field(number: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(number << 3 | 2);
+    varint(bytes.len(), out);
+    out.extend_from_slice(bytes);
+}
+
+/// The encoded arguments, or None when the host cannot check this algorithm or key.
+pub fn request(alg: Alg, key: &Jwk, input: &[u8], sig: &[u8]) -> Option<Vec<u8>> {
+    let (hash, ecdsa_half) = host_alg(alg)?;
+    let der_key = key.host_der.as_deref()?;
+    let der_sig;
+    let signature = match ecdsa_half {
+        Some(half) => {
+            der_sig = crate::der::ecdsa_signature(sig, half)?;
+            der_sig.as_slice()
+        }
+        None => sig,
+    };
+    let mut out =
+        Vec::with_capacity(hash.len() + der_key.len() + signature.len() + input.len() + 16);
+    field(1, hash.as_bytes(), &mut out);
+    field(2, der_key, &mut out);
+    field(3, signature, &mut out);
+    field(4, input, &mut out);
+    Some(out)
+}
+
+/// `VerifySignatureResult.result`; None when the bytes are not that message.
+pub fn parse_result(bytes: &[u8]) -> Option<bool> {
+    let mut result = false;
+    let mut rest = bytes;
+    while let Some((&tag, tail)) = rest.split_first() {
+        match (tag >> 3, tag & 7) {
+            (1, 0) => {
+                let (&v, tail) = tail.split_first()?;
+                result = v == 1;
+                rest = tail;
+            }
+            (_, 2) => {
+                let (len, tail) = read_varint(tail)?;
+                rest = tail.get(len..)?;
+            }
+            _ => return None,
+        }
+    }
+    Some(result)
+}
+
+fn read_varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut v: usize = 0;
+    for (i, b) in bytes.iter().enumerate().take(5) {
+        v |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, bytes.get(i + 1..)?));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwks::KeyMaterial;
+
+    fn key(der: Option<Vec<u8>>) -> Jwk {
+        Jwk {
+            kid: None,
+            alg: None,
+            key: KeyMaterial::Hmac(vec![1]),
+            host_der: der,
+        }
+    }
+
+    #[test]
+    fn encodes_arguments() {
+        let r = request(Alg::Rs256, &key(Some(vec![9; 3])), b"in", b"sg").unwrap();
+        assert_eq!(
+            r,
+            [
+                &[0x0a, 6][..],
+                b"sha256",
+                &[0x12, 3, 9, 9, 9],
+                &[0x1a, 2],
+                b"sg",
+                &[0x22, 2],
+                b"in"
+            ]
+            .concat()
+        );
+        let long = request(Alg::Rs512, &key(Some(vec![0; 300])), b"", b"").unwrap();
+        assert_eq!(&long[8..11], &[0x12, 0xac, 0x02]);
+        assert!(request(Alg::Ps256, &key(Some(vec![1])), b"", b"").is_none());
+        assert!(request(Alg::Rs256, &key(None), b"", b"").is_none());
+        assert!(request(Alg::Es256, &key(Some(vec![1])), b"", &[0; 63]).is_none());
+        assert!(request(Alg::Es256, &key(Some(vec![1])), b"", &[1; 64]).is_some());
+    }
+
+    #[test]
+    fn self_test_vector_is_genuine() {
+        let (jwks, _) = crate::jwks::parse(SELF_TEST_JWKS.as_bytes()).unwrap();
+        let sig: Vec<u8> = (0..64)
+            .map(|i| u8::from_str_radix(&SELF_TEST_SIGNATURE_HEX[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert!(crate::jws::verify(Alg::Es256, &jwks.keys[0].key, SELF_TEST_INPUT, &sig));
+        let (good, bad) = self_test_requests().unwrap();
+        assert_ne!(good, bad);
+    }
+
+    #[test]
+    fn parses_results() {
+        assert_eq!(parse_result(&[0x08, 0x01]), Some(true));
+        assert_eq!(parse_result(&[]), Some(false));
+        assert_eq!(
+            parse_result(&[0x08, 0x00, 0x12, 0x03, b'b', b'a', b'd']),
+            Some(false)
+        );
+        assert_eq!(parse_result(&[0x12, 0x05, b'x']), None);
+        assert_eq!(parse_result(&[0x08]), None);
+        assert_eq!(parse_result(&[0x1d, 0, 0, 0, 0]), None);
+    }
+}
