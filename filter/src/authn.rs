@@ -218,7 +218,7 @@ fn verified_token(
     now: u64,
     env: &mut Env<'_>,
 ) -> Result<Verified, Failure> {
-    if let Some(cache) = env.cache.as_deref_mut() {
+    if let Some(cache) = env.cache.as_deref_mut().filter(|c| c.enabled()) {
         if let Some(hit) = cache.get(location, token) {
             let rechecked = cfg.rules.get(hit.rule).map(|rule| {
                 hit.claims

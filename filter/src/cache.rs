@@ -28,6 +28,8 @@ pub struct TokenCache {
     entries: HashMap<Box<str>, (usize, Verified)>,
     /// Insertion order, for first-in first-out eviction.
     order: VecDeque<Box<str>>,
+    pub hits: u64,
+    pub misses: u64,
 }
 
 impl TokenCache {
@@ -37,7 +39,13 @@ impl TokenCache {
             generation: 0,
             entries: HashMap::with_capacity(capacity.min(DEFAULT_CAPACITY)),
             order: VecDeque::with_capacity(capacity.min(DEFAULT_CAPACITY)),
+            hits: 0,
+            misses: 0,
         }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.capacity > 0
     }
 
     /// Forgets everything when the key sets changed since the last call.
@@ -49,10 +57,17 @@ impl TokenCache {
         }
     }
 
-    pub fn get(&self, location: usize, token: &str) -> Option<&Verified> {
+    /// A lookup, counted as a hit or a miss.
+    pub fn get(&mut self, location: usize, token: &str) -> Option<&Verified> {
         match self.entries.get(token) {
-            Some((loc, v)) if *loc == location => Some(v),
-            _ => None,
+            Some((loc, v)) if *loc == location => {
+                self.hits += 1;
+                Some(v)
+            }
+            _ => {
+                self.misses += 1;
+                None
+            }
         }
     }
 

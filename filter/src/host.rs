@@ -331,10 +331,10 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> Result<Vec<u8>, HostErr
     }
 }
 
-pub fn increment_counter(id: u32) {
+pub fn increment_counter(id: u32, by: u64) {
     // SAFETY: plain value call.
     unsafe {
-        proxy_increment_metric(id, 1);
+        proxy_increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
     }
 }
 

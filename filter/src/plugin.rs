@@ -40,6 +40,8 @@ struct Metrics {
     denied: Option<u32>,
     fetch_success: Option<u32>,
     fetch_failed: Option<u32>,
+    cache_hit: Option<u32>,
+    cache_miss: Option<u32>,
     vm_memory: Option<u32>,
 }
 
@@ -58,6 +60,8 @@ impl Metrics {
             denied: counter("denied"),
             fetch_success: counter("jwks_fetch_success"),
             fetch_failed: counter("jwks_fetch_failed"),
+            cache_hit: counter("jwt_cache_hit"),
+            cache_miss: counter("jwt_cache_miss"),
             vm_memory: host::define_gauge(&format!("{prefix}.vm_memory_bytes")),
         }
     }
@@ -71,8 +75,12 @@ impl Metrics {
     }
 
     fn bump(id: Option<u32>) {
-        if let Some(id) = id {
-            host::increment_counter(id);
+        Self::add(id, 1);
+    }
+
+    fn add(id: Option<u32>, by: u64) {
+        if let (Some(id), 1..) = (id, by) {
+            host::increment_counter(id, by);
         }
     }
 }
@@ -112,12 +120,16 @@ impl State {
         } else {
             &InModule
         };
+        let (hits, misses) = (cache.hits, cache.misses);
         let mut env = Env {
             keys: &view,
             verifier,
             cache: Some(cache),
         };
-        authn::authenticate(config, req, now_ms / 1000, &mut env)
+        let verdict = authn::authenticate(config, req, now_ms / 1000, &mut env);
+        Metrics::add(self.metrics.cache_hit, self.cache.hits - hits);
+        Metrics::add(self.metrics.cache_miss, self.cache.misses - misses);
+        verdict
     }
 }
 

@@ -901,4 +901,5 @@ fn verified_tokens_are_cached_and_rechecked() {
         "failures are not cached"
     );
     assert_eq!(counting.0.get(), 5);
+    assert_eq!((cache.hits, cache.misses), (2, 5));
 }

@@ -1,0 +1,102 @@
+"""Issue 6 behaviour in a real Envoy: signatures checked by the host (Envoy's verify_signature,
+BoringSSL) and in the module give identical verdicts on one corpus; the verified-token cache is hit,
+rechecks expiry, and skips oversized tokens."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jwt_mint import ISSUER, RSA_ALGS, claims, mint, swap_payload, tamper_signature
+
+ALGS = (*RSA_ALGS, "ES256", "ES384", "EdDSA", "HS256")
+
+
+def envoy_scenarios(keys) -> dict:
+    rule = {"issuer": ISSUER, "jwks": keys.jwks()}
+    return {
+        "sig-host": {"jwtRules": [rule], "signatureVerifier": "host", "jwtCacheSize": 0},
+        "sig-wasm": {"jwtRules": [rule], "signatureVerifier": "wasm", "jwtCacheSize": 0},
+        "cache-on": {"jwtRules": [rule], "clockSkewSeconds": 0},
+        "cache-off": {"jwtRules": [rule], "jwtCacheSize": 0},
+    }
+
+
+def corpus(keys) -> list[tuple[str, str]]:
+    cases = []
+    for alg in ALGS:
+        key, kid = keys.for_alg(alg)
+        good = mint(key, alg, kid, claims(sub=f"{alg}-user"))
+        cases += [
+            (f"{alg} valid", good),
+            (f"{alg} signature bit flipped", tamper_signature(good)),
+            (f"{alg} payload swapped", swap_payload(good, claims(sub="admin"))),
+            (f"{alg} truncated signature", good[:-4]),
+            (f"{alg} empty signature", good.rsplit(".", 1)[0] + "."),
+        ]
+    cases += [
+        ("RS256 by an unpublished key under a published kid", mint(keys.stranger, "RS256", keys.rsa_kid("RS256"), claims())),
+        ("ES256 signed by the P-384 key", mint(keys.ec384, "ES256", keys.ec256.kid, claims())),
+        ("RS256 under the RS512 kid", mint(keys.rsa, "RS256", keys.rsa_kid("RS512"), claims())),
+    ]
+    return cases
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def stat(gateway, scenario: str, name: str) -> int:
+    _, text = gateway.envoy.admin_get(f"/stats?filter=mesh_authn\\.{scenario}\\.{name}$")
+    (line,) = [l for l in text.splitlines() if l.strip()]
+    return int(line.rsplit(":", 1)[1])
+
+
+def test_host_and_module_verifiers_agree(gateway, keys):
+    disagreements, accepted = [], 0
+    for name, token in corpus(keys):
+        host = gateway.get("sig-host", "/", bearer(token))
+        wasm = gateway.get("sig-wasm", "/", bearer(token))
+        verdict = lambda r: (r.status, r.text if r.status != 200 else "")  # noqa: E731
+        if verdict(host) != verdict(wasm):
+            disagreements.append((name, verdict(host), verdict(wasm)))
+        expected = 200 if name.endswith(" valid") else 401
+        assert host.status == expected, (name, host.status, host.text)
+        accepted += host.status == 200
+    assert disagreements == []
+    assert accepted == len(ALGS)
+
+
+def test_cache_is_hit_for_a_repeated_token(gateway, keys):
+    token = mint(keys.rsa, "RS256", keys.rsa_kid("RS256"), claims())
+    hits, misses = stat(gateway, "cache-on", "jwt_cache_hit"), stat(gateway, "cache-on", "jwt_cache_miss")
+    for _ in range(20):
+        assert gateway.get("cache-on", "/", bearer(token)).status == 200
+    new_hits = stat(gateway, "cache-on", "jwt_cache_hit") - hits
+    new_misses = stat(gateway, "cache-on", "jwt_cache_miss") - misses
+    assert new_hits + new_misses == 20
+    assert new_misses <= 2, "at most one miss per worker"
+    for _ in range(5):
+        assert gateway.get("cache-off", "/", bearer(token)).status == 200
+    assert stat(gateway, "cache-off", "jwt_cache_hit") == 0
+
+
+def test_cached_token_expires(gateway, keys):
+    key, kid = keys.for_alg("ES256")
+    token = mint(key, "ES256", kid, claims(lifetime=2))
+    for _ in range(4):
+        assert gateway.get("cache-on", "/", bearer(token)).status == 200
+    time.sleep(3.1)
+    resp = gateway.get("cache-on", "/", bearer(token))
+    assert (resp.status, resp.text) == (401, "Jwt is expired")
+
+
+def test_oversized_tokens_are_not_cached(gateway, keys):
+    key, kid = keys.for_alg("ES256")
+    token = mint(key, "ES256", kid, claims(padding="x" * 5000))
+    assert len(token) > 4096
+    misses = stat(gateway, "cache-on", "jwt_cache_miss")
+    for _ in range(6):
+        assert gateway.get("cache-on", "/", bearer(token)).status == 200
+    assert stat(gateway, "cache-on", "jwt_cache_miss") - misses == 6
