@@ -8,7 +8,7 @@ CARGO_HOME ?= $(HOME)/.cargo
 # so the sha256 pinned in wasm-plugin.yaml (`make pin`) is the digest of what CI builds.
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)=/cargo
 
-.PHONY: setup build demo test lint unit e2e schema oci pin
+.PHONY: setup build demo test lint unit e2e schema oci pin bench
 
 setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
@@ -52,3 +52,8 @@ oci: build
 # After any change to the module: rewrite the sha256 pins in wasm-plugin.yaml (a test checks them).
 pin: build
 	$(PY) envoy-test/oci_image.py --pin wasm-plugin.yaml
+
+# Side-by-side with Envoy's native jwt_authn (a command, not a test): prints req/s, p50, p99, ratios.
+bench: build
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) envoy-test/bench.py
