@@ -48,7 +48,7 @@ def remote(upstream, wasm_module, tmp_path_factory):
     servers["down-required"] = servers["down"]
     for name, server in servers.items():
         server.serve(jwks(K1.jwk()))
-    servers["slow-start"].delay = 3.0
+    servers["slow-start"].delay = 5.0
     servers["hang-start"].fail("hang")
     for name, server in servers.items():
         if name not in ("down", "down-required") and server._server is None:
@@ -94,10 +94,10 @@ def eventually(check, timeout: float, interval: float = 0.1):
 
 
 def test_requests_wait_for_first_keys_then_resume(remote):
-    """The slow server answers 3 s after the start-up fetch: requests in the meantime wait, on
+    """The slow server answers 5 s after the start-up fetch: requests in the meantime wait, on
     both workers, and each resumes exactly once when the keys arrive."""
     server = remote.servers["slow-start"]
-    assert time.monotonic() - remote.started < 2.5, "module set-up too slow for this test"
+    assert time.monotonic() - remote.started < 4.0, "module set-up too slow for this test"
     # One client leaves while waiting; its request must be dropped without harm.
     quitter = socket.create_connection((harness.HOST, remote.ports["slow-start"]))
     quitter.sendall(f"GET /gone HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token()}\r\n\r\n".encode())
@@ -112,6 +112,24 @@ def test_requests_wait_for_first_keys_then_resume(remote):
     assert results == [200] * 8
     assert server.count == 1
     assert stat(remote, "slow-start", "allowed") == 8
+
+
+def test_server_down_from_start_then_recovers(remote):
+    """Runs early in the module: retries back off (1 s, 2 s, 4 s …), so the server must come up
+    while the backoff is still short for recovery to be quick."""
+    server = remote.servers["down"]
+    resp = remote.get("down", "/", bearer(token()))
+    assert (resp.status, resp.text) == (401, FETCH_FAILED)
+    assert 'error="invalid_token"' in resp.headers["www-authenticate"][0]
+    assert remote.get("down", "/").status == 200
+    resp = remote.get("down-required", "/")
+    assert (resp.status, resp.text) == (401, MISSING)
+    assert stat(remote, "down", "jwks_fetch_failed") >= 1
+    server.start()
+    assert eventually(lambda: remote.get("down", "/", bearer(token())).status == 200, 40, 0.5), \
+        "keys not fetched after the server came up"
+    assert remote.get("down-required", "/", bearer(token())).status == 200
+    assert remote.get("down", "/", bearer(tamper_signature(token()))).status == 401
 
 
 def test_keys_fetched_on_start_once_across_workers(remote):
@@ -182,19 +200,3 @@ def test_hanging_server_at_start_fails_closed_not_stranded(remote):
     assert (resp.status, resp.text) == (401, FETCH_FAILED)
     assert time.monotonic() - t0 < 5
     assert remote.get("hang-start", "/").status == 200
-
-
-def test_server_down_from_start_then_recovers(remote):
-    server = remote.servers["down"]
-    resp = remote.get("down", "/", bearer(token()))
-    assert (resp.status, resp.text) == (401, FETCH_FAILED)
-    assert 'error="invalid_token"' in resp.headers["www-authenticate"][0]
-    assert remote.get("down", "/").status == 200
-    resp = remote.get("down-required", "/")
-    assert (resp.status, resp.text) == (401, MISSING)
-    assert stat(remote, "down", "jwks_fetch_failed") >= 1
-    server.start()
-    assert eventually(lambda: remote.get("down", "/", bearer(token())).status == 200, 40, 0.5), \
-        "keys not fetched after the server came up"
-    assert remote.get("down-required", "/", bearer(token())).status == 200
-    assert remote.get("down", "/", bearer(tamper_signature(token()))).status == 401

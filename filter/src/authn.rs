@@ -17,8 +17,6 @@ pub struct Forward {
     /// Removed first: every output header (so none is forged) and token headers not forwarded.
     pub remove: Vec<String>,
     pub set: Vec<(String, String)>,
-    /// `iss` of each verified token, for logs.
-    pub issuers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +202,6 @@ fn authenticate_jwt(
         if principal.is_none() {
             principal = verified.principal;
         }
-        fwd.issuers.push(rule.issuer.clone());
     }
     Ok(principal)
 }

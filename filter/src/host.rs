@@ -146,7 +146,7 @@ fn buffer(kind: BufferType, size: usize) -> Result<Vec<u8>, HostError> {
     }
 }
 
-pub fn request_headers() -> Result<Vec<(String, String)>, HostError> {
+pub fn request_headers() -> Result<crate::request::Request, HostError> {
     let mut data = std::ptr::null_mut();
     let mut len = 0;
     // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
@@ -158,7 +158,7 @@ pub fn request_headers() -> Result<Vec<(String, String)>, HostError> {
         ))?;
         take_host_buffer(data, len)
     };
-    crate::wire::decode_map(&bytes).ok_or(HostError(u32::MAX))
+    crate::request::Request::from_wire(bytes).ok_or(HostError(u32::MAX))
 }
 
 pub fn remove_request_header(name: &str) -> Result<(), HostError> {

@@ -153,7 +153,12 @@ mod tests {
         let sig: Vec<u8> = (0..64)
             .map(|i| u8::from_str_radix(&SELF_TEST_SIGNATURE_HEX[2 * i..2 * i + 2], 16).unwrap())
             .collect();
-        assert!(crate::jws::verify(Alg::Es256, &jwks.keys[0].key, SELF_TEST_INPUT, &sig));
+        assert!(crate::jws::verify(
+            Alg::Es256,
+            &jwks.keys[0].key,
+            SELF_TEST_INPUT,
+            &sig
+        ));
         let (good, bad) = self_test_requests().unwrap();
         assert_ne!(good, bad);
     }

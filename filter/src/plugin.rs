@@ -573,7 +573,7 @@ impl HttpContext for Http {
         };
         let metrics = state.borrow().metrics;
         let (mut req, now_ms) = match (host::request_headers(), host::now_millis()) {
-            (Ok(h), Ok(now)) => (Request::new(h), now),
+            (Ok(r), Ok(now)) => (r, now),
             _ => return deny(&Request::default(), AuthError::Internal, metrics),
         };
         if state.borrow().config.peer.needs_connection() {

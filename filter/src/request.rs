@@ -1,8 +1,14 @@
 //! A read-only view of the request headers (pseudo-headers included), as the host hands them over.
 
+use std::ops::Range;
+
+use crate::wire;
+
 #[derive(Debug, Clone, Default)]
 pub struct Request {
-    headers: Vec<(String, String)>,
+    /// All header names and values, back to back; `headers` indexes into it.
+    text: String,
+    headers: Vec<(Range<usize>, Range<usize>)>,
     connection: Connection,
 }
 
@@ -20,9 +26,40 @@ pub struct Connection {
 impl Request {
     /// Header names are expected lowercase, as Envoy presents them.
     pub fn new(headers: Vec<(String, String)>) -> Self {
+        let mut text = String::new();
+        let mut ranges = Vec::with_capacity(headers.len());
+        for (k, v) in &headers {
+            let k_at = text.len()..text.len() + k.len();
+            text.push_str(k);
+            let v_at = text.len()..text.len() + v.len();
+            text.push_str(v);
+            ranges.push((k_at, v_at));
+        }
         Self {
-            headers,
+            text,
+            headers: ranges,
             connection: Connection::default(),
+        }
+    }
+
+    /// From the host's encoded header map, without copying it when it is valid UTF-8 (it nearly
+    /// always is); otherwise invalid bytes become U+FFFD, which can never form a valid token.
+    pub fn from_wire(bytes: Vec<u8>) -> Option<Self> {
+        let ranges = wire::map_ranges(&bytes)?;
+        match String::from_utf8(bytes) {
+            Ok(text)
+                if ranges.iter().all(|(k, v)| {
+                    text.get(k.clone()).is_some() && text.get(v.clone()).is_some()
+                }) =>
+            {
+                Some(Self {
+                    text,
+                    headers: ranges,
+                    connection: Connection::default(),
+                })
+            }
+            Ok(text) => wire::decode_map(text.as_bytes()).map(Self::new),
+            Err(e) => wire::decode_map(e.as_bytes()).map(Self::new),
         }
     }
 
@@ -39,10 +76,11 @@ impl Request {
         &'a self,
         name: &'n str,
     ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
-        self.headers
-            .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().filter_map(move |(k, v)| {
+            (self.text.get(k.clone())? == name)
+                .then(|| self.text.get(v.clone()))
+                .flatten()
+        })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -115,6 +153,30 @@ mod tests {
         let long = format!("/{}", "é".repeat(300));
         let r = req(&[(":authority", "h"), (":path", &long)]);
         assert!(r.realm().len() <= "http://h".len() + 256);
+    }
+
+    #[test]
+    fn from_wire_matches_new() {
+        let pairs = [
+            (":path", "/a?b"),
+            ("authorization", "Bearer x"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+        ];
+        let r = Request::from_wire(wire::encode_map(&pairs)).unwrap();
+        assert_eq!(r.path(), "/a?b");
+        assert_eq!(r.header("authorization"), Some("Bearer x"));
+        assert_eq!(
+            r.header_values("cookie").collect::<Vec<_>>(),
+            vec!["a=1", "b=2"]
+        );
+        assert_eq!(r.header("missing"), None);
+        let mut bad = wire::encode_map(&[("authorization", "Bearer x")]);
+        let n = bad.len();
+        bad[n - 2] = 0xff;
+        let r = Request::from_wire(bad).unwrap();
+        assert_eq!(r.header("authorization"), Some("Bearer \u{fffd}"));
+        assert!(Request::from_wire(vec![9, 0, 0, 0]).is_none());
     }
 
     #[test]

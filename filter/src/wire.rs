@@ -1,6 +1,8 @@
 //! The proxy-wasm ABI's header-map encoding, decoded defensively (the host's bytes are not trusted
 //! to be well formed).
 
+use std::ops::Range;
+
 /// proxy-wasm map encoding: count, then (key length, value length) pairs, then NUL-terminated
 /// keys and values.
 pub fn encode_map(pairs: &[(&str, &str)]) -> Vec<u8> {
@@ -24,9 +26,8 @@ pub fn encode_map(pairs: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// Inverse of `encode_map`, checked at every step; invalid UTF-8 becomes U+FFFD, which can never
-/// form a valid token.
-pub fn decode_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+/// Where each key and value of an encoded map lies in `bytes`, checked at every step.
+pub fn map_ranges(bytes: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
     if bytes.is_empty() {
         return Some(Vec::new());
     }
@@ -41,16 +42,26 @@ pub fn decode_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     for _ in 0..count {
         let (klen, vlen) = (u32_at(sizes_at)?, u32_at(sizes_at.checked_add(4)?)?);
         sizes_at = sizes_at.checked_add(8)?;
-        let key = bytes.get(data_at..data_at.checked_add(klen)?)?;
-        data_at = data_at.checked_add(klen)?.checked_add(1)?;
-        let value = bytes.get(data_at..data_at.checked_add(vlen)?)?;
-        data_at = data_at.checked_add(vlen)?.checked_add(1)?;
-        out.push((
-            String::from_utf8_lossy(key).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
+        let key = data_at..data_at.checked_add(klen)?;
+        data_at = key.end.checked_add(1)?;
+        let value = data_at..data_at.checked_add(vlen)?;
+        data_at = value.end.checked_add(1)?;
+        bytes.get(key.clone())?;
+        bytes.get(value.clone())?;
+        out.push((key, value));
     }
     Some(out)
+}
+
+/// Inverse of `encode_map`; invalid UTF-8 becomes U+FFFD, which can never form a valid token.
+pub fn decode_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    let text = |r: Range<usize>| String::from_utf8_lossy(bytes.get(r).unwrap_or(&[])).into_owned();
+    Some(
+        map_ranges(bytes)?
+            .into_iter()
+            .map(|(k, v)| (text(k), text(v)))
+            .collect(),
+    )
 }
 
 /// A boolean property value: Envoy serializes it as one byte.
