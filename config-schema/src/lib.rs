@@ -20,7 +20,7 @@ mod tests {
         let committed = std::fs::read_to_string(SCHEMA_FILE).unwrap_or_default();
         assert!(
             committed == schema_json().unwrap(),
-            "config-schema/plugin-config.schema.json is stale: run `cargo run -p config-schema`"
+            "config-schema/plugin-config.schema.json is stale: run `make schema`"
         );
     }
 }
