@@ -8,7 +8,7 @@ CARGO_HOME ?= $(HOME)/.cargo
 # so the sha256 pinned in wasm-plugin.yaml (`make pin`) is the digest of what CI builds.
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)=/cargo
 
-.PHONY: setup build demo test lint unit e2e schema oci pin bench
+.PHONY: setup build demo test lint unit e2e schema oci pin bench fuzz-tools fuzz-smoke fuzz
 
 setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
@@ -41,7 +41,7 @@ unit: setup
 e2e: build
 	$(PY) -m pytest envoy-test -q
 
-test: lint unit e2e
+test: lint unit fuzz-smoke e2e
 
 schema:
 	cargo run -q -p config-schema
@@ -57,3 +57,15 @@ pin: build
 bench: build
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) envoy-test/bench.py
+
+# cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP=1 (set by fuzz/run.sh) unlocks them on stable.
+fuzz-tools:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+
+# In `make test`: every target for 20 s. `make fuzz` runs each for FUZZ_SECONDS (default 600).
+fuzz-smoke: fuzz-tools
+	SMOKE=1 fuzz/run.sh
+
+FUZZ_SECONDS ?= 600
+fuzz: fuzz-tools
+	fuzz/run.sh $(FUZZ_SECONDS)

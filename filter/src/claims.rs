@@ -75,7 +75,8 @@ impl Claims {
     }
 }
 
-/// A NumericDate: a non-negative JSON number; fractions are truncated.
+/// A NumericDate: a non-negative JSON number below 2^64; fractions are truncated. Larger values are
+/// refused rather than saturated, or `exp: 1e30` would mean "never expires".
 fn numeric_date(v: Option<&Value>, err: AuthError) -> Result<Option<u64>, AuthError> {
     match v {
         None => Ok(None),
@@ -85,7 +86,11 @@ fn numeric_date(v: Option<&Value>, err: AuthError) -> Result<Option<u64>, AuthEr
             } else {
                 match n.as_f64() {
                     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f as u64)),
+                    Some(f)
+                        if f.is_finite() && (0.0..18_446_744_073_709_551_616.0).contains(&f) =>
+                    {
+                        Ok(Some(f as u64))
+                    }
                     _ => Err(err),
                 }
             }
@@ -138,6 +143,14 @@ mod tests {
             (json!({"nbf": true}), Some(AuthError::NbfNotInteger)),
             (json!({"iat": "x"}), Some(AuthError::IatNotInteger)),
             (json!({"exp": 1.5e9}), None),
+            (json!({"exp": 1e30}), Some(AuthError::ExpNotInteger)),
+            (
+                json!({"exp": 1.8446744073709552e19}),
+                Some(AuthError::ExpNotInteger),
+            ),
+            (json!({"nbf": 1e300}), Some(AuthError::NbfNotInteger)),
+            (json!({"iat": 1e20}), Some(AuthError::IatNotInteger)),
+            (json!({"exp": u64::MAX}), None),
             (
                 json!({"aud": "a", "iss": "i", "exp": 5, "nbf": 1, "iat": 1}),
                 None,

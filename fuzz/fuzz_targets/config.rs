@@ -1,0 +1,57 @@
+//! Arbitrary bytes as pluginConfig; a configuration that loads is resolved for a workload (if it
+//! needs one) and decides a few fixed requests.
+#![no_main]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+
+use libfuzzer_sys::fuzz_target;
+use mesh_authn::authn::{self, Env, NoRemotes, Verdict};
+use mesh_authn::config;
+use mesh_authn::error::AuthError;
+use mesh_authn::peer::Workload;
+use mesh_authn::request::{Connection, Request};
+
+fuzz_target!(|data: &[u8]| {
+    let mut cfg = match config::load(data) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.to_string();
+            return;
+        }
+    };
+    let _ = cfg.peer.selector_keys();
+    if cfg.peer.needs_workload() {
+        let mut labels = BTreeMap::new();
+        labels.insert("app".to_string(), "httpbin".to_string());
+        cfg.peer.resolve(&Workload {
+            namespace: "foo".into(),
+            labels,
+        });
+    }
+    let _ = cfg.peer.needs_connection();
+    let requests = [
+        Request::new(vec![(":path".into(), "/".into())]),
+        Request::new(vec![
+            (":path".into(), "/api/x?access_token=a.b.c".into()),
+            (
+                "authorization".into(),
+                "Bearer eyJhbGciOiJSUzI1NiJ9.e30.c2ln".into(),
+            ),
+            ("cookie".into(), "session=x.y.z".into()),
+        ])
+        .with_connection(Connection {
+            mtls: true,
+            port: Some(8080),
+            uri_san: Some("spiffe://cluster.local/ns/foo/sa/curl".into()),
+        }),
+    ];
+    for req in &requests {
+        match authn::authenticate(&cfg, req, common::NOW, &mut Env::new(&NoRemotes)) {
+            Verdict::Deny(e) => assert_ne!(e, AuthError::Internal, "internal error"),
+            Verdict::Allow(_) | Verdict::Wait { .. } => {}
+        }
+    }
+});
