@@ -127,6 +127,15 @@ class _JwksHandler(BaseHTTPRequestHandler):
         if mode == "hang":
             time.sleep(owner.hang_seconds)
             return
+        if mode == "partial":  # promises a full key set, sends a fragment, hangs up
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body) + 1000))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         status, payload = {"ok": (200, body), "500": (500, b"upstream broke"),
                            "garbage": (200, b"<html>this is not a key set</html>")}[mode]
         self.send_response(status)
@@ -147,7 +156,8 @@ class _JwksHTTPServer(ThreadingHTTPServer):
 
 class JwksServer:
     """A JWKS endpoint the test controls: what it serves, how it fails, how often it was asked.
-    Modes: "ok", "500", "garbage", "hang" (answers nothing for `hang_seconds`)."""
+    Modes: "ok", "500", "garbage", "hang" (answers nothing for `hang_seconds`), "partial" (a
+    truncated body, then the connection closes)."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()

@@ -475,3 +475,22 @@ def test_bad_plugin_config_refused_by_envoy(scratch_envoy, wasm_module, keys, up
     filter_lines = [line for line in log.splitlines()
                     if "wasm log" in line and all(f in line for f in fragments)]
     assert len(filter_lines) >= 1, f"no filter log line naming {fragments}"
+
+
+def test_tokens_never_logged_reasons_are(gateway, keys):
+    tokens = {
+        "valid": good_token(keys),
+        "expired": good_token(keys, lifetime=-900),
+        "tampered": tamper_signature(good_token(keys)),
+    }
+    mark = gateway.envoy.log_size()
+    assert gateway.get("istio", "/headers", bearer(tokens["valid"])).status == 200
+    assert gateway.get("istio", "/headers", bearer(tokens["expired"])).status == 401
+    assert gateway.get("istio", f"/headers?access_token={tokens['tampered']}").status == 401
+    time.sleep(0.2)
+    log = gateway.envoy.log_text(mark)
+    for name, token in tokens.items():
+        for part in token.split("."):
+            assert part not in log, f"a segment of the {name} token was logged"
+    assert "401 /headers: Jwt is expired" in log
+    assert "401 /headers: Jwt verification fails" in log

@@ -173,7 +173,7 @@ def test_keys_refreshed_before_expiry_one_fetch_per_refresh(remote):
     assert 2 <= fetched <= 7 / 1.8 + 1, fetched
 
 
-@pytest.mark.parametrize("failure", ["500", "hang", "garbage"])
+@pytest.mark.parametrize("failure", ["500", "hang", "garbage", "partial"])
 def test_failed_refresh_keeps_last_good_keys(remote, failure):
     server = remote.servers["flaky"]
     assert eventually(lambda: server.count >= 1, 5)
@@ -200,3 +200,17 @@ def test_hanging_server_at_start_fails_closed_not_stranded(remote):
     assert (resp.status, resp.text) == (401, FETCH_FAILED)
     assert time.monotonic() - t0 < 5
     assert remote.get("hang-start", "/").status == 200
+
+
+def test_envoy_restart_fetches_again_and_serves(remote):
+    """Last in the module: after a restart (shared data gone) keys are fetched on start again."""
+    server = remote.servers["on-start"]
+    before = server.count
+    remote.envoy.stop()
+    remote.envoy.start()
+    remote.envoy.wait_ready()
+    harness.wait_for_port(remote.ports["on-start"])
+    assert eventually(lambda: server.count == before + 1, 5)
+    assert remote.get("on-start", "/", bearer(token())).status == 200
+    assert remote.get("on-start", "/", bearer(tamper_signature(token()))).status == 401
+    assert server.count == before + 1
