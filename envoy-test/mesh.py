@@ -295,27 +295,15 @@ def outbound_cluster(name: str, port: int, ident: Identity | None = None, ca_pat
 
 
 @dataclass
-class Cell:
+class Cell(harness.Response):
     """One curl: `status` 0 (printed 000) means the connection failed or was reset."""
-    status: int
-    body: bytes = b""
     headers: dict[str, list[str]] = field(default_factory=dict)
+    body: bytes = b""
     error: str = ""
 
     @property
     def code(self) -> str:
         return f"{self.status:03d}"
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    @property
-    def upstream(self) -> dict:
-        return json.loads(self.body)
-
-    def upstream_headers(self, name: str) -> list[str]:
-        return self.upstream["headers"].get(name.lower(), [])
 
     @property
     def rejected_by_peer_authn(self) -> bool:
@@ -503,7 +491,7 @@ class Mesh:
             got: dict[str, list[str]] = {}
             for name, value in resp.getheaders():
                 got.setdefault(name.lower(), []).append(value)
-            return Cell(resp.status, resp.read(), got)
+            return Cell(resp.status, got, resp.read())
         except (OSError, http.client.HTTPException) as err:
             return Cell(0, error=f"{type(err).__name__}: {err}")
         finally:
