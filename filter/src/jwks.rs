@@ -16,7 +16,8 @@ pub const MIN_RSA_BITS: usize = 2048;
 
 #[derive(Debug, Clone)]
 pub enum KeyMaterial {
-    Rsa(RsaPublicKey),
+    /// The key, and its Montgomery form for PKCS#1 v1.5 checks in the module.
+    Rsa(Box<(RsaPublicKey, Option<crate::rsa_pkcs1::MontKey>)>),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
@@ -132,7 +133,8 @@ fn parse_key(k: &Map<String, Value>) -> Result<Jwk, String> {
                 &key.n().to_bytes_be(),
                 &key.e().to_bytes_be(),
             ));
-            KeyMaterial::Rsa(key)
+            let mont = crate::rsa_pkcs1::MontKey::new(&key);
+            KeyMaterial::Rsa(Box::new((key, mont)))
         }
         "EC" => {
             let crv = field(k, "crv")?.ok_or("[crv] is missing")?;

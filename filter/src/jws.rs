@@ -186,23 +186,26 @@ macro_rules! hmac_verify {
 
 pub fn verify(alg: Alg, key: &KeyMaterial, input: &[u8], sig: &[u8]) -> bool {
     match (alg, key) {
-        (Alg::Rs256, KeyMaterial::Rsa(k)) => {
-            rsa_verify::<Sha256>(k, Pkcs1v15Sign::new::<Sha256>(), input, sig)
-        }
-        (Alg::Rs384, KeyMaterial::Rsa(k)) => {
-            rsa_verify::<Sha384>(k, Pkcs1v15Sign::new::<Sha384>(), input, sig)
-        }
-        (Alg::Rs512, KeyMaterial::Rsa(k)) => {
-            rsa_verify::<Sha512>(k, Pkcs1v15Sign::new::<Sha512>(), input, sig)
-        }
+        (Alg::Rs256, KeyMaterial::Rsa(k)) => match &k.1 {
+            Some(m) => m.verify(crate::rsa_pkcs1::SHA256_PREFIX, &Sha256::digest(input), sig),
+            None => rsa_verify::<Sha256>(&k.0, Pkcs1v15Sign::new::<Sha256>(), input, sig),
+        },
+        (Alg::Rs384, KeyMaterial::Rsa(k)) => match &k.1 {
+            Some(m) => m.verify(crate::rsa_pkcs1::SHA384_PREFIX, &Sha384::digest(input), sig),
+            None => rsa_verify::<Sha384>(&k.0, Pkcs1v15Sign::new::<Sha384>(), input, sig),
+        },
+        (Alg::Rs512, KeyMaterial::Rsa(k)) => match &k.1 {
+            Some(m) => m.verify(crate::rsa_pkcs1::SHA512_PREFIX, &Sha512::digest(input), sig),
+            None => rsa_verify::<Sha512>(&k.0, Pkcs1v15Sign::new::<Sha512>(), input, sig),
+        },
         (Alg::Ps256, KeyMaterial::Rsa(k)) => {
-            rsa_verify::<Sha256>(k, Pss::new::<Sha256>(), input, sig)
+            rsa_verify::<Sha256>(&k.0, Pss::new::<Sha256>(), input, sig)
         }
         (Alg::Ps384, KeyMaterial::Rsa(k)) => {
-            rsa_verify::<Sha384>(k, Pss::new::<Sha384>(), input, sig)
+            rsa_verify::<Sha384>(&k.0, Pss::new::<Sha384>(), input, sig)
         }
         (Alg::Ps512, KeyMaterial::Rsa(k)) => {
-            rsa_verify::<Sha512>(k, Pss::new::<Sha512>(), input, sig)
+            rsa_verify::<Sha512>(&k.0, Pss::new::<Sha512>(), input, sig)
         }
         (Alg::Es256, KeyMaterial::P256(k)) => {
             p256::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())

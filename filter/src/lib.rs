@@ -17,6 +17,7 @@ pub mod paths;
 pub mod peer;
 pub mod remote;
 pub mod request;
+pub mod rsa_pkcs1;
 pub mod token;
 pub mod wire;
 
