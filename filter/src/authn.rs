@@ -1,5 +1,7 @@
 //! The per-request decision: which tokens are present, whether each verifies, and what to forward.
 
+use std::rc::Rc;
+
 use crate::cache::{TokenCache, Verified};
 use crate::claims;
 use crate::config::{Config, KeySource, PrincipalBinding, Rule};
@@ -198,9 +200,9 @@ fn authenticate_jwt(
                 fwd.remove.push(name.clone());
             }
         }
-        fwd.set.extend(verified.set);
+        fwd.set.extend(verified.set.iter().cloned());
         if principal.is_none() {
-            principal = verified.principal;
+            principal.clone_from(&verified.principal);
         }
     }
     Ok(principal)
@@ -214,7 +216,7 @@ fn verified_token(
     token: &str,
     now: u64,
     env: &mut Env<'_>,
-) -> Result<Verified, Failure> {
+) -> Result<Rc<Verified>, Failure> {
     if let Some(cache) = env.cache.as_deref_mut().filter(|c| c.enabled()) {
         if let Some(hit) = cache.get(location, token) {
             let rechecked = cfg.rules.get(hit.rule).map(|rule| {
@@ -223,7 +225,7 @@ fn verified_token(
                     .and_then(|()| hit.claims.check_audience(&rule.audiences))
             });
             return match rechecked {
-                Some(Ok(())) => Ok(hit.clone()),
+                Some(Ok(())) => Ok(Rc::clone(hit)),
                 Some(Err(e)) => {
                     cache.remove(token);
                     Err(e.into())
@@ -246,7 +248,7 @@ fn verified_token(
             set.push((h.clone(), v));
         }
     }
-    let verified = Verified {
+    let verified = Rc::new(Verified {
         rule: rule_index,
         principal: jws
             .claims
@@ -256,9 +258,9 @@ fn verified_token(
             .filter(|p| !p.chars().any(char::is_control)),
         claims: jws.claims,
         set,
-    };
+    });
     if let Some(cache) = env.cache.as_deref_mut() {
-        cache.insert(location, token, verified.clone());
+        cache.insert(location, token, Rc::clone(&verified));
     }
     Ok(verified)
 }

@@ -3,6 +3,7 @@
 //! every use; everything is forgotten when the keys change.
 
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 
 /// Seeded per process, and far cheaper than SipHash on kilobyte-long tokens; only verified tokens
 /// are ever inserted, so an attacker cannot choose the keys.
@@ -29,7 +30,8 @@ pub struct Verified {
 pub struct TokenCache {
     capacity: usize,
     generation: u64,
-    entries: HashMap<Box<str>, (usize, Verified), FastHash>,
+    /// Shared with the requests that hit them, so a hit copies nothing.
+    entries: HashMap<Box<str>, (usize, Rc<Verified>), FastHash>,
     /// Insertion order, for first-in first-out eviction.
     order: VecDeque<Box<str>>,
     pub hits: u64,
@@ -65,7 +67,7 @@ impl TokenCache {
     }
 
     /// A lookup, counted as a hit or a miss.
-    pub fn get(&mut self, location: usize, token: &str) -> Option<&Verified> {
+    pub fn get(&mut self, location: usize, token: &str) -> Option<&Rc<Verified>> {
         match self.entries.get(token) {
             Some((loc, v)) if *loc == location => {
                 self.hits += 1;
@@ -78,7 +80,7 @@ impl TokenCache {
         }
     }
 
-    pub fn insert(&mut self, location: usize, token: &str, verified: Verified) {
+    pub fn insert(&mut self, location: usize, token: &str, verified: Rc<Verified>) {
         if self.capacity == 0 || token.len() > MAX_CACHED_TOKEN_BYTES {
             return;
         }
@@ -117,13 +119,13 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn v(rule: usize) -> Verified {
-        Verified {
+    fn v(rule: usize) -> Rc<Verified> {
+        Rc::new(Verified {
             rule,
             claims: Claims::default(),
             set: vec![],
             principal: None,
-        }
+        })
     }
 
     #[test]

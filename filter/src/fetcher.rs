@@ -98,9 +98,10 @@ impl Source {
         }
     }
 
-    /// Refreshes the local view from shared data; adopts newly published keys.
-    pub fn sync(&mut self, spec: &RemoteJwks, store: &dyn SharedStore) {
-        let (record, _) = Self::read_record(spec, store);
+    /// Refreshes the local view from shared data; adopts newly published keys. Returns the
+    /// record's compare-and-swap version.
+    pub fn sync(&mut self, spec: &RemoteJwks, store: &dyn SharedStore) -> u32 {
+        let (record, cas) = Self::read_record(spec, store);
         if record.attempts != self.record.attempts {
             self.want_refetch = false;
         }
@@ -113,11 +114,12 @@ impl Source {
             }
         }
         self.record = record;
+        cas
     }
 
     /// Syncs, then decides whether this worker should fetch now.
     pub fn poll(&mut self, spec: &RemoteJwks, store: &mut dyn SharedStore, now_ms: u64) -> Poll {
-        self.sync(spec, store);
+        let cas = self.sync(spec, store);
         if self.inflight {
             return Poll::Idle;
         }
@@ -129,11 +131,8 @@ impl Source {
         if !due || now_ms < r.next_retry_ms || now_ms < r.lease_until_ms {
             return Poll::Idle;
         }
-        let (current, cas) = Self::read_record(spec, store);
-        if current != self.record {
-            return Poll::Idle;
-        }
-        let mut claimed = current;
+        // The compare-and-swap write fails if another worker changed the record since `sync`.
+        let mut claimed = self.record.clone();
         claimed.lease_until_ms = now_ms.saturating_add(spec.timeout_ms).saturating_add(1_000);
         if forced {
             claimed.last_forced_ms = now_ms;
@@ -199,7 +198,7 @@ impl Source {
                 break;
             }
         }
-        self.sync(spec, store);
+        let _ = self.sync(spec, store);
         match outcome {
             Outcome::Failed { reason, .. } => Outcome::Failed {
                 reason,

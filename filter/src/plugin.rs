@@ -69,7 +69,6 @@ impl Metrics {
     /// The VM's linear memory, which only grows: what a soak or benchmark watches.
     fn record_memory(self) {
         if let Some(id) = self.vm_memory {
-            #[cfg(target_arch = "wasm32")]
             host::record_gauge(id, (core::arch::wasm32::memory_size(0) as u64) * 65_536);
         }
     }
