@@ -297,6 +297,20 @@ def listener(name: str, port: int, http_filters: list[dict], cluster: str = "ech
     }
 
 
+# The filter adds its per-request counts to Envoy's counters on each tick (every second).
+BATCHED_COUNTERS = {"allowed", "denied", "jwt_cache_hit", "jwt_cache_miss"}
+
+
+def filter_counter(envoy: "Envoy", plugin: str, name: str) -> int:
+    """`mesh_authn.<plugin>.<name>`, read after the filter's next tick for per-request counts."""
+    if name in BATCHED_COUNTERS:
+        time.sleep(1.2)
+    _, text = envoy.admin_get(f"/stats?filter=mesh_authn\\.{plugin}\\.{name}$")
+    values = [int(line.rsplit(":", 1)[1]) for line in text.splitlines() if line.strip()]
+    assert len(values) == 1, text
+    return values[0]
+
+
 def static_cluster(name: str, port: int) -> dict:
     return {
         "name": name,

@@ -78,10 +78,7 @@ def remote(upstream, wasm_module, tmp_path_factory):
 
 
 def stat(gw, scenario: str, name: str) -> int:
-    _, text = gw.envoy.admin_get(f"/stats?filter=mesh_authn\\.{scenario}\\.{name}$")
-    values = [int(line.rsplit(":", 1)[1]) for line in text.splitlines() if line.strip()]
-    assert len(values) == 1, text
-    return values[0]
+    return harness.filter_counter(gw.envoy, scenario, name)
 
 
 def eventually(check, timeout: float, interval: float = 0.1):

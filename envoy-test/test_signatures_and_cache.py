@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+import harness
+
 from jwt_mint import ISSUER, RSA_ALGS, claims, mint, swap_payload, tamper_signature
 
 ALGS = (*RSA_ALGS, "ES256", "ES384", "EdDSA", "HS256")
@@ -48,9 +50,7 @@ def bearer(token: str) -> dict:
 
 
 def stat(gateway, scenario: str, name: str) -> int:
-    _, text = gateway.envoy.admin_get(f"/stats?filter=mesh_authn\\.{scenario}\\.{name}$")
-    (line,) = [l for l in text.splitlines() if l.strip()]
-    return int(line.rsplit(":", 1)[1])
+    return harness.filter_counter(gateway.envoy, scenario, name)
 
 
 def test_host_and_module_verifiers_agree(gateway, keys):

@@ -1,7 +1,35 @@
-//! The only code that talks to the host. Calls go straight to the proxy-wasm ABI because the SDK's
-//! helpers panic on unexpected statuses and on non-UTF-8 header values, and a panic kills the VM.
+//! The only code that talks to the host: the proxy-wasm ABI (0.2.1) imports, called directly. No SDK:
+//! its helpers panic on unexpected statuses and on non-UTF-8 header values (a panic kills the VM),
+//! and its dispatcher exports every callback, each of which Envoy then calls on every request.
 
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, StreamType};
+#[derive(Clone, Copy)]
+pub enum LogLevel {
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+#[derive(Clone, Copy)]
+enum MapType {
+    HttpRequestHeaders = 0,
+    HttpCallResponseHeaders = 6,
+}
+
+#[derive(Clone, Copy)]
+enum BufferType {
+    HttpCallResponseBody = 4,
+    PluginConfiguration = 7,
+}
+
+#[derive(Clone, Copy)]
+enum MetricType {
+    Counter = 0,
+    Gauge = 1,
+}
+
+const STREAM_HTTP_REQUEST: u32 = 0;
 
 #[allow(clashing_extern_declarations)]
 extern "C" {
@@ -77,6 +105,18 @@ extern "C" {
         results_data: *mut *mut u8,
         results_size: *mut usize,
     ) -> u32;
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout_ms: u32,
+        return_token: *mut u32,
+    ) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -99,15 +139,25 @@ fn check(status: u32) -> Result<(), HostError> {
     }
 }
 
+/// Where the host copies what a call returns; the buffer is handed back to `take_host_buffer`.
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    match std::alloc::Layout::array::<u8>(size) {
+        // SAFETY: the layout has a non-zero size.
+        Ok(layout) if size > 0 => unsafe { std::alloc::alloc(layout) },
+        _ => std::ptr::null_mut(),
+    }
+}
+
 /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
 ///
 /// # Safety
 /// `data`/`size` must come from a successful host call that returns module-allocated memory.
 unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
-    if data.is_null() {
+    if data.is_null() || size == 0 {
         Vec::new()
     } else {
-        // SAFETY: the SDK's allocator hands out exactly `size` bytes for this pointer.
+        // SAFETY: `proxy_on_memory_allocate` allocated exactly `size` bytes, align 1, here.
         unsafe { Vec::from_raw_parts(data, size, size) }
     }
 }
@@ -232,22 +282,31 @@ pub fn http_call_body(size: usize) -> Result<Vec<u8>, HostError> {
     buffer(BufferType::HttpCallResponseBody, size)
 }
 
-/// Goes through the SDK, unlike the other calls: its dispatcher routes the answer to the context
-/// that is active when the call is made (it panics on answers it did not register), so this must
-/// run in a root-context callback.
+/// The answer goes to `proxy_on_http_call_response` of the context current at the call.
 pub fn dispatch_http_call(
     cluster: &str,
     headers: &[(&str, &str)],
     timeout_ms: u64,
 ) -> Result<u32, HostError> {
-    proxy_wasm::hostcalls::dispatch_http_call(
-        cluster,
-        headers.to_vec(),
-        None,
-        Vec::new(),
-        std::time::Duration::from_millis(timeout_ms),
-    )
-    .map_err(|s| HostError(s as u32))
+    let headers = crate::wire::encode_map(headers);
+    let trailers = crate::wire::encode_map(&[]);
+    let mut token = 0;
+    // SAFETY: all pointers describe live buffers; the host writes the token.
+    check(unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            headers.as_ptr(),
+            headers.len(),
+            std::ptr::null(),
+            0,
+            trailers.as_ptr(),
+            trailers.len(),
+            u32::try_from(timeout_ms).unwrap_or(u32::MAX),
+            &mut token,
+        )
+    })?;
+    Ok(token)
 }
 
 pub struct Shared;
@@ -288,7 +347,7 @@ pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
 
 pub fn resume_request() -> Result<(), HostError> {
     // SAFETY: plain value call.
-    check(unsafe { proxy_continue_stream(StreamType::HttpRequest as u32) })
+    check(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
 }
 
 pub fn define_counter(name: &str) -> Option<u32> {

@@ -1,22 +1,23 @@
-//! proxy-wasm contexts. The root context compiles the configuration once and owns the shared
-//! state: remote key sets, their fetches, and the requests waiting for them. Each HTTP context
-//! asks the pure core for a verdict and applies it, or parks the request with the root.
+//! The module's proxy-wasm entry points. Each root context (one per plugin) compiles its
+//! configuration once and owns the shared state: remote key sets, their fetches, the requests
+//! waiting for them, the token cache and the counters. A request asks the pure core for a verdict
+//! and applies it, or is parked with its root.
 //!
-//! No `RefCell` borrow is ever held across a host call: the host may call back into the VM.
+//! Only the callbacks this filter needs are exported, because Envoy calls each exported one on
+//! every request and a VM entry costs about as much as a cached verification.
+//!
+//! No `RefCell` borrow is ever held across a host call that may call back into the VM.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::authn::{self, Env, KeyStore, RemoteKeys, Verdict};
 use crate::cache::TokenCache;
 use crate::config::{self, Config, SignatureVerifier};
 use crate::error::{AuthError, Denial};
 use crate::fetcher::{Outcome, Poll, Source, Ticket};
-use crate::host;
+use crate::host::{self, LogLevel};
 use crate::hostcrypto;
 use crate::jwks::Jwk;
 use crate::jws::{self, Alg, InModule, Verifier};
@@ -28,11 +29,155 @@ const TICK_IDLE_MS: u32 = 1_000;
 const TICK_BUSY_MS: u32 = 50;
 /// Only root-context callbacks may start fetches, so a request that needs one asks for a tick now.
 const TICK_NOW_MS: u32 = 1;
+/// Streams between creation and their request headers (normally one at a time).
+const MAX_NEW_STREAMS: usize = 1024;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
-}}
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Action {
+    Continue = 0,
+    Pause = 1,
+}
+
+#[derive(Default)]
+struct Vm {
+    roots: Vec<(u32, Rc<RefCell<State>>)>,
+    new_streams: Vec<(u32, u32)>,
+}
+
+thread_local! {
+    static VM: RefCell<Vm> = RefCell::default();
+}
+
+fn root_state(root_id: u32) -> Option<Rc<RefCell<State>>> {
+    VM.with_borrow(|vm| {
+        vm.roots
+            .iter()
+            .find(|(id, _)| *id == root_id)
+            .map(|(_, st)| Rc::clone(st))
+    })
+}
+
+#[cfg(target_os = "wasi")]
+extern "C" {
+    fn __wasm_call_ctors();
+}
+
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    // SAFETY: run once by the host before any other export, as wasi reactors require.
+    #[cfg(target_os = "wasi")]
+    unsafe {
+        __wasm_call_ctors();
+    }
+    std::panic::set_hook(Box::new(|info| {
+        host::log(LogLevel::Critical, &info.to_string());
+    }));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
+    if root_context_id == 0 {
+        return;
+    }
+    VM.with_borrow_mut(|vm| {
+        if vm.new_streams.len() >= MAX_NEW_STREAMS {
+            vm.new_streams.remove(0);
+        }
+        vm.new_streams.push((context_id, root_context_id));
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(root_id: u32, plugin_configuration_size: usize) -> u32 {
+    match configure(plugin_configuration_size) {
+        Some(state) => {
+            VM.with_borrow_mut(|vm| {
+                vm.roots.retain(|(id, _)| *id != root_id);
+                vm.roots.push((root_id, state));
+            });
+            1
+        }
+        None => 0,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_tick(root_id: u32) {
+    if let Some(state) = root_state(root_id) {
+        let now = host::now_millis().unwrap_or(0);
+        pump(root_id, &state, now);
+        flush_counters(&state);
+    }
+}
+
+/// A root goes away when its plugin is removed; a stream when it ends.
+#[no_mangle]
+pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
+    let (root, states) = VM.with_borrow_mut(|vm| {
+        vm.new_streams.retain(|(id, _)| *id != context_id);
+        let root = vm
+            .roots
+            .iter()
+            .position(|(id, _)| *id == context_id)
+            .map(|i| vm.roots.swap_remove(i).1);
+        let states: Vec<_> = if root.is_none() {
+            vm.roots.iter().map(|(_, st)| Rc::clone(st)).collect()
+        } else {
+            Vec::new()
+        };
+        (root, states)
+    });
+    if let Some(state) = root {
+        flush_counters(&state);
+    }
+    // A request that goes away while waiting leaves the waiters. When the state is borrowed
+    // (a callback re-entered), its resume fails harmlessly instead: the context no longer exists.
+    for state in states {
+        if let Ok(mut st) = state.try_borrow_mut() {
+            if !st.waiters.is_empty() {
+                st.waiters.retain(|w| w.context_id != context_id);
+            }
+        }
+    }
+    1
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _eos: u32) -> u32 {
+    let root = VM.with_borrow_mut(|vm| {
+        let i = vm
+            .new_streams
+            .iter()
+            .position(|(id, _)| *id == context_id)?;
+        let (_, root_id) = vm.new_streams.swap_remove(i);
+        vm.roots
+            .iter()
+            .find(|(id, _)| *id == root_id)
+            .map(|(_, st)| Rc::clone(st))
+    });
+    let action = match root {
+        Some(state) => on_request_headers(context_id, &state),
+        None => deny(&Request::default(), AuthError::Internal),
+    };
+    action as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_http_call_response(
+    root_id: u32,
+    token: u32,
+    _headers: usize,
+    body_size: usize,
+    _trailers: usize,
+) {
+    if let Some(state) = root_state(root_id) {
+        on_http_call_response(root_id, &state, token, body_size);
+    }
+}
 
 #[derive(Default, Clone, Copy)]
 struct Metrics {
@@ -43,6 +188,16 @@ struct Metrics {
     cache_hit: Option<u32>,
     cache_miss: Option<u32>,
     vm_memory: Option<u32>,
+}
+
+/// Per-request counts, added to the host's counters on each tick (at most a second late) rather
+/// than with a host call per request.
+#[derive(Default)]
+struct Counts {
+    allowed: u64,
+    denied: u64,
+    cache_hit: u64,
+    cache_miss: u64,
 }
 
 impl Metrics {
@@ -82,6 +237,22 @@ impl Metrics {
             host::increment_counter(id, by);
         }
     }
+
+    fn flush(self, counts: &Counts) {
+        Self::add(self.allowed, counts.allowed);
+        Self::add(self.denied, counts.denied);
+        Self::add(self.cache_hit, counts.cache_hit);
+        Self::add(self.cache_miss, counts.cache_miss);
+        self.record_memory();
+    }
+}
+
+fn flush_counters(state: &Rc<RefCell<State>>) {
+    let (metrics, counts) = {
+        let mut st = state.borrow_mut();
+        (st.metrics, std::mem::take(&mut st.counts))
+    };
+    metrics.flush(&counts);
 }
 
 struct Waiter {
@@ -97,10 +268,10 @@ struct State {
     waiters: Vec<Waiter>,
     calls: HashMap<u32, usize>,
     metrics: Metrics,
+    counts: Counts,
     tick_ms: u32,
     cache: TokenCache,
     host_signatures: bool,
-    requests: u64,
 }
 
 impl State {
@@ -126,9 +297,16 @@ impl State {
             cache: Some(cache),
         };
         let verdict = authn::authenticate(config, req, now_ms / 1000, &mut env);
-        Metrics::add(self.metrics.cache_hit, self.cache.hits - hits);
-        Metrics::add(self.metrics.cache_miss, self.cache.misses - misses);
+        self.counts.cache_hit += self.cache.hits - hits;
+        self.counts.cache_miss += self.cache.misses - misses;
         verdict
+    }
+
+    fn count(&mut self, action: Action) {
+        match action {
+            Action::Continue => self.counts.allowed += 1,
+            Action::Pause => self.counts.denied += 1,
+        }
     }
 }
 
@@ -182,170 +360,136 @@ impl KeyStore for KeyView<'_> {
     }
 }
 
-struct Root {
-    id: u32,
-    state: Option<Rc<RefCell<State>>>,
-}
-
-impl Root {
-    fn new(id: u32) -> Self {
-        Self { id, state: None }
-    }
-}
-
-impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
-        let Some(state) = &self.state else { return };
-        let now = host::now_millis().unwrap_or(0);
-        let result = match host::http_call_status() {
-            Some(200) if body_size > crate::jwks::MAX_JWKS_BYTES => Err(format!(
-                "body larger than {} bytes",
-                crate::jwks::MAX_JWKS_BYTES
-            )),
-            Some(200) => host::http_call_body(body_size)
-                .map_err(|e| format!("cannot read body (host status {})", e.0)),
-            Some(code) => Err(format!("HTTP status {code}")),
-            None => Err("no response (connection failure or timeout)".into()),
-        };
-        let (uri, outcome, metrics) = {
-            let mut st = state.borrow_mut();
-            let Some(index) = st.calls.remove(&token) else {
-                return;
-            };
-            let config = Rc::clone(&st.config);
-            let Some((spec, source)) = config.remotes.get(index).zip(st.sources.get_mut(index))
-            else {
-                return;
-            };
-            let outcome = source.complete(
-                spec,
-                &mut host::Shared,
-                now,
-                result.as_ref().map(Vec::as_slice).map_err(Clone::clone),
-            );
-            (spec.uri.clone(), outcome, st.metrics)
-        };
-        match outcome {
-            Outcome::Published { keys } => {
-                Metrics::bump(metrics.fetch_success);
-                host::log(
-                    LogLevel::Info,
-                    &format!("jwks {uri}: fetched {keys} key(s)"),
-                );
-            }
-            Outcome::Failed {
-                reason,
-                retry_in_ms,
-            } => {
-                Metrics::bump(metrics.fetch_failed);
-                host::log(
-                    LogLevel::Warn,
-                    &format!("jwks {uri}: fetch failed: {reason}; retrying in {retry_in_ms} ms"),
-                );
-            }
-        }
-        pump(self.id, state, now);
-    }
-}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match host::plugin_config(plugin_configuration_size) {
-            Ok(b) => b,
-            Err(e) => {
-                host::log(
-                    LogLevel::Error,
-                    &format!("cannot read pluginConfig (host status {})", e.0),
-                );
-                return false;
-            }
-        };
-        let mut cfg = match config::load(&bytes) {
-            Ok(cfg) => cfg,
-            Err(e) => {
-                host::log(LogLevel::Error, &e.to_string());
-                return false;
-            }
-        };
-        for w in &cfg.warnings {
-            host::log(LogLevel::Warn, w);
-        }
-        if cfg.peer.needs_workload() {
-            let workload = node_workload(&cfg.peer.selector_keys());
-            cfg.peer.resolve(&workload);
+/// Compiles this plugin's configuration; `None` (the plugin refuses to start) when it is invalid.
+fn configure(plugin_configuration_size: usize) -> Option<Rc<RefCell<State>>> {
+    let bytes = match host::plugin_config(plugin_configuration_size) {
+        Ok(b) => b,
+        Err(e) => {
             host::log(
-                LogLevel::Info,
-                &format!(
-                    "peer authentication for namespace {:?} labels {:?}: {:?}, ports {:?}",
-                    workload.namespace,
-                    workload.labels,
-                    cfg.peer.policy.mode,
-                    cfg.peer.policy.ports
-                ),
+                LogLevel::Error,
+                &format!("cannot read pluginConfig (host status {})", e.0),
             );
+            return None;
         }
+    };
+    let mut cfg = match config::load(&bytes) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            host::log(LogLevel::Error, &e.to_string());
+            return None;
+        }
+    };
+    for w in &cfg.warnings {
+        host::log(LogLevel::Warn, w);
+    }
+    if cfg.peer.needs_workload() {
+        let workload = node_workload(&cfg.peer.selector_keys());
+        cfg.peer.resolve(&workload);
         host::log(
             LogLevel::Info,
             &format!(
-                "configured {} JWT rule(s), {} remote JWKS",
-                cfg.rules.len(),
-                cfg.remotes.len()
+                "peer authentication for namespace {:?} labels {:?}: {:?}, ports {:?}",
+                workload.namespace, workload.labels, cfg.peer.policy.mode, cfg.peer.policy.ports
             ),
         );
-        let host_signatures =
-            cfg.signature_verifier != SignatureVerifier::Wasm && host_verifier_works();
-        if cfg.signature_verifier == SignatureVerifier::Host && !host_signatures {
-            host::log(
-                LogLevel::Error,
-                "invalid pluginConfig at signatureVerifier: \"host\", but this host has no working verify_signature",
-            );
-            return false;
-        }
+    }
+    host::log(
+        LogLevel::Info,
+        &format!(
+            "configured {} JWT rule(s), {} remote JWKS",
+            cfg.rules.len(),
+            cfg.remotes.len()
+        ),
+    );
+    let host_signatures =
+        cfg.signature_verifier != SignatureVerifier::Wasm && host_verifier_works();
+    if cfg.signature_verifier == SignatureVerifier::Host && !host_signatures {
         host::log(
-            LogLevel::Info,
-            if host_signatures {
-                "RS256/384/512 and ES256/384 signatures checked by the host (verify_signature)"
-            } else {
-                "signatures checked in the module"
-            },
+            LogLevel::Error,
+            "invalid pluginConfig at signatureVerifier: \"host\", but this host has no working verify_signature",
         );
-        let has_remotes = !cfg.remotes.is_empty();
-        let metrics = Metrics::define();
-        metrics.record_memory();
-        let state = Rc::new(RefCell::new(State {
-            sources: cfg.remotes.iter().map(|_| Source::default()).collect(),
-            cache: TokenCache::new(cfg.jwt_cache_size),
-            config: Rc::new(cfg),
-            waiters: Vec::new(),
-            calls: HashMap::new(),
-            metrics,
-            tick_ms: 0,
-            host_signatures,
-            requests: 0,
-        }));
-        if has_remotes {
-            kick(&state);
+        return None;
+    }
+    host::log(
+        LogLevel::Info,
+        if host_signatures {
+            "RS256/384/512 and ES256/384 signatures checked by the host (verify_signature)"
+        } else {
+            "signatures checked in the module"
+        },
+    );
+    let has_remotes = !cfg.remotes.is_empty();
+    let metrics = Metrics::define();
+    metrics.record_memory();
+    let state = Rc::new(RefCell::new(State {
+        sources: cfg.remotes.iter().map(|_| Source::default()).collect(),
+        cache: TokenCache::new(cfg.jwt_cache_size),
+        config: Rc::new(cfg),
+        waiters: Vec::new(),
+        calls: HashMap::new(),
+        metrics,
+        tick_ms: 0,
+        host_signatures,
+        counts: Counts::default(),
+    }));
+    if has_remotes {
+        kick(&state);
+    } else {
+        host::set_tick_period_ms(TICK_IDLE_MS);
+        state.borrow_mut().tick_ms = TICK_IDLE_MS;
+    }
+    Some(state)
+}
+
+fn on_http_call_response(root_id: u32, state: &Rc<RefCell<State>>, token: u32, body_size: usize) {
+    let now = host::now_millis().unwrap_or(0);
+    let result = match host::http_call_status() {
+        Some(200) if body_size > crate::jwks::MAX_JWKS_BYTES => Err(format!(
+            "body larger than {} bytes",
+            crate::jwks::MAX_JWKS_BYTES
+        )),
+        Some(200) => host::http_call_body(body_size)
+            .map_err(|e| format!("cannot read body (host status {})", e.0)),
+        Some(code) => Err(format!("HTTP status {code}")),
+        None => Err("no response (connection failure or timeout)".into()),
+    };
+    let (uri, outcome, metrics) = {
+        let mut st = state.borrow_mut();
+        let Some(index) = st.calls.remove(&token) else {
+            return;
+        };
+        let config = Rc::clone(&st.config);
+        let Some((spec, source)) = config.remotes.get(index).zip(st.sources.get_mut(index)) else {
+            return;
+        };
+        let outcome = source.complete(
+            spec,
+            &mut host::Shared,
+            now,
+            result.as_ref().map(Vec::as_slice).map_err(Clone::clone),
+        );
+        (spec.uri.clone(), outcome, st.metrics)
+    };
+    match outcome {
+        Outcome::Published { keys } => {
+            Metrics::bump(metrics.fetch_success);
+            host::log(
+                LogLevel::Info,
+                &format!("jwks {uri}: fetched {keys} key(s)"),
+            );
         }
-        self.state = Some(state);
-        true
-    }
-
-    fn on_tick(&mut self) {
-        if let Some(state) = &self.state {
-            pump(self.id, state, host::now_millis().unwrap_or(0));
+        Outcome::Failed {
+            reason,
+            retry_in_ms,
+        } => {
+            Metrics::bump(metrics.fetch_failed);
+            host::log(
+                LogLevel::Warn,
+                &format!("jwks {uri}: fetch failed: {reason}; retrying in {retry_in_ms} ms"),
+            );
         }
     }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
-            id: context_id,
-            state: self.state.clone(),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
+    pump(root_id, state, now);
 }
 
 fn kick(state: &Rc<RefCell<State>>) {
@@ -493,8 +637,9 @@ fn resume_ready(root_id: u32, state: &Rc<RefCell<State>>, now_ms: u64) {
             Verdict::Wait { .. } => Verdict::Deny(AuthError::JwksFetchFailed),
             v => v,
         };
-        let metrics = state.borrow().metrics;
-        if apply(verdict, &w.request, metrics) == Action::Continue {
+        let action = apply(verdict, &w.request);
+        state.borrow_mut().count(action);
+        if action == Action::Continue {
             let _ = host::resume_request();
         }
     }
@@ -502,7 +647,7 @@ fn resume_ready(root_id: u32, state: &Rc<RefCell<State>>, now_ms: u64) {
 }
 
 /// Applies a final verdict to the current request; `Continue` when it may go on.
-fn apply(verdict: Verdict, req: &Request, metrics: Metrics) -> Action {
+fn apply(verdict: Verdict, req: &Request) -> Action {
     match verdict {
         Verdict::Allow(fwd) => {
             let applied = fwd
@@ -515,21 +660,18 @@ fn apply(verdict: Verdict, req: &Request, metrics: Metrics) -> Action {
                         .try_for_each(|(k, v)| host::set_request_header(k, v))
                 });
             match applied {
-                Ok(()) => {
-                    Metrics::bump(metrics.allowed);
-                    Action::Continue
-                }
+                Ok(()) => Action::Continue,
                 // A spoofed output header that could not be removed must not reach the upstream.
-                Err(_) => deny(req, AuthError::Internal, metrics),
+                Err(_) => deny(req, AuthError::Internal),
             }
         }
-        Verdict::Deny(e) => deny(req, e, metrics),
-        Verdict::Wait { .. } => deny(req, AuthError::Internal, metrics),
+        Verdict::Deny(e) => deny(req, e),
+        Verdict::Wait { .. } => deny(req, AuthError::Internal),
     }
 }
 
-fn deny(req: &Request, error: AuthError, metrics: Metrics) -> Action {
-    Metrics::bump(metrics.denied);
+/// Answers the current request with the error's local reply; always `Pause`.
+fn deny(req: &Request, error: AuthError) -> Action {
     let d = Denial::new(error, &req.realm());
     host::log(
         LogLevel::Debug,
@@ -547,70 +689,45 @@ fn deny(req: &Request, error: AuthError, metrics: Metrics) -> Action {
     Action::Pause
 }
 
-struct Http {
-    id: u32,
-    state: Option<Rc<RefCell<State>>>,
-}
-
-impl Context for Http {}
-
-impl Drop for Http {
-    fn drop(&mut self) {
-        // A request that goes away while waiting leaves the waiters.
-        if let Some(state) = &self.state {
-            if let Ok(mut st) = state.try_borrow_mut() {
-                st.waiters.retain(|w| w.context_id != self.id);
-            }
+fn on_request_headers(context_id: u32, state: &Rc<RefCell<State>>) -> Action {
+    let (mut req, now_ms) = match (host::request_headers(), host::now_millis()) {
+        (Ok(r), Ok(now)) => (r, now),
+        _ => {
+            state.borrow_mut().count(Action::Pause);
+            return deny(&Request::default(), AuthError::Internal);
         }
+    };
+    if state.borrow().config.peer.needs_connection() {
+        req = req.with_connection(connection());
     }
-}
-
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(state) = self.state.clone() else {
-            return deny(&Request::default(), AuthError::Internal, Metrics::default());
+    // The only host call made while the state is borrowed is verify_signature, which never calls
+    // back into the VM.
+    let verdict = state.borrow_mut().decide(&req, now_ms);
+    let Verdict::Wait { remote, refetch } = verdict else {
+        let action = apply(verdict, &req);
+        state.borrow_mut().count(action);
+        return action;
+    };
+    {
+        let mut st = state.borrow_mut();
+        let config = Rc::clone(&st.config);
+        let (Some(spec), Some(src)) = (config.remotes.get(remote), st.sources.get_mut(remote))
+        else {
+            st.count(Action::Pause);
+            drop(st);
+            return deny(&req, AuthError::Internal);
         };
-        let metrics = state.borrow().metrics;
-        let (mut req, now_ms) = match (host::request_headers(), host::now_millis()) {
-            (Ok(r), Ok(now)) => (r, now),
-            _ => return deny(&Request::default(), AuthError::Internal, metrics),
-        };
-        if state.borrow().config.peer.needs_connection() {
-            req = req.with_connection(connection());
+        if refetch {
+            src.want_refetch = true;
         }
-        let verdict = {
-            let mut st = state.borrow_mut();
-            st.requests = st.requests.wrapping_add(1);
-            if st.requests % 4096 == 0 {
-                st.metrics.record_memory();
-            }
-            // The only host call made while the state is borrowed is verify_signature, which
-            // never calls back into the VM.
-            st.decide(&req, now_ms)
-        };
-        let Verdict::Wait { remote, refetch } = verdict else {
-            return apply(verdict, &req, metrics);
-        };
-        {
-            let mut st = state.borrow_mut();
-            let config = Rc::clone(&st.config);
-            let (Some(spec), Some(src)) = (config.remotes.get(remote), st.sources.get_mut(remote))
-            else {
-                drop(st);
-                return deny(&req, AuthError::Internal, metrics);
-            };
-            if refetch {
-                src.want_refetch = true;
-            }
-            let ticket = src.ticket(spec, refetch, now_ms);
-            st.waiters.push(Waiter {
-                context_id: self.id,
-                remote,
-                ticket,
-                request: req,
-            });
-        }
-        kick(&state);
-        Action::Pause
+        let ticket = src.ticket(spec, refetch, now_ms);
+        st.waiters.push(Waiter {
+            context_id,
+            remote,
+            ticket,
+            request: req,
+        });
     }
+    kick(state);
+    Action::Pause
 }
