@@ -55,6 +55,7 @@ pin: build
 
 # Side-by-side with Envoy's native jwt_authn (a command, not a test): prints req/s, p50, p99, ratios.
 bench: build
+	cargo build --release --target $(TARGET) -p wasm-floor
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) envoy-test/bench.py
 

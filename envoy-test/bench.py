@@ -6,6 +6,8 @@ Listeners, all answering with a direct response so only the filters differ:
   none           no filter
   native         jwt_authn, no cache
   native-cache   jwt_authn with jwt_cache_config
+  wasm-floor     a wasm module that makes the host calls wasm-cache makes and does nothing else
+                 (envoy-test/floor): the cost of the proxy-wasm ABI itself
   wasm-cache     mesh-authn, defaults (host verify_signature, jwtCacheSize 1024)
   wasm-nocache   mesh-authn, jwtCacheSize 0 (every request verified by the host)
   wasm-module    mesh-authn, signatureVerifier "wasm", jwtCacheSize 0 (verified in the module)
@@ -17,6 +19,7 @@ and the VM's linear memory before and after a soak of --soak requests.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -29,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from jwt_mint import ISSUER, claims, ec_key, jwks, mint, rsa_key  # noqa: E402
 
-ROWS = ["none", "native", "native-cache", "wasm-cache", "wasm-nocache", "wasm-module"]
+ROWS = ["none", "native", "native-cache", "wasm-floor", "wasm-cache", "wasm-nocache", "wasm-module"]
+FLOOR = harness.REPO / "target" / "wasm32-wasip1" / "release" / "wasm_floor.wasm"
 RATIOS = [("wasm-cache", "native-cache"), ("wasm-nocache", "native"), ("wasm-module", "native")]
 
 
@@ -59,6 +63,7 @@ def start(jwks_json: str, workdir: Path) -> tuple[harness.Envoy, dict[str, int]]
         "none": [],
         "native": native(jwks_json, cache=False),
         "native-cache": native(jwks_json, cache=True),
+        "wasm-floor": [harness.wasm_filter("wasm-floor", {}, FLOOR)],
         "wasm-cache": wasm("wasm-cache", jwks_json),
         "wasm-nocache": wasm("wasm-nocache", jwks_json, jwtCacheSize=0),
         "wasm-module": wasm("wasm-module", jwks_json, jwtCacheSize=0, signatureVerifier="wasm"),
@@ -69,14 +74,21 @@ def start(jwks_json: str, workdir: Path) -> tuple[harness.Envoy, dict[str, int]]
     config["admin"]["address"]["socket_address"]["port_value"] = admin
     envoy = harness.Envoy(config, workdir, admin, concurrency=1).start()
     envoy.wait_ready()
+    if PINNED:
+        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(envoy.proc.pid)], check=True, capture_output=True)
     for port in ports.values():
         harness.wait_for_port(port)
     return envoy, ports
 
 
+# With two or more CPUs, Envoy runs on CPU 0 and wrk on CPU 1, so they do not trade places between
+# rounds; that halves the spread between rounds on a 2-core machine.
+PINNED = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+
 def wrk(port: int, token: str, seconds: int, connections: int) -> dict:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+        (["taskset", "-c", "1"] if PINNED else []) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
          "-H", f"Authorization: Bearer {token}", f"http://{harness.HOST}:{port}/"],
         capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out:
@@ -102,13 +114,17 @@ def run(title: str, envoy_ports: dict[str, int], token: str, args) -> dict[str, 
     table = {name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99")}
              for name, runs in samples.items()}
     print(f"\n{title}: {args.rounds} interleaved rounds of {args.seconds}s, wrk -t1 -c{args.connections}, "
-          "Envoy --concurrency 1")
+          "Envoy --concurrency 1" + (", Envoy on CPU 0 and wrk on CPU 1" if PINNED else ""))
     print(f"{'listener':<14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}   vs native")
     for name in ROWS:
         row = table[name]
-        base = "native-cache" if name == "wasm-cache" else "native"
+        base = "native-cache" if name in ("wasm-cache", "wasm-floor") else "native"
         ratio = f"{row['rps'] / table[base]['rps']:.2f}x {base}" if name.startswith("wasm") else ""
         print(f"{name:<14}{row['rps']:>10.0f}{row['p50']:>9.3f}{row['p99']:>9.3f}   {ratio}")
+    over_none = {n: 1e6 / table[n]["rps"] - 1e6 / table["none"]["rps"] for n in ("native-cache", "wasm-floor", "wasm-cache")}
+    print(f"per request over `none`: native-cache {over_none['native-cache']:.2f} us, wasm-floor "
+          f"{over_none['wasm-floor']:.2f} us, wasm-cache {over_none['wasm-cache']:.2f} us "
+          f"(filter logic {over_none['wasm-cache'] - over_none['wasm-floor']:.2f} us above the floor)")
     return table
 
 
