@@ -18,8 +18,8 @@ pub const MIN_RSA_BITS: usize = 2048;
 pub enum KeyMaterial {
     /// The key, and its Montgomery form for PKCS#1 v1.5 checks in the module.
     Rsa(Box<(RsaPublicKey, Option<crate::rsa_pkcs1::MontKey>)>),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
+    P256(Box<crate::ecdsa::EcKey<p256::NistP256>>),
+    P384(Box<crate::ecdsa::EcKey<p384::NistP384>>),
     Ed25519(ed25519_dalek::VerifyingKey),
     Hmac(Vec<u8>),
 }
@@ -142,14 +142,14 @@ fn parse_key(k: &Map<String, Value>) -> Result<Jwk, String> {
             sec1.extend(bytes(k, "x")?);
             sec1.extend(bytes(k, "y")?);
             let key = match crv {
-                "P-256" => KeyMaterial::P256(
-                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                        .map_err(|_| "invalid P-256 point")?,
-                ),
-                "P-384" => KeyMaterial::P384(
-                    p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                        .map_err(|_| "invalid P-384 point")?,
-                ),
+                "P-256" => KeyMaterial::P256(Box::new(
+                    crate::ecdsa::EcKey::<p256::NistP256>::from_sec1(&sec1)
+                        .ok_or("invalid P-256 point")?,
+                )),
+                "P-384" => KeyMaterial::P384(Box::new(
+                    crate::ecdsa::EcKey::<p384::NistP384>::from_sec1(&sec1)
+                        .ok_or("invalid P-384 point")?,
+                )),
                 other => return Err(format!("EC curve {other:?} is not supported")),
             };
             let oid = if crv == "P-256" {

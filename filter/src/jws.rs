@@ -4,7 +4,6 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
 use hmac::{Hmac, Mac};
-use p256::ecdsa::signature::Verifier as _;
 use rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -207,12 +206,8 @@ pub fn verify(alg: Alg, key: &KeyMaterial, input: &[u8], sig: &[u8]) -> bool {
         (Alg::Ps512, KeyMaterial::Rsa(k)) => {
             rsa_verify::<Sha512>(&k.0, Pss::new::<Sha512>(), input, sig)
         }
-        (Alg::Es256, KeyMaterial::P256(k)) => {
-            p256::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())
-        }
-        (Alg::Es384, KeyMaterial::P384(k)) => {
-            p384::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())
-        }
+        (Alg::Es256, KeyMaterial::P256(k)) => k.verify(input, sig),
+        (Alg::Es384, KeyMaterial::P384(k)) => k.verify(input, sig),
         (Alg::EdDsa, KeyMaterial::Ed25519(k)) => ed25519_dalek::Signature::from_slice(sig)
             .is_ok_and(|s| k.verify_strict(input, &s).is_ok()),
         (Alg::Hs256, KeyMaterial::Hmac(k)) => hmac_verify!(Sha256, k, input, sig),

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod der;
+pub mod ecdsa;
 pub mod error;
 pub mod fetcher;
 pub mod hostcrypto;
