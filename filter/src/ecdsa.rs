@@ -13,7 +13,6 @@ use elliptic_curve::ops::Reduce;
 use elliptic_curve::point::AffineCoordinates;
 use elliptic_curve::{CurveArithmetic, FieldBytes, PrimeCurve};
 use sha2::Digest as _;
-use std::cell::OnceCell;
 use std::sync::OnceLock;
 
 const DIGIT_BITS: usize = 4;
@@ -105,14 +104,14 @@ where
 /// A public key and, once it has verified in the module, its comb table.
 pub struct EcKey<C: CurveArithmetic> {
     point: C::AffinePoint,
-    table: OnceCell<Box<Comb<C>>>,
+    table: OnceLock<Box<Comb<C>>>,
 }
 
 impl<C: CurveArithmetic> EcKey<C> {
     pub fn new(point: C::AffinePoint) -> Self {
         Self {
             point,
-            table: OnceCell::new(),
+            table: OnceLock::new(),
         }
     }
 }
