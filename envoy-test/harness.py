@@ -353,8 +353,10 @@ class EnvoyStartError(RuntimeError):
 class Envoy:
     """One Envoy process; its stdout/stderr go to a log file we can tail."""
 
-    def __init__(self, config: dict, workdir: Path, admin_port: int, concurrency: int = 2) -> None:
+    def __init__(self, config: dict, workdir: Path, admin_port: int, concurrency: int = 2,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.config = config
+        self.extra_args = list(extra_args)
         self.admin_port = admin_port
         self.workdir = Path(workdir)
         self.config_path = self.workdir / "envoy.json"
@@ -371,6 +373,7 @@ class Envoy:
             "--log-level", "info",
             "--component-log-level", "wasm:debug",
             "--disable-hot-restart",
+            *self.extra_args,
         ]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,

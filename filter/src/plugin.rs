@@ -93,16 +93,29 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32)
 
 #[no_mangle]
 pub extern "C" fn proxy_on_configure(root_id: u32, plugin_configuration_size: usize) -> u32 {
-    match configure(plugin_configuration_size) {
-        Some(state) => {
-            VM.with_borrow_mut(|vm| {
-                vm.roots.retain(|(id, _)| *id != root_id);
-                vm.roots.push((root_id, state));
-            });
-            1
+    let Some(state) = configure(plugin_configuration_size) else {
+        return 0;
+    };
+    let previous = VM.with_borrow_mut(|vm| {
+        let previous = vm
+            .roots
+            .iter()
+            .position(|(id, _)| *id == root_id)
+            .map(|i| vm.roots.swap_remove(i).1);
+        vm.roots.push((root_id, Rc::clone(&state)));
+        previous
+    });
+    // A root configured again keeps its paused requests: they are decided under the new
+    // configuration, at the latest at their deadline.
+    if let Some(previous) = previous {
+        flush_counters(&previous);
+        let waiters = std::mem::take(&mut previous.borrow_mut().waiters);
+        if !waiters.is_empty() {
+            state.borrow_mut().waiters.extend(waiters);
+            kick(&state);
         }
-        None => 0,
     }
+    1
 }
 
 #[no_mangle]
@@ -133,6 +146,10 @@ pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
     });
     if let Some(state) = root {
         flush_counters(&state);
+        host::log(
+            LogLevel::Debug,
+            &format!("plugin root {context_id} done; its keys, cache and counts are freed"),
+        );
     }
     // A request that goes away while waiting leaves the waiters. When the state is borrowed
     // (a callback re-entered), its resume fails harmlessly instead: the context no longer exists.
