@@ -197,15 +197,18 @@ pub fn verify(alg: Alg, key: &KeyMaterial, input: &[u8], sig: &[u8]) -> bool {
             Some(m) => m.verify(crate::rsa_pkcs1::SHA512_PREFIX, &Sha512::digest(input), sig),
             None => rsa_verify::<Sha512>(&k.0, Pkcs1v15Sign::new::<Sha512>(), input, sig),
         },
-        (Alg::Ps256, KeyMaterial::Rsa(k)) => {
-            rsa_verify::<Sha256>(&k.0, Pss::new::<Sha256>(), input, sig)
-        }
-        (Alg::Ps384, KeyMaterial::Rsa(k)) => {
-            rsa_verify::<Sha384>(&k.0, Pss::new::<Sha384>(), input, sig)
-        }
-        (Alg::Ps512, KeyMaterial::Rsa(k)) => {
-            rsa_verify::<Sha512>(&k.0, Pss::new::<Sha512>(), input, sig)
-        }
+        (Alg::Ps256, KeyMaterial::Rsa(k)) => match &k.1 {
+            Some(m) => m.verify_pss::<Sha256>(&Sha256::digest(input), sig),
+            None => rsa_verify::<Sha256>(&k.0, Pss::new::<Sha256>(), input, sig),
+        },
+        (Alg::Ps384, KeyMaterial::Rsa(k)) => match &k.1 {
+            Some(m) => m.verify_pss::<Sha384>(&Sha384::digest(input), sig),
+            None => rsa_verify::<Sha384>(&k.0, Pss::new::<Sha384>(), input, sig),
+        },
+        (Alg::Ps512, KeyMaterial::Rsa(k)) => match &k.1 {
+            Some(m) => m.verify_pss::<Sha512>(&Sha512::digest(input), sig),
+            None => rsa_verify::<Sha512>(&k.0, Pss::new::<Sha512>(), input, sig),
+        },
         (Alg::Es256, KeyMaterial::P256(k)) => k.verify(input, sig),
         (Alg::Es384, KeyMaterial::P384(k)) => k.verify(input, sig),
         (Alg::EdDsa, KeyMaterial::Ed25519(k)) => ed25519_dalek::Signature::from_slice(sig)
