@@ -137,8 +137,13 @@ pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
             .iter()
             .position(|(id, _)| *id == context_id)
             .map(|i| vm.roots.swap_remove(i).1);
+        // Only roots with paused requests (rarely any): nothing is allocated on the usual path.
         let states: Vec<_> = if root.is_none() {
-            vm.roots.iter().map(|(_, st)| Rc::clone(st)).collect()
+            vm.roots
+                .iter()
+                .filter(|(_, st)| st.try_borrow().is_ok_and(|st| !st.waiters.is_empty()))
+                .map(|(_, st)| Rc::clone(st))
+                .collect()
         } else {
             Vec::new()
         };
@@ -155,9 +160,7 @@ pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
     // (a callback re-entered), its resume fails harmlessly instead: the context no longer exists.
     for state in states {
         if let Ok(mut st) = state.try_borrow_mut() {
-            if !st.waiters.is_empty() {
-                st.waiters.retain(|w| w.context_id != context_id);
-            }
+            st.waiters.retain(|w| w.context_id != context_id);
         }
     }
     1
