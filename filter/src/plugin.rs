@@ -3,8 +3,8 @@
 //! waiting for them, the token cache and the counters. A request asks the pure core for a verdict
 //! and applies it, or is parked with its root.
 //!
-//! Only the callbacks this filter needs are exported, because Envoy calls each exported one on
-//! every request and a VM entry costs about as much as a cached verification.
+//! Only the callbacks this filter needs are exported: Envoy enters each exported one on every
+//! request, at about 0.2 µs per entry (README, Performance).
 //!
 //! No `RefCell` borrow is ever held across a host call that may call back into the VM.
 
@@ -27,7 +27,8 @@ use crate::request::{Connection, Request};
 const TICK_IDLE_MS: u32 = 1_000;
 /// While requests wait or keys are missing, other workers' fetch results are picked up this fast.
 const TICK_BUSY_MS: u32 = 50;
-/// Only root-context callbacks may start fetches, so a request that needs one asks for a tick now.
+/// A callout's answer goes to the context that made it, and only roots take answers, so a request
+/// that needs a fetch asks its root for a tick now.
 const TICK_NOW_MS: u32 = 1;
 /// Streams between creation and their request headers (normally one at a time).
 const MAX_NEW_STREAMS: usize = 1024;
