@@ -259,21 +259,24 @@ impl Metrics {
         }
     }
 
-    fn flush(self, counts: &Counts) {
+    fn flush(self, counts: &Counts, served: bool) {
         Self::add(self.allowed, counts.allowed);
         Self::add(self.denied, counts.denied);
         Self::add(self.cache_hit, counts.cache_hit);
         Self::add(self.cache_miss, counts.cache_miss);
-        self.record_memory();
+        // The main thread's VM serves no requests; its memory would overwrite the workers'.
+        if served {
+            self.record_memory();
+        }
     }
 }
 
 fn flush_counters(state: &Rc<RefCell<State>>) {
-    let (metrics, counts) = {
+    let (metrics, counts, served) = {
         let mut st = state.borrow_mut();
-        (st.metrics, std::mem::take(&mut st.counts))
+        (st.metrics, std::mem::take(&mut st.counts), st.served)
     };
-    metrics.flush(&counts);
+    metrics.flush(&counts, served);
 }
 
 struct Waiter {
@@ -290,6 +293,8 @@ struct State {
     calls: HashMap<u32, usize>,
     metrics: Metrics,
     counts: Counts,
+    /// This VM has decided requests (the main thread's never does).
+    served: bool,
     tick_ms: u32,
     cache: TokenCache,
     host_signatures: bool,
@@ -324,6 +329,7 @@ impl State {
     }
 
     fn count(&mut self, action: Action) {
+        self.served = true;
         match action {
             Action::Continue => self.counts.allowed += 1,
             Action::Pause => self.counts.denied += 1,
@@ -441,7 +447,6 @@ fn configure(plugin_configuration_size: usize) -> Option<Rc<RefCell<State>>> {
     );
     let has_remotes = !cfg.remotes.is_empty();
     let metrics = Metrics::define();
-    metrics.record_memory();
     let state = Rc::new(RefCell::new(State {
         sources: cfg.remotes.iter().map(|_| Source::default()).collect(),
         cache: TokenCache::new(cfg.jwt_cache_size),
@@ -452,6 +457,7 @@ fn configure(plugin_configuration_size: usize) -> Option<Rc<RefCell<State>>> {
         tick_ms: 0,
         host_signatures,
         counts: Counts::default(),
+        served: false,
     }));
     if has_remotes {
         kick(&state);
