@@ -47,7 +47,7 @@ where
         }
         let windows = multiples
             .chunks_exact(NONZERO_DIGITS)
-            .map(|chunk| std::array::from_fn(|j| chunk.get(j).copied().unwrap_or_default()))
+            .filter_map(|chunk| <[C::ProjectivePoint; NONZERO_DIGITS]>::try_from(chunk).ok())
             .collect();
         Self { windows }
     }

@@ -96,6 +96,12 @@ impl MontKey {
             t[s] = t[s + 1].wrapping_add((v >> 32) as u32);
         }
         t.truncate(s + 1);
+        self.below_n(t)
+    }
+
+    /// The last step of a Montgomery product: `t` (limbs + 1 words, below 2n) reduced below n.
+    fn below_n(&self, mut t: Vec<u32>) -> Vec<u32> {
+        let s = self.n.len();
         if t[s] != 0 || !less_than(&t[..s], &self.n) {
             let mut borrow = 0i64;
             for (tj, &nj) in t.iter_mut().zip(&self.n) {
@@ -160,17 +166,7 @@ impl MontKey {
                 carry = v >> 32;
             }
         }
-        let mut out = t.split_off(s);
-        if out[s] != 0 || !less_than(&out[..s], &self.n) {
-            let mut borrow = 0i64;
-            for (ok, &nj) in out.iter_mut().zip(&self.n) {
-                let v = i64::from(*ok) - i64::from(nj) + borrow;
-                *ok = v as u32;
-                borrow = v >> 32;
-            }
-        }
-        out.truncate(s);
-        out
+        self.below_n(t.split_off(s))
     }
 
     /// sigᵉ mod n as k big-endian bytes; None when the signature is not below n.
