@@ -176,7 +176,7 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
             .pointer("/spec/pluginConfig")
             .cloned()
             .unwrap_or(Value::Null);
-        mesh_authn::config::load(cfg.to_string().as_bytes())
+        mesh_authn::config::load(cfg.to_string().as_bytes(), &Default::default())
             .map_err(|e| format!("WasmPlugin {name}: the filter refuses the result: {e}"))?;
     }
     Ok(plugins)

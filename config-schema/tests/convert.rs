@@ -69,22 +69,25 @@ fn peer_authentications_become_one_mesh_plugin() {
     );
 
     // Each proxy resolves its own mode from the converted list, with Istio's precedence.
-    let mut cfg =
-        mesh_authn::config::load(p["spec"]["pluginConfig"].to_string().as_bytes()).unwrap();
-    let at = |ns: &str, app: &str| mesh_authn::peer::Workload {
-        namespace: ns.into(),
-        labels: [("app".to_string(), app.to_string())].into(),
+    let plugin_config = p["spec"]["pluginConfig"].to_string();
+    let at = |ns: &str, app: &str| {
+        let node = mesh_authn::peer::Workload {
+            namespace: ns.into(),
+            labels: [("app".to_string(), app.to_string())].into(),
+        };
+        mesh_authn::config::load(plugin_config.as_bytes(), &node)
+            .unwrap()
+            .peer
+            .policy
     };
-    cfg.peer.resolve(&at("foo", "httpbin"));
-    assert_eq!(cfg.peer.policy.mode, mesh_authn::peer::Mode::Permissive);
-    cfg.peer.resolve(&at("bar", "httpbin"));
-    assert_eq!(cfg.peer.policy.mode, mesh_authn::peer::Mode::Strict);
     assert_eq!(
-        cfg.peer.policy.ports.get(&8080),
-        Some(&mesh_authn::peer::Mode::Disable)
+        at("foo", "httpbin").mode,
+        mesh_authn::peer::Mode::Permissive
     );
-    cfg.peer.resolve(&at("legacy", "curl"));
-    assert_eq!(cfg.peer.policy.mode, mesh_authn::peer::Mode::Strict);
+    let bar = at("bar", "httpbin");
+    assert_eq!(bar.mode, mesh_authn::peer::Mode::Strict);
+    assert_eq!(bar.ports.get(&8080), Some(&mesh_authn::peer::Mode::Disable));
+    assert_eq!(at("legacy", "curl").mode, mesh_authn::peer::Mode::Strict);
 }
 
 #[test]

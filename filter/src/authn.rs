@@ -2,16 +2,16 @@
 
 use std::rc::Rc;
 
-use crate::cache::{TokenCache, Verified};
-use crate::claims;
 use crate::config::{Config, KeySource, PrincipalBinding, Rule};
+use crate::crypto::{InModule, Verifier};
 use crate::error::AuthError;
-use crate::jwks::Jwks;
-use crate::jws::{self, InModule, Jws, Verifier};
-use crate::paths;
+use crate::jwt::cache::{TokenCache, Verified};
+use crate::jwt::claims;
+use crate::jwt::jwks::Jwks;
+use crate::jwt::jws::{self, Jws};
 use crate::peer::{self, Mode};
-use crate::request::Request;
-use crate::token::{self, LocationKind};
+use crate::request::token::{self, LocationKind};
+use crate::request::{strip_query, trigger, Request};
 
 /// Header changes applied to a request that is let through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -163,7 +163,7 @@ fn authenticate_jwt(
 ) -> Result<Option<String>, Verdict> {
     if cfg.rules.is_empty()
         || req.is_cors_preflight()
-        || !paths::triggered(&cfg.trigger_rules, paths::strip_query(req.path()))
+        || !trigger::triggered(&cfg.trigger_rules, strip_query(req.path()))
     {
         return Ok(None);
     }
@@ -331,7 +331,7 @@ fn verify_for_rule(rule: &Rule, jws: &Jws<'_>, env: &Env<'_>) -> Result<(), Fail
     let mut any_key = false;
     for key in jwks.candidates(jws.alg, jws.kid.as_deref()) {
         any_key = true;
-        if jws.verify_with(key, env.verifier) {
+        if jws.verify_with(&key.key, env.verifier) {
             return Ok(());
         }
     }

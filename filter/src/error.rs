@@ -1,4 +1,7 @@
-//! Why a request was refused, and the one place that turns it into an HTTP answer.
+//! The two errors of the filter: why a request was refused (`AuthError`, and `Denial`, the one
+//! place that turns it into an HTTP answer), and why a configuration was (`ConfigError`).
+
+use std::fmt;
 
 /// Reasons a request fails authentication. Texts follow Envoy's jwt_authn so operators and tests
 /// that know Envoy's answers read the same here.
@@ -110,6 +113,53 @@ impl Denial {
     }
 }
 
+/// A configuration error, naming the field it is about as a path from the root of
+/// `pluginConfig` (`jwtRules[0].timeout`); empty for the document as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the value being read itself; the caller places it with `within`.
+    pub fn here(message: impl Into<String>) -> Self {
+        Self::new("", message)
+    }
+
+    /// The same error, seen from the object that holds the value at `parent`.
+    pub fn within(mut self, parent: &str) -> Self {
+        self.field = match (parent.is_empty(), self.field.is_empty()) {
+            (_, true) => parent.to_string(),
+            (true, false) => self.field,
+            (false, false) if self.field.starts_with('[') => format!("{parent}{}", self.field),
+            (false, false) => format!("{parent}.{}", self.field),
+        };
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "invalid pluginConfig: {}", self.message)
+        } else {
+            write!(
+                f,
+                "invalid pluginConfig at {}: {}",
+                self.field, self.message
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +185,23 @@ mod tests {
         let d = Denial::new(AuthError::AudienceNotAllowed, "http://h/p");
         assert_eq!(d.status, 403);
         assert_eq!(d.body, "Audiences in Jwt are not allowed");
+    }
+
+    #[test]
+    fn config_error_paths() {
+        let e = ConfigError::here("bad")
+            .within("timeout")
+            .within("jwtRules[0]");
+        assert_eq!(e.field, "jwtRules[0].timeout");
+        assert_eq!(
+            e.to_string(),
+            "invalid pluginConfig at jwtRules[0].timeout: bad"
+        );
+        let e = ConfigError::new("[2]", "bad").within("keys").within("");
+        assert_eq!(e.field, "keys[2]");
+        assert_eq!(
+            ConfigError::here("too large").to_string(),
+            "invalid pluginConfig: too large"
+        );
     }
 }

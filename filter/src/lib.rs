@@ -1,28 +1,29 @@
-//! mesh-authn: Istio's end-user (JWT) authentication as a proxy-wasm HTTP filter.
+//! mesh-authn: Istio's end-user (JWT) and peer authentication as a proxy-wasm HTTP filter.
 //!
-//! Everything but `host` and `plugin` is plain Rust with no proxy-wasm dependency, so it is tested
-//! on the host with `cargo test`.
+//! Layers, each using only those above it:
+//! - `error`: why a request or a configuration was refused;
+//! - `crypto`: signature algorithms, keys, and who verifies (the module or the host);
+//! - `jwt`: compact JWS parsing, claims, key sets, the verified-token cache;
+//! - `request`: the header view, the wire encoding it comes in, token locations, trigger paths;
+//! - `peer`: PeerAuthentication policies and peer identities;
+//! - `remote`: where remote key sets come from, and the fetch state workers share;
+//! - `config`: `pluginConfig`, parsed and compiled once;
+//! - `authn`: the decision for one request;
+//! - `runtime`: contexts, fetches, paused requests and counters, over the `Host` trait;
+//! - `abi` (wasm32 only): the proxy-wasm bindings, which implement `Host`.
+//!
+//! Everything but `abi` is plain Rust, unit-tested on the host (and compiled to wasm32).
+#![deny(unsafe_code)]
 
 pub mod authn;
-pub mod cache;
-pub mod claims;
 pub mod config;
-pub mod der;
-pub mod ecdsa;
+pub mod crypto;
 pub mod error;
-pub mod fetcher;
-pub mod hostcrypto;
-pub mod jwks;
-pub mod jws;
-pub mod paths;
+pub mod jwt;
 pub mod peer;
 pub mod remote;
 pub mod request;
-pub mod rsa_pkcs1;
-pub mod token;
-pub mod wire;
+pub mod runtime;
 
 #[cfg(target_arch = "wasm32")]
-mod host;
-#[cfg(target_arch = "wasm32")]
-mod plugin;
+mod abi;

@@ -13,7 +13,8 @@ use base64::Engine;
 use mesh_authn::authn::{authenticate, Env, NoRemotes, Verdict};
 use mesh_authn::config::{self, Config};
 use mesh_authn::error::AuthError;
-use mesh_authn::jws::B64URL;
+use mesh_authn::jwt::B64URL;
+use mesh_authn::peer::Workload;
 use mesh_authn::request::Request;
 use p256::ecdsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
 use rand::SeedableRng;
@@ -150,7 +151,7 @@ fn config(extra: Value) -> Config {
         }
     }
     top["jwtRules"] = json!([rule]);
-    config::load(top.to_string().as_bytes()).unwrap()
+    config::load(top.to_string().as_bytes(), &Workload::default()).unwrap()
 }
 
 fn request(path: &str, headers: &[(&str, &str)]) -> Request {
@@ -392,6 +393,7 @@ fn locations_bind_issuers() {
         ]})
         .to_string()
         .as_bytes(),
+        &Workload::default(),
     )
     .unwrap();
     assert!(matches!(
@@ -534,7 +536,7 @@ fn trigger_rules_and_cors() {
 }
 
 struct FakeRemote {
-    keys: Option<mesh_authn::jwks::Jwks>,
+    keys: Option<mesh_authn::jwt::jwks::Jwks>,
     failed: bool,
     may_refetch: bool,
 }
@@ -559,9 +561,10 @@ fn remote_key_states() {
         json!({"jwtRules": [{"issuer": ISS, "jwksUri": "https://idp.example.com/jwks"}]})
             .to_string()
             .as_bytes(),
+        &Workload::default(),
     )
     .unwrap();
-    let (jwks, _) = mesh_authn::jwks::parse(jwks().as_bytes()).unwrap();
+    let (jwks, _) = mesh_authn::jwt::jwks::parse(jwks().as_bytes()).unwrap();
     let good = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
     let rotated = mint(
         json!({"alg": "ES256", "kid": "not-yet-published"}),
@@ -648,7 +651,7 @@ fn peer_config(extra: Value) -> Config {
     if let (Some(t), Some(e)) = (top.as_object_mut(), extra.as_object()) {
         t.extend(e.clone());
     }
-    config::load(top.to_string().as_bytes()).unwrap()
+    config::load(top.to_string().as_bytes(), &Workload::default()).unwrap()
 }
 
 fn on_connection(
@@ -772,17 +775,20 @@ fn peer_and_jwt_combine_with_principal_binding() {
 }
 
 #[test]
-fn mesh_policies_wait_for_the_workload() {
-    let mut cfg = peer_config(json!({"peerAuthentications": [
+fn mesh_policies_resolve_for_the_node() {
+    let policies = json!({"peerAuthentications": [
         {"metadata": {"name": "default", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}},
         {"metadata": {"name": "wl", "namespace": "foo", "creationTimestamp": "2026-01-01T00:00:00Z"},
          "spec": {"selector": {"matchLabels": {"app": "httpbin"}}, "portLevelMtls": {"8080": {"mode": "DISABLE"}}}}
-    ]}));
-    assert_eq!(cfg.peer.selector_keys(), vec!["app"]);
-    cfg.peer.resolve(&mesh_authn::peer::Workload {
+    ]});
+    let raw = config::parse(policies.to_string().as_bytes()).unwrap();
+    assert_eq!(raw.node_label_keys(), Some(vec!["app"]));
+    assert_eq!(config::parse(b"{}").unwrap().node_label_keys(), None);
+    let node = Workload {
         namespace: "foo".into(),
         labels: [("app".to_string(), "httpbin".to_string())].into(),
-    });
+    };
+    let cfg = config::compile(&raw, &node).unwrap();
     assert_eq!(
         on_connection(&cfg, plain(9000), &[]),
         Verdict::Deny(AuthError::PeerAuthenticationFailed)
@@ -791,33 +797,34 @@ fn mesh_policies_wait_for_the_workload() {
         on_connection(&cfg, plain(8080), &[]),
         Verdict::Allow(_)
     ));
+    assert!(config::load(
+        br#"{"mtls":{"mode":"STRICT"},"peerAuthentications":[]}"#,
+        &node
+    )
+    .err()
+    .is_some_and(|e| e.to_string().contains("peerAuthentications")));
     assert!(
-        config::load(br#"{"mtls":{"mode":"STRICT"},"peerAuthentications":[]}"#)
-            .err()
-            .is_some_and(|e| e.to_string().contains("peerAuthentications"))
-    );
-    assert!(
-        config::load(br#"{"portLevelMtls":{"http":{"mode":"STRICT"}}}"#)
+        config::load(br#"{"portLevelMtls":{"http":{"mode":"STRICT"}}}"#, &node)
             .err()
             .is_some_and(|e| e.to_string().contains("portLevelMtls.http"))
     );
-    assert!(config::load(br#"{"mtls":{"mode":"STRICTER"}}"#)
+    assert!(config::load(br#"{"mtls":{"mode":"STRICTER"}}"#, &node)
         .err()
         .is_some_and(|e| e.to_string().contains("mtls.mode")));
 }
 
 struct Counting(std::cell::Cell<usize>);
 
-impl mesh_authn::jws::Verifier for Counting {
+impl mesh_authn::crypto::Verifier for Counting {
     fn verify(
         &self,
-        alg: mesh_authn::jws::Alg,
-        key: &mesh_authn::jwks::Jwk,
+        alg: mesh_authn::crypto::Alg,
+        key: &mesh_authn::crypto::Key,
         input: &[u8],
         sig: &[u8],
     ) -> bool {
         self.0.set(self.0.get() + 1);
-        mesh_authn::jws::verify(alg, &key.key, input, sig)
+        mesh_authn::crypto::verify(alg, &key.material, input, sig)
     }
 }
 
@@ -841,7 +848,7 @@ fn verified_tokens_are_cached_and_rechecked() {
         json!({"audiences": ["svc-a"], "outputClaimToHeaders": [{"header": "x-sub", "claim": "sub"}]}),
     );
     let counting = Counting(std::cell::Cell::new(0));
-    let mut cache = mesh_authn::cache::TokenCache::new(16);
+    let mut cache = mesh_authn::jwt::cache::TokenCache::new(16);
     let short_lived = mint(
         json!({"alg": "ES256", "kid": "ec1"}),
         with(claims(), json!({"exp": NOW + 10})),

@@ -6,10 +6,10 @@
 use std::sync::OnceLock;
 
 use mesh_authn::authn::{self, Env, NoRemotes, Verdict};
-use mesh_authn::cache::TokenCache;
 use mesh_authn::config::{self, Config};
 use mesh_authn::error::AuthError;
-use mesh_authn::jwks::{self, Jwks};
+use mesh_authn::jwt::cache::TokenCache;
+use mesh_authn::jwt::jwks::{self, Jwks};
 use mesh_authn::request::Request;
 
 pub const ISSUER: &str = "testing@secure.istio.io";
@@ -47,7 +47,7 @@ pub fn fixed_config() -> &'static Config {
             "triggerRules": [{"excludedPaths": [{"exact": "/healthz"}],
                               "includedPaths": [{"prefix": "/"}]}]
         });
-        config::load(cfg.to_string().as_bytes()).expect("the fixed config loads")
+        config::load(cfg.to_string().as_bytes(), &Default::default()).expect("the fixed config loads")
     })
 }
 

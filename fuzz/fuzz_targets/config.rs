@@ -15,22 +15,29 @@ use mesh_authn::peer::Workload;
 use mesh_authn::request::{Connection, Request};
 
 fuzz_target!(|data: &[u8]| {
-    let mut cfg = match config::load(data) {
+    let raw = match config::parse(data) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let _ = e.to_string();
+            return;
+        }
+    };
+    let mut node = Workload::default();
+    if raw.node_label_keys().is_some() {
+        let mut labels = BTreeMap::new();
+        labels.insert("app".to_string(), "httpbin".to_string());
+        node = Workload {
+            namespace: "foo".into(),
+            labels,
+        };
+    }
+    let cfg = match config::compile(&raw, &node) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.to_string();
             return;
         }
     };
-    let _ = cfg.peer.selector_keys();
-    if cfg.peer.needs_workload() {
-        let mut labels = BTreeMap::new();
-        labels.insert("app".to_string(), "httpbin".to_string());
-        cfg.peer.resolve(&Workload {
-            namespace: "foo".into(),
-            labels,
-        });
-    }
     let _ = cfg.peer.needs_connection();
     let requests = [
         Request::new(vec![(":path".into(), "/".into())]),

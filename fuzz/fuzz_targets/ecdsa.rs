@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mesh_authn::ecdsa::EcKey;
+use mesh_authn::crypto::ecdsa::EcKey;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use std::sync::OnceLock;
 

@@ -8,9 +8,8 @@ mod common;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use mesh_authn::paths::{self, PathMatcher, StringMatch};
-use mesh_authn::request::Request;
-use mesh_authn::token;
+use mesh_authn::request::trigger::{self, PathMatcher, StringMatch};
+use mesh_authn::request::{strip_query, token, Request};
 
 type Rules = Vec<(Vec<PathMatcher>, Vec<PathMatcher>)>;
 
@@ -40,7 +39,7 @@ fn rules() -> &'static Rules {
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
 
-    let stripped = paths::strip_query(&text);
+    let stripped = strip_query(&text);
     assert!(text.starts_with(stripped));
     assert!(!stripped.contains(['?', '#']));
     for (excluded, included) in rules() {
@@ -49,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = m.matches(stripped);
         }
     }
-    let _ = paths::triggered(rules(), stripped);
+    let _ = trigger::triggered(rules(), stripped);
 
     let headers = common::header_lines(&text);
     let req = Request::new(headers.clone());

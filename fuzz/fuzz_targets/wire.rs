@@ -4,8 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mesh_authn::request::Request;
-use mesh_authn::wire;
+use mesh_authn::request::{wire, Request};
 
 fuzz_target!(|data: &[u8]| {
     let _ = wire::decode_bool(data);

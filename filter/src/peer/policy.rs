@@ -1,12 +1,14 @@
-//! Istio PeerAuthentication: the policy objects, resolving a workload's effective mTLS mode with
-//! Istio's precedence (once, at configure time), and the peer's identity from its certificate.
+//! Istio PeerAuthentication: the policy objects, and a workload's effective mTLS mode resolved
+//! with Istio's precedence (once, when the configuration is compiled).
 
 use std::collections::BTreeMap;
 
-use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+use crate::error::ConfigError;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Mode {
     /// Inherit from the parent level; the mesh default is PERMISSIVE.
@@ -21,14 +23,16 @@ pub enum Mode {
 }
 
 /// `{"mode": "STRICT"}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Mtls {
     #[serde(default)]
     pub mode: Mode,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Selector {
     #[serde(default)]
@@ -36,7 +40,8 @@ pub struct Selector {
 }
 
 /// A PeerAuthentication's `spec`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthenticationSpec {
     #[serde(default)]
@@ -50,7 +55,8 @@ pub struct PeerAuthenticationSpec {
 
 /// The Kubernetes metadata this filter reads; any other field (uid, labels, …) is accepted and
 /// ignored so objects can be pasted as `kubectl get -o json` prints them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     pub name: String,
@@ -62,7 +68,8 @@ pub struct ObjectMeta {
 }
 
 /// A PeerAuthentication object as `kubectl get -o json` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthentication {
     #[serde(default)]
@@ -74,7 +81,7 @@ pub struct PeerAuthentication {
     pub spec: PeerAuthenticationSpec,
     /// Ignored.
     #[serde(default)]
-    #[schemars(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
     pub status: Option<serde_json::Value>,
 }
 
@@ -176,24 +183,30 @@ fn age_key(p: &PeerAuthentication) -> (String, &str) {
 }
 
 /// Checks what resolution relies on; names the offending field.
-pub fn validate(policies: &[PeerAuthentication]) -> Result<Vec<String>, (String, String)> {
+pub fn validate(policies: &[PeerAuthentication]) -> Result<Vec<String>, ConfigError> {
     let mut warnings = Vec::new();
     for (i, p) in policies.iter().enumerate() {
         let at = |f: &str| format!("peerAuthentications[{i}].{f}");
         if let Some(kind) = &p.kind {
             if kind != "PeerAuthentication" {
-                return Err((at("kind"), format!("{kind:?} is not PeerAuthentication")));
+                return Err(ConfigError::new(
+                    at("kind"),
+                    format!("{kind:?} is not PeerAuthentication"),
+                ));
             }
         }
         if p.metadata.name.is_empty() {
-            return Err((at("metadata.name"), "must not be empty".into()));
+            return Err(ConfigError::new(at("metadata.name"), "must not be empty"));
         }
         if p.metadata.namespace.is_empty() {
-            return Err((at("metadata.namespace"), "must not be empty".into()));
+            return Err(ConfigError::new(
+                at("metadata.namespace"),
+                "must not be empty",
+            ));
         }
         if let Some(ts) = &p.metadata.creation_timestamp {
             if !is_rfc3339_utc(ts) {
-                return Err((
+                return Err(ConfigError::new(
                     at("metadata.creationTimestamp"),
                     format!("{ts:?} is not an RFC 3339 UTC time like 2026-01-01T00:00:00Z"),
                 ));
@@ -201,9 +214,9 @@ pub fn validate(policies: &[PeerAuthentication]) -> Result<Vec<String>, (String,
         }
         for port in p.spec.port_level_mtls.keys() {
             if !port.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n)) {
-                return Err((
+                return Err(ConfigError::new(
                     at(&format!("spec.portLevelMtls.{port}")),
-                    "is not a port number".into(),
+                    "is not a port number",
                 ));
             }
         }
@@ -241,20 +254,6 @@ fn is_rfc3339_utc(s: &str) -> bool {
         && digits(17..19)
         && b.last() == Some(&b'Z')
         && (b.len() == 20 || (b.get(19) == Some(&b'.') && digits(20..b.len().saturating_sub(1))))
-}
-
-/// `spiffe://<trust domain>/ns/<ns>/sa/<sa>` → `<trust domain>/ns/<ns>/sa/<sa>`, Istio's principal.
-pub fn spiffe_principal(uri: &str) -> Option<(&str, &str)> {
-    let rest = uri.strip_prefix("spiffe://")?;
-    let (td, path) = rest.split_once('/')?;
-    let mut parts = path.split('/');
-    let ok = parts.next() == Some("ns")
-        && parts.next().is_some_and(|s| !s.is_empty())
-        && parts.next() == Some("sa")
-        && parts.next().is_some_and(|s| !s.is_empty())
-        && parts.next().is_none();
-    (ok && !td.is_empty() && !rest.chars().any(|c| c.is_control() || c == ' '))
-        .then_some((rest, td))
 }
 
 #[cfg(test)]
@@ -537,11 +536,11 @@ mod tests {
         ];
         for (p, field) in bad {
             let err = validate(&[p]).unwrap_err();
-            assert!(err.0.contains(field), "{err:?}");
+            assert!(err.field.contains(field), "{err:?}");
         }
         let mut wrong_kind = pa("foo", "x", T1, json!({}));
         wrong_kind.kind = Some("RequestAuthentication".into());
-        assert!(validate(&[wrong_kind]).unwrap_err().0.ends_with("kind"));
+        assert!(validate(&[wrong_kind]).unwrap_err().field.ends_with("kind"));
         assert!(serde_json::from_value::<PeerAuthenticationSpec>(
             json!({"mtls": {"mode": "strict"}})
         )
@@ -549,23 +548,5 @@ mod tests {
         assert!(serde_json::from_value::<PeerAuthenticationSpec>(json!({"mtl": {}})).is_err());
         assert!(is_rfc3339_utc("2026-01-01T00:00:00.123Z"));
         assert!(!is_rfc3339_utc("2026-01-01T00:00:00+02:00"));
-    }
-
-    #[test]
-    fn spiffe_principals() {
-        assert_eq!(
-            spiffe_principal("spiffe://cluster.local/ns/foo/sa/curl"),
-            Some(("cluster.local/ns/foo/sa/curl", "cluster.local"))
-        );
-        for bad in [
-            "https://cluster.local/ns/foo/sa/curl",
-            "spiffe://cluster.local/ns/foo",
-            "spiffe://cluster.local/ns//sa/curl",
-            "spiffe:///ns/foo/sa/curl",
-            "spiffe://cluster.local/ns/foo/sa/curl/extra",
-            "spiffe://cluster.local/ns/foo/sa/cu rl",
-        ] {
-            assert_eq!(spiffe_principal(bad), None, "{bad}");
-        }
     }
 }

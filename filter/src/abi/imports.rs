@@ -1,9 +1,13 @@
-//! The only code that talks to the host: the proxy-wasm ABI (0.2.1) imports, called directly. No SDK:
-//! its helpers panic on unexpected statuses and on non-UTF-8 header values (a panic kills the VM),
-//! and its dispatcher exports every callback, each of which Envoy then calls on every request.
+//! The proxy-wasm ABI (0.2.1) imports, each behind a safe function that checks the host's status
+//! and takes ownership of what the host returns.
 
+use crate::request::wire;
+use crate::runtime::{HostError, MetricKind};
+
+/// proxy-wasm's log levels.
 #[derive(Clone, Copy)]
 pub enum LogLevel {
+    Trace = 0,
     Debug = 1,
     Info = 2,
     Warn = 3,
@@ -23,17 +27,12 @@ enum BufferType {
     PluginConfiguration = 7,
 }
 
-#[derive(Clone, Copy)]
-enum MetricType {
-    Counter = 0,
-    Gauge = 1,
-}
-
 const STREAM_HTTP_REQUEST: u32 = 0;
 
 #[allow(clashing_extern_declarations)]
 extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
@@ -127,10 +126,6 @@ extern "C" {
 
 const OK: u32 = 0;
 
-/// A host call that did not succeed, with the host's status code.
-#[derive(Debug, Clone, Copy)]
-pub struct HostError(pub u32);
-
 fn check(status: u32) -> Result<(), HostError> {
     if status == OK {
         Ok(())
@@ -176,6 +171,21 @@ pub fn log(level: LogLevel, message: &str) {
     }
 }
 
+/// The level the host logs this module at; None when it cannot tell.
+pub fn log_level() -> Option<LogLevel> {
+    let mut level = 0;
+    // SAFETY: the host writes one u32 through the pointer.
+    check(unsafe { proxy_get_log_level(&mut level) }).ok()?;
+    Some(match level {
+        0 => LogLevel::Trace,
+        1 => LogLevel::Debug,
+        2 => LogLevel::Info,
+        3 => LogLevel::Warn,
+        4 => LogLevel::Error,
+        _ => LogLevel::Critical,
+    })
+}
+
 pub fn plugin_config(size: usize) -> Result<Vec<u8>, HostError> {
     buffer(BufferType::PluginConfiguration, size)
 }
@@ -196,19 +206,18 @@ fn buffer(kind: BufferType, size: usize) -> Result<Vec<u8>, HostError> {
     }
 }
 
-pub fn request_headers() -> Result<crate::request::Request, HostError> {
+pub fn request_headers() -> Result<Vec<u8>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut len = 0;
     // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
-    let bytes = unsafe {
+    unsafe {
         check(proxy_get_header_map_pairs(
             MapType::HttpRequestHeaders as u32,
             &mut data,
             &mut len,
         ))?;
-        take_host_buffer(data, len)
-    };
-    crate::request::Request::from_wire(bytes).ok_or(HostError(u32::MAX))
+        Ok(take_host_buffer(data, len))
+    }
 }
 
 pub fn remove_request_header(name: &str) -> Result<(), HostError> {
@@ -240,7 +249,7 @@ pub fn send_local_response(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<(), HostError> {
-    let map = crate::wire::encode_map(headers);
+    let map = wire::encode_map(headers);
     let details = "mesh_authn_denied";
     // SAFETY: all pointers describe live buffers for the duration of the call.
     check(unsafe {
@@ -283,13 +292,13 @@ pub fn http_call_body(size: usize) -> Result<Vec<u8>, HostError> {
 }
 
 /// The answer goes to `proxy_on_http_call_response` of the context current at the call.
-pub fn dispatch_http_call(
+pub fn http_call(
     cluster: &str,
     headers: &[(&str, &str)],
     timeout_ms: u64,
 ) -> Result<u32, HostError> {
-    let headers = crate::wire::encode_map(headers);
-    let trailers = crate::wire::encode_map(&[]);
+    let headers = wire::encode_map(headers);
+    let trailers = wire::encode_map(&[]);
     let mut token = 0;
     // SAFETY: all pointers describe live buffers; the host writes the token.
     check(unsafe {
@@ -309,27 +318,23 @@ pub fn dispatch_http_call(
     Ok(token)
 }
 
-pub struct Shared;
-
-impl crate::fetcher::SharedStore for Shared {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        let mut data = std::ptr::null_mut();
-        let mut len = 0;
-        let mut cas = 0;
-        // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
-        unsafe {
-            if proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut len, &mut cas) != OK {
-                return None;
-            }
-            Some((take_host_buffer(data, len), cas))
+pub fn shared_data(key: &str) -> Option<(Vec<u8>, u32)> {
+    let mut data = std::ptr::null_mut();
+    let mut len = 0;
+    let mut cas = 0;
+    // SAFETY: out-pointers are valid; the returned buffer is then owned by us.
+    unsafe {
+        if proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut len, &mut cas) != OK {
+            return None;
         }
+        Some((take_host_buffer(data, len), cas))
     }
+}
 
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-        // SAFETY: pointers and lengths describe live buffers.
-        unsafe {
-            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) == OK
-        }
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> bool {
+    // SAFETY: pointers and lengths describe live buffers.
+    unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) == OK
     }
 }
 
@@ -350,22 +355,18 @@ pub fn resume_request() -> Result<(), HostError> {
     check(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
 }
 
-pub fn define_counter(name: &str) -> Option<u32> {
-    define_metric(MetricType::Counter, name)
-}
-
-pub fn define_gauge(name: &str) -> Option<u32> {
-    define_metric(MetricType::Gauge, name)
-}
-
-fn define_metric(kind: MetricType, name: &str) -> Option<u32> {
+pub fn define_metric(kind: MetricKind, name: &str) -> Option<u32> {
+    let kind: u32 = match kind {
+        MetricKind::Counter => 0,
+        MetricKind::Gauge => 1,
+    };
     let mut id = 0;
     // SAFETY: pointer and length describe a live &str; the host writes the id.
-    let status = unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) };
+    let status = unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
     (status == OK).then_some(id)
 }
 
-pub fn record_gauge(id: u32, value: u64) {
+pub fn record_metric(id: u32, value: u64) {
     // SAFETY: plain value call.
     unsafe {
         proxy_record_metric(id, value);

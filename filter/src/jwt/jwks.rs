@@ -1,36 +1,22 @@
 //! JSON Web Key Sets: parsed defensively into keys prepared once for verification.
 
-use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, RsaPublicKey};
+use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::jws::{Alg, B64URL};
-use base64::Engine;
+use super::B64URL;
+use crate::crypto::{Alg, Key};
+use crate::error::ConfigError;
 
 /// A JWKS larger than this is refused unread.
 pub const MAX_JWKS_BYTES: usize = 512 * 1024;
 /// Keys beyond this count are ignored.
 pub const MAX_KEYS: usize = 256;
-/// RSA keys shorter than this are refused (NIST SP 800-131A).
-pub const MIN_RSA_BITS: usize = 2048;
-
-#[derive(Debug, Clone)]
-pub enum KeyMaterial {
-    /// The key, and its Montgomery form for PKCS#1 v1.5 checks in the module.
-    Rsa(Box<(RsaPublicKey, Option<crate::rsa_pkcs1::MontKey>)>),
-    P256(Box<crate::ecdsa::EcKey<p256::NistP256>>),
-    P384(Box<crate::ecdsa::EcKey<p384::NistP384>>),
-    Ed25519(ed25519_dalek::VerifyingKey),
-    Hmac(Vec<u8>),
-}
 
 #[derive(Debug, Clone)]
 pub struct Jwk {
     pub kid: Option<String>,
     pub alg: Option<Alg>,
-    pub key: KeyMaterial,
-    /// SubjectPublicKeyInfo DER, prepared at load for the host's verifier (RSA and EC keys).
-    pub host_der: Option<Vec<u8>>,
+    pub key: Key,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -49,21 +35,26 @@ impl Jwks {
         self.keys.iter().filter(move |k| {
             (kid.is_none() || k.kid.as_deref() == kid)
                 && k.alg.is_none_or(|a| a == alg)
-                && alg.fits(&k.key)
+                && alg.fits(&k.key.material)
         })
     }
 }
 
 /// Parses a JWKS. Keys this verifier cannot use are skipped and described in the second value;
-/// a set without any usable key is an error.
-pub fn parse(bytes: &[u8]) -> Result<(Jwks, Vec<String>), String> {
+/// a set without any usable key is an error (its path is within the JWKS document: an inline
+/// JWKS is configuration, a fetched one's reason is logged).
+pub fn parse(bytes: &[u8]) -> Result<(Jwks, Vec<String>), ConfigError> {
     if bytes.len() > MAX_JWKS_BYTES {
-        return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+        return Err(ConfigError::here(format!(
+            "JWKS larger than {MAX_JWKS_BYTES} bytes"
+        )));
     }
-    let doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("JWKS is not valid JSON: {e}"))?;
+    let doc: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ConfigError::here(format!("JWKS is not valid JSON: {e}")))?;
     let Some(Value::Array(raw_keys)) = doc.get("keys") else {
-        return Err("JWKS must be an object with a \"keys\" array".into());
+        return Err(ConfigError::here(
+            "JWKS must be an object with a \"keys\" array",
+        ));
     };
     let mut keys = Vec::new();
     let mut skipped = Vec::new();
@@ -86,7 +77,10 @@ pub fn parse(bytes: &[u8]) -> Result<(Jwks, Vec<String>), String> {
         } else {
             format!(" ({})", skipped.join("; "))
         };
-        return Err(format!("JWKS has no usable key{why}"));
+        return Err(ConfigError::new(
+            "keys",
+            format!("JWKS has no usable key{why}"),
+        ));
     }
     Ok((Jwks { keys }, skipped))
 }
@@ -118,80 +112,25 @@ fn parse_key(k: &Map<String, Value>) -> Result<Jwk, String> {
         Some(a) => Some(Alg::from_name(a).ok_or_else(|| format!("[alg] {a:?} is not supported"))?),
     };
     let kty = field(k, "kty")?.ok_or("[kty] is missing")?;
-    let mut host_der = None;
     let key = match kty {
-        "RSA" => {
-            let key = RsaPublicKey::new(
-                BigUint::from_bytes_be(&bytes(k, "n")?),
-                BigUint::from_bytes_be(&bytes(k, "e")?),
-            )
-            .map_err(|e| format!("invalid RSA key: {e}"))?;
-            if key.n().bits() < MIN_RSA_BITS {
-                return Err(format!("RSA key shorter than {MIN_RSA_BITS} bits"));
-            }
-            host_der = Some(crate::der::rsa_spki(
-                &key.n().to_bytes_be(),
-                &key.e().to_bytes_be(),
-            ));
-            let mont = crate::rsa_pkcs1::MontKey::new(&key);
-            KeyMaterial::Rsa(Box::new((key, mont)))
-        }
+        "RSA" => Key::rsa(&bytes(k, "n")?, &bytes(k, "e")?)?,
         "EC" => {
             let crv = field(k, "crv")?.ok_or("[crv] is missing")?;
-            let mut sec1 = vec![0x04];
-            sec1.extend(bytes(k, "x")?);
-            sec1.extend(bytes(k, "y")?);
-            let key = match crv {
-                "P-256" => KeyMaterial::P256(Box::new(
-                    crate::ecdsa::EcKey::<p256::NistP256>::from_sec1(&sec1)
-                        .ok_or("invalid P-256 point")?,
-                )),
-                "P-384" => KeyMaterial::P384(Box::new(
-                    crate::ecdsa::EcKey::<p384::NistP384>::from_sec1(&sec1)
-                        .ok_or("invalid P-384 point")?,
-                )),
-                other => return Err(format!("EC curve {other:?} is not supported")),
-            };
-            let oid = if crv == "P-256" {
-                crate::der::OID_P256
-            } else {
-                crate::der::OID_P384
-            };
-            host_der = Some(crate::der::ec_spki(oid, &sec1));
-            key
+            Key::ec(crv, &bytes(k, "x")?, &bytes(k, "y")?)?
         }
         "OKP" => match field(k, "crv")? {
-            Some("Ed25519") => {
-                let x: [u8; 32] = bytes(k, "x")?
-                    .try_into()
-                    .map_err(|_| "Ed25519 [x] must be 32 bytes")?;
-                KeyMaterial::Ed25519(
-                    ed25519_dalek::VerifyingKey::from_bytes(&x)
-                        .map_err(|_| "invalid Ed25519 key")?,
-                )
-            }
+            Some("Ed25519") => Key::ed25519(&bytes(k, "x")?)?,
             other => return Err(format!("OKP curve {other:?} is not supported")),
         },
-        "oct" => {
-            let secret = bytes(k, "k")?;
-            if secret.is_empty() {
-                return Err("[k] is empty".into());
-            }
-            KeyMaterial::Hmac(secret)
-        }
+        "oct" => Key::hmac(bytes(k, "k")?)?,
         other => return Err(format!("[kty] {other:?} is not supported")),
     };
     if let Some(a) = alg {
-        if !a.fits(&key) {
+        if !a.fits(&key.material) {
             return Err(format!("[alg] {a:?} does not fit [kty] {kty:?}"));
         }
     }
-    Ok(Jwk {
-        kid,
-        alg,
-        key,
-        host_der,
-    })
+    Ok(Jwk { kid, alg, key })
 }
 
 #[cfg(test)]
@@ -248,7 +187,10 @@ mod tests {
             assert!(parse(doc.as_bytes()).is_err(), "{doc}");
         }
         let huge = format!(r#"{{"keys":["{}"]}}"#, "a".repeat(MAX_JWKS_BYTES));
-        assert!(parse(huge.as_bytes()).unwrap_err().contains("larger"));
+        assert!(parse(huge.as_bytes())
+            .unwrap_err()
+            .message
+            .contains("larger"));
     }
 
     #[test]

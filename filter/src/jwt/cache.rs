@@ -9,7 +9,7 @@ use std::rc::Rc;
 /// are ever inserted, so an attacker cannot choose the keys.
 type FastHash = foldhash::fast::RandomState;
 
-use crate::claims::Claims;
+use super::claims::Claims;
 
 pub const DEFAULT_CAPACITY: usize = 1024;
 /// Longer tokens are verified every time rather than held in memory.

@@ -2,21 +2,23 @@
 //! RS256/384/512 and ES256/384. Arguments and result are the protobuf messages
 //! `envoy.source.extensions.common.wasm.VerifySignatureArguments` / `VerifySignatureResult`.
 
-use crate::jwks::Jwk;
-use crate::jws::Alg;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use super::{der, Alg, Key};
 
 pub const FUNCTION: &str = "verify_signature";
 
 /// A signature the host must accept, and reject once altered: proves at start that the host's
 /// verifier exists and that keys and signatures reach it in the form it expects.
-pub const SELF_TEST_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","x":"L1YOKDBmaen7piUOinbz2ijL6XfaQsXw-YWU6dXAWso","y":"wInqmmyZfzjPD0_mIr2UAzrftojdLCh7bMmNyW6H7TQ"}]}"#;
+const SELF_TEST_X: &str = "L1YOKDBmaen7piUOinbz2ijL6XfaQsXw-YWU6dXAWso";
+const SELF_TEST_Y: &str = "wInqmmyZfzjPD0_mIr2UAzrftojdLCh7bMmNyW6H7TQ";
 pub const SELF_TEST_INPUT: &[u8] = b"mesh-authn host verifier self-test";
 pub const SELF_TEST_SIGNATURE_HEX: &str = "f7ea954da54e57b43b2aef27dea7265e50a45a10de17c40ac0aba1af696bfa1e80c70f087af32ced6ece55ab1ccb92d15f0f9ccf9bd2120651026b0e6fe78aa5";
 
 /// The self-test's two requests: the genuine signature, then one with a flipped bit.
 pub fn self_test_requests() -> Option<(Vec<u8>, Vec<u8>)> {
-    let (jwks, _) = crate::jwks::parse(SELF_TEST_JWKS.as_bytes()).ok()?;
-    let key = jwks.keys.first()?;
+    let key = &self_test_key()?;
     let sig: Vec<u8> = (0..SELF_TEST_SIGNATURE_HEX.len() / 2)
         .map(|i| u8::from_str_radix(SELF_TEST_SIGNATURE_HEX.get(2 * i..2 * i + 2)?, 16).ok())
         .collect::<Option<_>>()?;
@@ -28,6 +30,16 @@ pub fn self_test_requests() -> Option<(Vec<u8>, Vec<u8>)> {
         request(Alg::Es256, key, SELF_TEST_INPUT, &sig)?,
         request(Alg::Es256, key, SELF_TEST_INPUT, &bad)?,
     ))
+}
+
+fn self_test_key() -> Option<Key> {
+    let coordinate = |b64: &str| URL_SAFE_NO_PAD.decode(b64).ok();
+    Key::ec(
+        "P-256",
+        &coordinate(SELF_TEST_X)?,
+        &coordinate(SELF_TEST_Y)?,
+    )
+    .ok()
 }
 
 /// The hash name the host wants, and for ECDSA the size of r and s.
@@ -57,13 +69,13 @@ fn field(number: u8, bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 /// The encoded arguments, or None when the host cannot check this algorithm or key.
-pub fn request(alg: Alg, key: &Jwk, input: &[u8], sig: &[u8]) -> Option<Vec<u8>> {
+pub fn request(alg: Alg, key: &Key, input: &[u8], sig: &[u8]) -> Option<Vec<u8>> {
     let (hash, ecdsa_half) = host_alg(alg)?;
     let der_key = key.host_der.as_deref()?;
     let der_sig;
     let signature = match ecdsa_half {
         Some(half) => {
-            der_sig = crate::der::ecdsa_signature(sig, half)?;
+            der_sig = der::ecdsa_signature(sig, half)?;
             der_sig.as_slice()
         }
         None => sig,
@@ -112,13 +124,11 @@ fn read_varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwks::KeyMaterial;
+    use crate::crypto::KeyMaterial;
 
-    fn key(der: Option<Vec<u8>>) -> Jwk {
-        Jwk {
-            kid: None,
-            alg: None,
-            key: KeyMaterial::Hmac(vec![1]),
+    fn key(der: Option<Vec<u8>>) -> Key {
+        Key {
+            material: KeyMaterial::Hmac(vec![1]),
             host_der: der,
         }
     }
@@ -149,13 +159,13 @@ mod tests {
 
     #[test]
     fn self_test_vector_is_genuine() {
-        let (jwks, _) = crate::jwks::parse(SELF_TEST_JWKS.as_bytes()).unwrap();
+        let key = self_test_key().unwrap();
         let sig: Vec<u8> = (0..64)
             .map(|i| u8::from_str_radix(&SELF_TEST_SIGNATURE_HEX[2 * i..2 * i + 2], 16).unwrap())
             .collect();
-        assert!(crate::jws::verify(
+        assert!(crate::crypto::verify(
             Alg::Es256,
-            &jwks.keys[0].key,
+            &key.material,
             SELF_TEST_INPUT,
             &sig
         ));

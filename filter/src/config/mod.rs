@@ -1,237 +1,27 @@
-//! `pluginConfig` as operators write it (Istio's field names), and its compilation into the
+//! The configuration: `pluginConfig` parsed (`plugin_config`), then compiled once into the
 //! immutable structure every request reads.
 
-use std::collections::HashSet;
-use std::fmt;
+mod duration;
+pub mod plugin_config;
 
-use schemars::JsonSchema;
-use serde::Deserialize;
+pub use duration::parse_duration_ms;
+pub use plugin_config::{
+    ClaimToHeader, JwtHeader, JwtRule, PluginConfig, PrincipalBinding, SignatureVerifier,
+    TriggerRule, DEFAULT_CLOCK_SKEW_SECONDS, MAX_CONFIG_BYTES,
+};
 
-use crate::jwks::{self, Jwks};
-use crate::paths::{PathMatcher, StringMatch};
-use crate::peer::{self, EffectivePolicy, Mtls, PeerAuthentication, Workload};
+use std::collections::{BTreeMap, HashSet};
+
+use crate::error::ConfigError;
+use crate::jwt::claims::sanitize_audience;
+use crate::jwt::jwks::{self, Jwks};
+use crate::peer::{self, EffectivePolicy, Workload};
 use crate::remote::{self, RemoteJwks};
-use crate::token::{Location, LocationKind};
+use crate::request::token::{Location, LocationKind};
+use crate::request::trigger::{PathMatcher, StringMatch};
 
-/// Largest `pluginConfig` accepted; istiod refuses far smaller WasmPlugins, so this only guards the VM.
-pub const MAX_CONFIG_BYTES: usize = 4 << 20;
-pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
-
-/// The WasmPlugin's `pluginConfig`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PluginConfig {
-    /// End-user JWT rules, as in Istio's `RequestAuthentication.spec.jwtRules`.
-    #[serde(default)]
-    pub jwt_rules: Vec<JwtRule>,
-    /// Reject requests that carry no token (the older authentication policy's required `origins`).
-    /// When false, as with RequestAuthentication, a request without a token passes.
-    #[serde(default)]
-    pub require_token: bool,
-    /// Allowed clock skew for `exp` and `nbf`, in seconds.
-    #[serde(default = "default_clock_skew")]
-    #[schemars(default = "default_clock_skew")]
-    pub clock_skew_seconds: u64,
-    /// Reject tokens without an `exp` claim.
-    #[serde(default)]
-    pub require_expiration: bool,
-    /// The older authentication policy's `trigger_rules`: when present, JWT authentication applies
-    /// only to requests whose path matches at least one rule.
-    #[serde(default)]
-    pub trigger_rules: Vec<TriggerRule>,
-
-    /// Peer authentication for the workload this plugin is attached to, as a PeerAuthentication's
-    /// `spec.mtls`. Not together with `peerAuthentications`.
-    #[serde(default)]
-    pub mtls: Option<Mtls>,
-    /// Per-port modes keyed by the workload port (the connection's `destination.port`).
-    #[serde(default)]
-    pub port_level_mtls: std::collections::BTreeMap<String, Mtls>,
-    /// Every PeerAuthentication of the mesh, as `kubectl get -o json` shows them; each proxy
-    /// resolves its own policy from its node metadata (`NAMESPACE`, `LABELS`).
-    #[serde(default)]
-    pub peer_authentications: Option<Vec<PeerAuthentication>>,
-    /// Namespace of mesh-wide policies.
-    #[serde(default = "default_root_namespace")]
-    #[schemars(default = "default_root_namespace")]
-    pub root_namespace: String,
-    /// Trust domains whose SPIFFE identities are accepted as peers. Empty: any.
-    #[serde(default)]
-    pub trust_domains: Vec<String>,
-    /// Header that receives the peer principal (`<trust domain>/ns/<ns>/sa/<sa>`).
-    #[serde(default)]
-    pub output_peer_principal_to_header: Option<String>,
-    /// Header that receives the request principal (`<iss>/<sub>` of the verified JWT).
-    #[serde(default)]
-    pub output_request_principal_to_header: Option<String>,
-    /// Header that receives the principal chosen by `principalBinding`.
-    #[serde(default)]
-    pub output_principal_to_header: Option<String>,
-    /// Which identity `outputPrincipalToHeader` carries.
-    #[serde(default)]
-    pub principal_binding: PrincipalBinding,
-
-    /// Who checks RS256/384/512 and ES256/384 signatures: `auto` (the host's BoringSSL through
-    /// Envoy's `verify_signature` when it passes a self-test at start, else this module), `host`
-    /// (required: the plugin fails to start without it), or `wasm` (always this module, e.g. for
-    /// FIPS-pinned deployments). Other algorithms are always checked in the module.
-    #[serde(default)]
-    pub signature_verifier: SignatureVerifier,
-    /// Verified tokens remembered per VM (exp, nbf and audiences are checked on every use; the
-    /// cache empties when keys change; tokens over 4 KiB are not cached). 0 disables it.
-    #[serde(default = "default_jwt_cache_size")]
-    #[schemars(default = "default_jwt_cache_size")]
-    pub jwt_cache_size: usize,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SignatureVerifier {
-    #[default]
-    Auto,
-    Host,
-    Wasm,
-}
-
-fn default_jwt_cache_size() -> usize {
-    crate::cache::DEFAULT_CAPACITY
-}
-
-/// The older authentication policy's `principalBinding`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PrincipalBinding {
-    #[default]
-    UsePeer,
-    UseOrigin,
-}
-
-fn default_root_namespace() -> String {
-    "istio-system".into()
-}
-
-fn default_clock_skew() -> u64 {
-    DEFAULT_CLOCK_SKEW_SECONDS
-}
-
-fn default_timeout() -> Option<String> {
-    Some("5s".into())
-}
-
-fn default_cache_duration() -> Option<String> {
-    Some("600s".into())
-}
-
-/// One JWT issuer, as in Istio's `JWTRule`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JwtRule {
-    /// Value the token's `iss` claim must equal.
-    pub issuer: String,
-    /// Accepted `aud` values (any of). Empty: audience is not checked.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    /// The JSON Web Key Set, as a JSON string. When both this and `jwksUri` are set, this wins, as
-    /// in Istio.
-    #[serde(default)]
-    pub jwks: Option<String>,
-    /// URL of the provider's public key set, fetched by the filter through Envoy.
-    #[serde(default)]
-    pub jwks_uri: Option<String>,
-    /// Timeout of a JWKS fetch, e.g. `"5s"`.
-    #[serde(default)]
-    #[schemars(default = "default_timeout")]
-    pub timeout: Option<String>,
-    /// Envoy cluster that serves `jwksUri`. Default: Istio's `outbound|<port>||<host>` for the URI's
-    /// host and port (443 for https, 80 for http), as a ServiceEntry for that host creates.
-    #[serde(default)]
-    pub jwks_cluster: Option<String>,
-    /// How long fetched keys are used before they are refreshed, e.g. `"600s"`.
-    #[serde(default)]
-    #[schemars(default = "default_cache_duration")]
-    pub jwks_cache_duration: Option<String>,
-    /// Headers the token is taken from. Without any location, `Authorization: Bearer <token>` and
-    /// the `access_token` query parameter are used.
-    #[serde(default)]
-    pub from_headers: Vec<JwtHeader>,
-    /// Query parameters the token is taken from.
-    #[serde(default)]
-    pub from_params: Vec<String>,
-    /// Cookies the token is taken from.
-    #[serde(default)]
-    pub from_cookies: Vec<String>,
-    /// Keep the header that carried the token when forwarding the request.
-    #[serde(default)]
-    pub forward_original_token: bool,
-    /// Header that receives the token's payload (base64url) after successful verification.
-    #[serde(default)]
-    pub output_payload_to_header: Option<String>,
-    /// Headers that receive claim values (string, number or boolean; nested claims as `a.b`).
-    #[serde(default)]
-    pub output_claim_to_headers: Vec<ClaimToHeader>,
-}
-
-/// A header the token is read from.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JwtHeader {
-    /// Header name (case-insensitive).
-    pub name: String,
-    /// Exact, case-sensitive prefix before the token, e.g. `"Bearer "`.
-    #[serde(default)]
-    pub prefix: String,
-}
-
-/// A claim copied into a request header.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClaimToHeader {
-    /// Header name.
-    pub header: String,
-    /// Claim name; `a.b` reads a nested claim.
-    pub claim: String,
-}
-
-/// A rule matches when the path is in no `excludedPaths` and, if `includedPaths` is not empty, in one
-/// of them. Paths are compared without query or fragment.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TriggerRule {
-    #[serde(default)]
-    pub excluded_paths: Vec<StringMatch>,
-    #[serde(default)]
-    pub included_paths: Vec<StringMatch>,
-}
-
-/// A configuration error, naming the field it is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "invalid pluginConfig: {}", self.message)
-        } else {
-            write!(
-                f,
-                "invalid pluginConfig at {}: {}",
-                self.field, self.message
-            )
-        }
-    }
-}
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_CACHE_DURATION_S: u64 = 600;
 
 /// One issuer, ready to verify tokens.
 #[derive(Debug)]
@@ -252,21 +42,9 @@ pub enum KeySource {
     Remote(usize),
 }
 
-/// Where the peer policy comes from; a mesh policy set is resolved once the workload is known.
-#[derive(Debug, Clone)]
-pub enum PeerSource {
-    None,
-    Workload(EffectivePolicy),
-    Mesh {
-        policies: Vec<PeerAuthentication>,
-        root_namespace: String,
-    },
-}
-
 #[derive(Debug, Clone)]
 pub struct Peer {
-    pub source: PeerSource,
-    /// The policy in force; PERMISSIVE until resolved.
+    /// The policy in force for this workload.
     pub policy: EffectivePolicy,
     pub trust_domains: Vec<String>,
     pub output_peer_principal: Option<String>,
@@ -276,39 +54,6 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Label keys the mesh policies select on: what the host must look up in node metadata.
-    pub fn selector_keys(&self) -> Vec<&str> {
-        let PeerSource::Mesh { policies, .. } = &self.source else {
-            return Vec::new();
-        };
-        let mut keys: Vec<&str> = policies
-            .iter()
-            .filter_map(|p| p.spec.selector.as_ref())
-            .flat_map(|s| s.match_labels.keys().map(String::as_str))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
-    }
-
-    pub fn needs_workload(&self) -> bool {
-        matches!(self.source, PeerSource::Mesh { .. })
-    }
-
-    pub fn resolve(&mut self, workload: &Workload) {
-        self.policy = match &self.source {
-            PeerSource::None => EffectivePolicy {
-                mode: peer::Mode::Permissive,
-                ..EffectivePolicy::default()
-            },
-            PeerSource::Workload(p) => p.clone(),
-            PeerSource::Mesh {
-                policies,
-                root_namespace,
-            } => peer::resolve(policies, root_namespace, workload),
-        };
-    }
-
     /// Whether requests need the connection's peer properties at all.
     pub fn needs_connection(&self) -> bool {
         self.policy.checks_anything()
@@ -338,23 +83,24 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// Parses and compiles `pluginConfig`. An empty configuration means "no rules".
-pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
-    if bytes.len() > MAX_CONFIG_BYTES {
-        return Err(ConfigError::new(
-            "",
-            format!("larger than {MAX_CONFIG_BYTES} bytes"),
-        ));
-    }
-    let raw: PluginConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
-        parse(b"{}")?
-    } else {
-        parse(bytes)?
-    };
-    compile(&raw)
+/// Parses and compiles `pluginConfig` for the workload `node` describes (its namespace and the
+/// labels `PluginConfig::node_label_keys` asks for).
+pub fn load(bytes: &[u8], node: &Workload) -> Result<Config, ConfigError> {
+    compile(&parse(bytes)?, node)
 }
 
-fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
+/// Parses `pluginConfig`; an empty one means "no rules".
+pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::here(format!(
+            "larger than {MAX_CONFIG_BYTES} bytes"
+        )));
+    }
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(&mut de);
     let cfg = parsed.map_err(|e| {
@@ -362,11 +108,11 @@ fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
         let field = if path == "." { String::new() } else { path };
         ConfigError::new(field, e.into_inner().to_string())
     })?;
-    de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
+    de.end().map_err(|e| ConfigError::here(e.to_string()))?;
     Ok(cfg)
 }
 
-pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
+pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigError> {
     let mut rules = Vec::with_capacity(raw.jwt_rules.len());
     let mut remotes: Vec<RemoteJwks> = Vec::new();
     let mut locations: Vec<Location> = Vec::new();
@@ -387,7 +133,7 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
                     ));
                 }
                 let (jwks, skipped) =
-                    jwks::parse(inline.as_bytes()).map_err(|e| ConfigError::new(at("jwks"), e))?;
+                    jwks::parse(inline.as_bytes()).map_err(|e| e.within(&at("jwks")))?;
                 warnings.extend(skipped.into_iter().map(|w| format!("{}: {w}", at("jwks"))));
                 KeySource::Inline(jwks)
             }
@@ -495,7 +241,7 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
                 .enumerate()
                 .map(|(j, m)| {
                     PathMatcher::new(m)
-                        .map_err(|e| ConfigError::new(format!("triggerRules[{i}].{f}[{j}]"), e))
+                        .map_err(|e| e.within(&format!("triggerRules[{i}].{f}[{j}]")))
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
@@ -505,7 +251,7 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
         ));
     }
 
-    let peer = compile_peer(raw, &mut output_headers, &mut warnings)?;
+    let peer = compile_peer(raw, node, &mut output_headers, &mut warnings)?;
     for l in &locations {
         if let LocationKind::Header { name, .. } = &l.kind {
             if output_headers.contains(name) {
@@ -538,10 +284,11 @@ pub fn compile(raw: &PluginConfig) -> Result<Config, ConfigError> {
 
 fn compile_peer(
     raw: &PluginConfig,
+    node: &Workload,
     output_headers: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Result<Peer, ConfigError> {
-    let source = match (
+    let policy = match (
         &raw.peer_authentications,
         &raw.mtls,
         raw.port_level_mtls.is_empty(),
@@ -553,22 +300,22 @@ fn compile_peer(
             ))
         }
         (Some(policies), None, true) => {
-            warnings.extend(peer::validate(policies).map_err(|(f, m)| ConfigError::new(f, m))?);
+            warnings.extend(peer::validate(policies)?);
             if raw.root_namespace.is_empty() {
                 return Err(ConfigError::new("rootNamespace", "must not be empty"));
             }
-            PeerSource::Mesh {
-                policies: policies.clone(),
-                root_namespace: raw.root_namespace.clone(),
-            }
+            peer::resolve(policies, &raw.root_namespace, node)
         }
-        (None, None, true) => PeerSource::None,
+        (None, None, true) => EffectivePolicy {
+            mode: peer::Mode::Permissive,
+            ..EffectivePolicy::default()
+        },
         (None, mtls, _) => {
             let mode = match mtls.as_ref().map_or(peer::Mode::Unset, |m| m.mode) {
                 peer::Mode::Unset => peer::Mode::Permissive,
                 m => m,
             };
-            let mut ports = std::collections::BTreeMap::new();
+            let mut ports = BTreeMap::new();
             for (port, m) in &raw.port_level_mtls {
                 let n = port
                     .parse::<u32>()
@@ -586,7 +333,7 @@ fn compile_peer(
                     },
                 );
             }
-            PeerSource::Workload(EffectivePolicy { mode, ports })
+            EffectivePolicy { mode, ports }
         }
     };
     for (i, td) in raw.trust_domains.iter().enumerate() {
@@ -609,9 +356,8 @@ fn compile_peer(
         output_headers.push(h.clone());
         Ok(Some(h))
     };
-    let mut peer = Peer {
-        source,
-        policy: EffectivePolicy::default(),
+    Ok(Peer {
+        policy,
         trust_domains: raw.trust_domains.clone(),
         output_peer_principal: output(
             &raw.output_peer_principal_to_header,
@@ -623,10 +369,7 @@ fn compile_peer(
         )?,
         output_principal: output(&raw.output_principal_to_header, "outputPrincipalToHeader")?,
         binding: raw.principal_binding,
-    };
-    // Policies that need no node metadata are final now; mesh policies wait for the workload.
-    peer.resolve(&Workload::default());
-    Ok(peer)
+    })
 }
 
 fn remote_source(
@@ -634,21 +377,17 @@ fn remote_source(
     uri: &str,
     at: &dyn Fn(&str) -> String,
 ) -> Result<RemoteJwks, ConfigError> {
-    let parsed = remote::parse_uri(uri).map_err(|e| ConfigError::new(at("jwksUri"), e))?;
+    let parsed = remote::parse_uri(uri).map_err(|e| e.within(&at("jwksUri")))?;
     let timeout_ms = match &r.timeout {
-        Some(t) => remote::parse_duration_ms(t).map_err(|e| ConfigError::new(at("timeout"), e))?,
-        None => remote::DEFAULT_TIMEOUT_MS,
+        Some(t) => parse_duration_ms(t).map_err(|e| e.within(&at("timeout")))?,
+        None => DEFAULT_TIMEOUT_MS,
     };
     if timeout_ms == 0 {
         return Err(ConfigError::new(at("timeout"), "must be more than 0s"));
     }
     let cache_duration_s = match &r.jwks_cache_duration {
-        Some(d) => {
-            remote::parse_duration_ms(d)
-                .map_err(|e| ConfigError::new(at("jwksCacheDuration"), e))?
-                / 1000
-        }
-        None => remote::DEFAULT_CACHE_DURATION_S,
+        Some(d) => parse_duration_ms(d).map_err(|e| e.within(&at("jwksCacheDuration")))? / 1000,
+        None => DEFAULT_CACHE_DURATION_S,
     };
     if cache_duration_s == 0 {
         return Err(ConfigError::new(
@@ -673,15 +412,6 @@ fn remote_source(
     })
 }
 
-/// Envoy compares audiences without scheme and trailing slash.
-pub fn sanitize_audience(aud: &str) -> String {
-    let a = aud
-        .strip_prefix("https://")
-        .or_else(|| aud.strip_prefix("http://"))
-        .unwrap_or(aud);
-    a.strip_suffix('/').unwrap_or(a).to_string()
-}
-
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
@@ -703,7 +433,7 @@ mod tests {
     const JWKS: &str = r#"{"keys":[{"kty":"oct","kid":"k","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#;
 
     fn cfg(json: &str) -> Result<Config, ConfigError> {
-        load(json.as_bytes())
+        load(json.as_bytes(), &Workload::default())
     }
 
     fn rule(extra: &str) -> String {
@@ -841,14 +571,5 @@ mod tests {
         assert!(matches!(c.rules[0].keys, KeySource::Inline(_)));
         assert!(c.remotes.is_empty());
         assert_eq!(c.warnings.len(), 1);
-    }
-
-    #[test]
-    fn audiences_sanitized() {
-        assert_eq!(
-            sanitize_audience("https://svc.example.com/"),
-            "svc.example.com"
-        );
-        assert_eq!(sanitize_audience("svc-a"), "svc-a");
     }
 }

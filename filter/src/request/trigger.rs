@@ -1,11 +1,13 @@
 //! Path matching for the older authentication policy's `trigger_rules`.
 
 use regex::Regex;
-use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::error::ConfigError;
+
 /// Istio's `StringMatch`: exactly one of `exact`, `prefix`, `suffix`, `regex` (RE2 syntax, full match).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum StringMatch {
     Exact(String),
@@ -26,7 +28,7 @@ pub enum PathMatcher {
 }
 
 impl PathMatcher {
-    pub fn new(m: &StringMatch) -> Result<Self, String> {
+    pub fn new(m: &StringMatch) -> Result<Self, ConfigError> {
         Ok(match m {
             StringMatch::Exact(s) => Self::Exact(s.clone()),
             StringMatch::Prefix(s) => Self::Prefix(s.clone()),
@@ -35,7 +37,7 @@ impl PathMatcher {
                 regex::RegexBuilder::new(&format!("^(?:{r})$"))
                     .size_limit(REGEX_SIZE_LIMIT)
                     .build()
-                    .map_err(|e| format!("invalid regex: {e}"))?,
+                    .map_err(|e| ConfigError::new("regex", format!("invalid regex: {e}")))?,
             ),
         })
     }
@@ -48,11 +50,6 @@ impl PathMatcher {
             Self::Regex(r) => r.is_match(path),
         }
     }
-}
-
-/// The path part of `:path`, without query or fragment.
-pub fn strip_query(path: &str) -> &str {
-    path.split(['?', '#']).next().unwrap_or(path)
 }
 
 /// Whether JWT authentication applies to `path` (already without query). No rules: always.
@@ -118,12 +115,5 @@ mod tests {
         assert!(triggered(&both, "/api/x"));
         assert!(!triggered(&both, "/api/public/x"));
         assert!(!triggered(&both, "/other"));
-    }
-
-    #[test]
-    fn query_and_fragment_stripped() {
-        assert_eq!(strip_query("/a/b?x=1#f"), "/a/b");
-        assert_eq!(strip_query("/a#f?x"), "/a");
-        assert_eq!(strip_query("/a"), "/a");
     }
 }

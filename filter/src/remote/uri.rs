@@ -1,5 +1,6 @@
-//! Remote key sets: where to fetch them (`jwksUri` → Envoy cluster, `:authority`, `:path`) and the
-//! protobuf-JSON durations Istio uses for `timeout` and `jwksCacheDuration`.
+//! Where a remote key set is fetched from: `jwksUri` → Envoy cluster, `:authority`, `:path`.
+
+use crate::error::ConfigError;
 
 /// A JWKS fetched over HTTP by the root context; shared by every rule with the same URI and cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +20,6 @@ impl RemoteJwks {
     }
 }
 
-pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
-pub const DEFAULT_CACHE_DURATION_S: u64 = 600;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedUri {
     pub https: bool,
@@ -32,7 +30,11 @@ pub struct ParsedUri {
     pub path: String,
 }
 
-pub fn parse_uri(uri: &str) -> Result<ParsedUri, String> {
+pub fn parse_uri(uri: &str) -> Result<ParsedUri, ConfigError> {
+    parse(uri).map_err(ConfigError::here)
+}
+
+fn parse(uri: &str) -> Result<ParsedUri, String> {
     let (https, rest) = if let Some(r) = uri.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = uri.strip_prefix("http://") {
@@ -113,29 +115,6 @@ pub fn istio_cluster(uri: &ParsedUri) -> String {
     format!("outbound|{}||{}", uri.port, host)
 }
 
-/// A protobuf-JSON duration (`"5s"`, `"0.25s"`), as Istio writes `timeout`, in milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
-    let expected = || format!("{s:?} is not a duration like \"5s\" or \"1.5s\"");
-    let num = s.strip_suffix('s').ok_or_else(expected)?;
-    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
-    if whole.is_empty()
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-        || frac.len() > 9
-    {
-        return Err(expected());
-    }
-    let secs: u64 = whole.parse().map_err(|_| expected())?;
-    let millis: u64 = format!("{frac:0<3}")
-        .get(..3)
-        .unwrap_or("0")
-        .parse()
-        .map_err(|_| expected())?;
-    secs.checked_mul(1000)
-        .and_then(|ms| ms.checked_add(millis))
-        .ok_or_else(expected)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,27 +178,6 @@ mod tests {
             "https://ho st/",
         ] {
             assert!(parse_uri(uri).is_err(), "{uri}");
-        }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_ms("5s"), Ok(5000));
-        assert_eq!(parse_duration_ms("0.25s"), Ok(250));
-        assert_eq!(parse_duration_ms("1.000340012s"), Ok(1000));
-        assert_eq!(parse_duration_ms("600s"), Ok(600_000));
-        for bad in [
-            "5",
-            "5m",
-            "-1s",
-            ".5s",
-            "1.s5",
-            "s",
-            "1e3s",
-            "99999999999999999999s",
-            "1.0000000001s",
-        ] {
-            assert!(parse_duration_ms(bad).is_err(), "{bad}");
         }
     }
 }

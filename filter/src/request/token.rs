@@ -1,6 +1,6 @@
 //! Where tokens live in a request (headers, query parameters, cookies) and taking them out.
 
-use crate::request::Request;
+use super::Request;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocationKind {

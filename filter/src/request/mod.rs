@@ -1,8 +1,12 @@
-//! A read-only view of the request headers (pseudo-headers included), as the host hands them over.
+//! The request as the filter sees it: a read-only view of its headers (pseudo-headers included)
+//! as the host hands them over, the connection it came on, where tokens are in it, and which
+//! paths trigger authentication.
+
+pub mod token;
+pub mod trigger;
+pub mod wire;
 
 use std::ops::Range;
-
-use crate::wire;
 
 #[derive(Debug, Clone, Default)]
 pub struct Request {
@@ -112,7 +116,7 @@ impl Request {
             .header(":authority")
             .or(self.header("host"))
             .unwrap_or("");
-        let path = crate::paths::strip_query(self.path());
+        let path = strip_query(self.path());
         let mut end = path.len().min(MAX_PATH);
         while !path.is_char_boundary(end) {
             end -= 1;
@@ -122,6 +126,11 @@ impl Request {
             .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
             .collect()
     }
+}
+
+/// The path part of `:path`, without query or fragment.
+pub fn strip_query(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
 }
 
 #[cfg(test)]
@@ -177,6 +186,13 @@ mod tests {
         let r = Request::from_wire(bad).unwrap();
         assert_eq!(r.header("authorization"), Some("Bearer \u{fffd}"));
         assert!(Request::from_wire(vec![9, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn query_and_fragment_stripped() {
+        assert_eq!(strip_query("/a/b?x=1#f"), "/a/b");
+        assert_eq!(strip_query("/a#f?x"), "/a");
+        assert_eq!(strip_query("/a"), "/a");
     }
 
     #[test]

@@ -4,7 +4,6 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use crate::config::sanitize_audience;
 use crate::error::AuthError;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +72,15 @@ impl Claims {
             Err(AuthError::AudienceNotAllowed)
         }
     }
+}
+
+/// Envoy compares audiences without scheme and trailing slash.
+pub fn sanitize_audience(aud: &str) -> String {
+    let a = aud
+        .strip_prefix("https://")
+        .or_else(|| aud.strip_prefix("http://"))
+        .unwrap_or(aud);
+    a.strip_suffix('/').unwrap_or(a).to_string()
 }
 
 /// A NumericDate: a non-negative JSON number below 2^64; fractions are truncated. Larger values are
@@ -220,6 +228,15 @@ mod tests {
             Err(AuthError::AudienceNotAllowed)
         );
         assert!(with(&[]).check_audience(&HashSet::new()).is_ok());
+    }
+
+    #[test]
+    fn audiences_sanitized() {
+        assert_eq!(
+            sanitize_audience("https://svc.example.com/"),
+            "svc.example.com"
+        );
+        assert_eq!(sanitize_audience("svc-a"), "svc-a");
     }
 
     #[test]

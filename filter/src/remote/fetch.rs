@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::jwks::{self, Jwks, MAX_JWKS_BYTES};
-use crate::remote::RemoteJwks;
+use super::RemoteJwks;
+use crate::jwt::jwks::{self, Jwks, MAX_JWKS_BYTES};
 
 /// An unknown `kid` refetches a source at most this often.
 pub const REFETCH_INTERVAL_MS: u64 = 30_000;
@@ -159,7 +159,9 @@ impl Source {
             if body.len() > MAX_JWKS_BYTES {
                 return Err(format!("body larger than {MAX_JWKS_BYTES} bytes"));
             }
-            jwks::parse(body).map(|(j, _)| (j, body))
+            jwks::parse(body)
+                .map(|(j, _)| (j, body))
+                .map_err(|e| e.message)
         });
         let outcome = match &parsed {
             Ok((jwks, _)) => Outcome::Published {

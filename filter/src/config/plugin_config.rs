@@ -1,0 +1,224 @@
+//! `pluginConfig` as operators write it: Istio's field names, checked field by field by serde
+//! (unknown fields refused). `compile` turns it into what requests read.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::peer::{Mtls, PeerAuthentication};
+use crate::request::trigger::StringMatch;
+
+/// Largest `pluginConfig` accepted; istiod refuses far smaller WasmPlugins, so this only guards the VM.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
+pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
+
+/// The WasmPlugin's `pluginConfig`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginConfig {
+    /// End-user JWT rules, as in Istio's `RequestAuthentication.spec.jwtRules`.
+    #[serde(default)]
+    pub jwt_rules: Vec<JwtRule>,
+    /// Reject requests that carry no token (the older authentication policy's required `origins`).
+    /// When false, as with RequestAuthentication, a request without a token passes.
+    #[serde(default)]
+    pub require_token: bool,
+    /// Allowed clock skew for `exp` and `nbf`, in seconds.
+    #[serde(default = "default_clock_skew")]
+    #[cfg_attr(feature = "schema", schemars(default = "default_clock_skew"))]
+    pub clock_skew_seconds: u64,
+    /// Reject tokens without an `exp` claim.
+    #[serde(default)]
+    pub require_expiration: bool,
+    /// The older authentication policy's `trigger_rules`: when present, JWT authentication applies
+    /// only to requests whose path matches at least one rule.
+    #[serde(default)]
+    pub trigger_rules: Vec<TriggerRule>,
+
+    /// Peer authentication for the workload this plugin is attached to, as a PeerAuthentication's
+    /// `spec.mtls`. Not together with `peerAuthentications`.
+    #[serde(default)]
+    pub mtls: Option<Mtls>,
+    /// Per-port modes keyed by the workload port (the connection's `destination.port`).
+    #[serde(default)]
+    pub port_level_mtls: BTreeMap<String, Mtls>,
+    /// Every PeerAuthentication of the mesh, as `kubectl get -o json` shows them; each proxy
+    /// resolves its own policy from its node metadata (`NAMESPACE`, `LABELS`).
+    #[serde(default)]
+    pub peer_authentications: Option<Vec<PeerAuthentication>>,
+    /// Namespace of mesh-wide policies.
+    #[serde(default = "default_root_namespace")]
+    #[cfg_attr(feature = "schema", schemars(default = "default_root_namespace"))]
+    pub root_namespace: String,
+    /// Trust domains whose SPIFFE identities are accepted as peers. Empty: any.
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    /// Header that receives the peer principal (`<trust domain>/ns/<ns>/sa/<sa>`).
+    #[serde(default)]
+    pub output_peer_principal_to_header: Option<String>,
+    /// Header that receives the request principal (`<iss>/<sub>` of the verified JWT).
+    #[serde(default)]
+    pub output_request_principal_to_header: Option<String>,
+    /// Header that receives the principal chosen by `principalBinding`.
+    #[serde(default)]
+    pub output_principal_to_header: Option<String>,
+    /// Which identity `outputPrincipalToHeader` carries.
+    #[serde(default)]
+    pub principal_binding: PrincipalBinding,
+
+    /// Who checks RS256/384/512 and ES256/384 signatures: `auto` (the host's BoringSSL through
+    /// Envoy's `verify_signature` when it passes a self-test at start, else this module), `host`
+    /// (required: the plugin fails to start without it), or `wasm` (always this module, e.g. for
+    /// FIPS-pinned deployments). Other algorithms are always checked in the module.
+    #[serde(default)]
+    pub signature_verifier: SignatureVerifier,
+    /// Verified tokens remembered per VM (exp, nbf and audiences are checked on every use; the
+    /// cache empties when keys change; tokens over 4 KiB are not cached). 0 disables it.
+    #[serde(default = "default_jwt_cache_size")]
+    #[cfg_attr(feature = "schema", schemars(default = "default_jwt_cache_size"))]
+    pub jwt_cache_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureVerifier {
+    #[default]
+    Auto,
+    Host,
+    Wasm,
+}
+
+fn default_jwt_cache_size() -> usize {
+    crate::jwt::cache::DEFAULT_CAPACITY
+}
+
+/// The older authentication policy's `principalBinding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PrincipalBinding {
+    #[default]
+    UsePeer,
+    UseOrigin,
+}
+
+fn default_root_namespace() -> String {
+    "istio-system".into()
+}
+
+fn default_clock_skew() -> u64 {
+    DEFAULT_CLOCK_SKEW_SECONDS
+}
+
+#[cfg(feature = "schema")]
+fn default_timeout() -> Option<String> {
+    Some("5s".into())
+}
+
+#[cfg(feature = "schema")]
+fn default_cache_duration() -> Option<String> {
+    Some("600s".into())
+}
+
+/// One JWT issuer, as in Istio's `JWTRule`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtRule {
+    /// Value the token's `iss` claim must equal.
+    pub issuer: String,
+    /// Accepted `aud` values (any of). Empty: audience is not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The JSON Web Key Set, as a JSON string. When both this and `jwksUri` are set, this wins, as
+    /// in Istio.
+    #[serde(default)]
+    pub jwks: Option<String>,
+    /// URL of the provider's public key set, fetched by the filter through Envoy.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Timeout of a JWKS fetch, e.g. `"5s"`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(default = "default_timeout"))]
+    pub timeout: Option<String>,
+    /// Envoy cluster that serves `jwksUri`. Default: Istio's `outbound|<port>||<host>` for the URI's
+    /// host and port (443 for https, 80 for http), as a ServiceEntry for that host creates.
+    #[serde(default)]
+    pub jwks_cluster: Option<String>,
+    /// How long fetched keys are used before they are refreshed, e.g. `"600s"`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(default = "default_cache_duration"))]
+    pub jwks_cache_duration: Option<String>,
+    /// Headers the token is taken from. Without any location, `Authorization: Bearer <token>` and
+    /// the `access_token` query parameter are used.
+    #[serde(default)]
+    pub from_headers: Vec<JwtHeader>,
+    /// Query parameters the token is taken from.
+    #[serde(default)]
+    pub from_params: Vec<String>,
+    /// Cookies the token is taken from.
+    #[serde(default)]
+    pub from_cookies: Vec<String>,
+    /// Keep the header that carried the token when forwarding the request.
+    #[serde(default)]
+    pub forward_original_token: bool,
+    /// Header that receives the token's payload (base64url) after successful verification.
+    #[serde(default)]
+    pub output_payload_to_header: Option<String>,
+    /// Headers that receive claim values (string, number or boolean; nested claims as `a.b`).
+    #[serde(default)]
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+}
+
+/// A header the token is read from.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtHeader {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Exact, case-sensitive prefix before the token, e.g. `"Bearer "`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// A claim copied into a request header.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimToHeader {
+    /// Header name.
+    pub header: String,
+    /// Claim name; `a.b` reads a nested claim.
+    pub claim: String,
+}
+
+/// A rule matches when the path is in no `excludedPaths` and, if `includedPaths` is not empty, in one
+/// of them. Paths are compared without query or fragment.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerRule {
+    #[serde(default)]
+    pub excluded_paths: Vec<StringMatch>,
+    #[serde(default)]
+    pub included_paths: Vec<StringMatch>,
+}
+
+impl PluginConfig {
+    /// The node-metadata label keys that compiling this configuration needs, when it needs the
+    /// workload at all: the keys that some PeerAuthentication selects on.
+    pub fn node_label_keys(&self) -> Option<Vec<&str>> {
+        let policies = self.peer_authentications.as_ref()?;
+        let mut keys: Vec<&str> = policies
+            .iter()
+            .filter_map(|p| p.spec.selector.as_ref())
+            .flat_map(|s| s.match_labels.keys().map(String::as_str))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Some(keys)
+    }
+}

@@ -1,0 +1,69 @@
+//! The plugin's counters on the proxy's `/stats`: `mesh_authn.<plugin>.<name>`.
+
+use super::host::{Host, MetricKind};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Metrics {
+    allowed: Option<u32>,
+    denied: Option<u32>,
+    pub fetch_success: Option<u32>,
+    pub fetch_failed: Option<u32>,
+    cache_hit: Option<u32>,
+    cache_miss: Option<u32>,
+    vm_memory: Option<u32>,
+}
+
+/// Per-request counts, added to the host's counters on each tick (at most a second late) rather
+/// than with a host call per request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub allowed: u64,
+    pub denied: u64,
+    pub cache_hit: u64,
+    pub cache_miss: u64,
+}
+
+impl Metrics {
+    pub fn define(host: &impl Host) -> Self {
+        let prefix = host
+            .property(&["plugin_name"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|n| {
+                n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            })
+            .map_or_else(|| "mesh_authn".to_string(), |n| format!("mesh_authn.{n}"));
+        let counter =
+            |name: &str| host.define_metric(MetricKind::Counter, &format!("{prefix}.{name}"));
+        Self {
+            allowed: counter("allowed"),
+            denied: counter("denied"),
+            fetch_success: counter("jwks_fetch_success"),
+            fetch_failed: counter("jwks_fetch_failed"),
+            cache_hit: counter("jwt_cache_hit"),
+            cache_miss: counter("jwt_cache_miss"),
+            vm_memory: host.define_metric(MetricKind::Gauge, &format!("{prefix}.vm_memory_bytes")),
+        }
+    }
+
+    pub fn bump(host: &impl Host, id: Option<u32>) {
+        Self::add(host, id, 1);
+    }
+
+    fn add(host: &impl Host, id: Option<u32>, by: u64) {
+        if let (Some(id), 1..) = (id, by) {
+            host.increment_metric(id, by);
+        }
+    }
+
+    pub fn flush(self, host: &impl Host, counts: &Counts, served: bool) {
+        Self::add(host, self.allowed, counts.allowed);
+        Self::add(host, self.denied, counts.denied);
+        Self::add(host, self.cache_hit, counts.cache_hit);
+        Self::add(host, self.cache_miss, counts.cache_miss);
+        // The main thread's VM serves no requests; its memory would overwrite the workers'.
+        if let (Some(id), true) = (self.vm_memory, served) {
+            host.record_metric(id, host.memory_bytes());
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The runtime: the contexts the proxy creates and calls back, in plain Rust over the `Host` trait
+//! (the ABI bindings implement it; unit tests fake it). Each root context (one per plugin)
+//! compiles its configuration once and owns the shared state: remote key sets, their fetches, the
+//! requests waiting for them, the token cache and the counters. A request asks the core for a
+//! verdict and applies it, or is parked with its root.
+//!
+//! No `RefCell` borrow is held across a host call that may call back into the VM: a local reply
+//! or a resumed request can end a stream synchronously, and the proxy then calls `on_done`.
+
+mod host;
+mod metrics;
+mod root;
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+pub use host::{Host, HostError, MetricKind};
+pub use metrics::Counts;
+
+use crate::authn::Verdict;
+use crate::config::{self, SignatureVerifier};
+use crate::error::{AuthError, ConfigError, Denial};
+use crate::jwt::jwks::MAX_JWKS_BYTES;
+use crate::peer::Workload;
+use crate::remote::fetch::{Outcome, Poll};
+use crate::request::{strip_query, wire, Connection, Request};
+use metrics::Metrics;
+use root::{host_verifier_works, Root, Shared, Waiter};
+
+const TICK_IDLE_MS: u32 = 1_000;
+/// While requests wait or keys are missing, other workers' fetch results are picked up this fast.
+const TICK_BUSY_MS: u32 = 50;
+/// A callout's answer goes to the context that made it, and only roots take answers, so a request
+/// that needs a fetch asks its root for a tick now.
+const TICK_NOW_MS: u32 = 1;
+/// Streams between creation and their request headers (normally one at a time).
+const MAX_NEW_STREAMS: usize = 1024;
+
+/// What the proxy does with the request after `on_request_headers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Action {
+    Continue = 0,
+    Pause = 1,
+}
+
+#[derive(Default)]
+struct Contexts {
+    roots: Vec<(u32, Rc<RefCell<Root>>)>,
+    /// (stream, its root), from creation until the request headers arrive.
+    new_streams: Vec<(u32, u32)>,
+}
+
+pub struct Runtime<H> {
+    host: H,
+    contexts: RefCell<Contexts>,
+}
+
+impl<H: Host> Runtime<H> {
+    pub fn new(host: H) -> Self {
+        Self {
+            host,
+            contexts: RefCell::default(),
+        }
+    }
+
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    fn root(&self, root_id: u32) -> Option<Rc<RefCell<Root>>> {
+        self.contexts
+            .borrow()
+            .roots
+            .iter()
+            .find(|(id, _)| *id == root_id)
+            .map(|(_, root)| Rc::clone(root))
+    }
+
+    pub fn on_context_create(&self, context_id: u32, root_context_id: u32) {
+        if root_context_id == 0 {
+            return;
+        }
+        let mut contexts = self.contexts.borrow_mut();
+        if contexts.new_streams.len() >= MAX_NEW_STREAMS {
+            contexts.new_streams.remove(0);
+        }
+        contexts.new_streams.push((context_id, root_context_id));
+    }
+
+    /// Compiles the plugin's configuration; false (the plugin refuses to start) when it is invalid.
+    pub fn on_configure(&self, root_id: u32, config_size: usize) -> bool {
+        log::set_max_level(self.host.log_level());
+        let root = match self.configure(config_size) {
+            Ok(root) => Rc::new(RefCell::new(root)),
+            Err(e) => {
+                log::error!("{e}");
+                return false;
+            }
+        };
+        let previous = {
+            let mut contexts = self.contexts.borrow_mut();
+            let previous = contexts
+                .roots
+                .iter()
+                .position(|(id, _)| *id == root_id)
+                .map(|i| contexts.roots.swap_remove(i).1);
+            contexts.roots.push((root_id, Rc::clone(&root)));
+            previous
+        };
+        let has_remotes = !root.borrow().config.remotes.is_empty();
+        if has_remotes {
+            self.kick(&root);
+        } else {
+            self.set_tick(&root, TICK_IDLE_MS);
+        }
+        // A root configured again keeps its paused requests: they are decided under the new
+        // configuration, at the latest at their deadline.
+        if let Some(previous) = previous {
+            self.flush_counters(&previous);
+            let waiters = std::mem::take(&mut previous.borrow_mut().waiters);
+            if !waiters.is_empty() {
+                root.borrow_mut().waiters.extend(waiters);
+                self.kick(&root);
+            }
+        }
+        true
+    }
+
+    pub fn on_tick(&self, root_id: u32) {
+        log::set_max_level(self.host.log_level());
+        if let Some(root) = self.root(root_id) {
+            let now = self.host.now_ms().unwrap_or(0);
+            self.pump(root_id, &root, now);
+            self.flush_counters(&root);
+        }
+    }
+
+    /// A root goes away when its plugin is removed; a stream when it ends.
+    pub fn on_done(&self, context_id: u32) -> bool {
+        let (root, waiting) = {
+            let mut contexts = self.contexts.borrow_mut();
+            contexts.new_streams.retain(|(id, _)| *id != context_id);
+            let root = contexts
+                .roots
+                .iter()
+                .position(|(id, _)| *id == context_id)
+                .map(|i| contexts.roots.swap_remove(i).1);
+            // Only roots with paused requests (rarely any): nothing is allocated on the usual path.
+            let waiting: Vec<_> = if root.is_none() {
+                contexts
+                    .roots
+                    .iter()
+                    .filter(|(_, r)| r.try_borrow().is_ok_and(|r| !r.waiters.is_empty()))
+                    .map(|(_, r)| Rc::clone(r))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (root, waiting)
+        };
+        if let Some(root) = root {
+            self.flush_counters(&root);
+            log::debug!("plugin root {context_id} done; its keys, cache and counts are freed");
+        }
+        // A request that goes away while waiting leaves the waiters. When the root is borrowed
+        // (a callback re-entered), its resume fails harmlessly instead: the context is gone.
+        for root in waiting {
+            if let Ok(mut r) = root.try_borrow_mut() {
+                r.waiters.retain(|w| w.context_id != context_id);
+            }
+        }
+        true
+    }
+
+    pub fn on_request_headers(&self, context_id: u32) -> Action {
+        let root = {
+            let mut contexts = self.contexts.borrow_mut();
+            contexts
+                .new_streams
+                .iter()
+                .position(|(id, _)| *id == context_id)
+                .map(|i| contexts.new_streams.swap_remove(i).1)
+                .and_then(|root_id| {
+                    contexts
+                        .roots
+                        .iter()
+                        .find(|(id, _)| *id == root_id)
+                        .map(|(_, r)| Rc::clone(r))
+                })
+        };
+        match root {
+            Some(root) => self.request_headers(context_id, &root),
+            None => self.deny(&Request::default(), AuthError::Internal),
+        }
+    }
+
+    pub fn on_http_call_response(&self, root_id: u32, token: u32, body_size: usize) {
+        if let Some(root) = self.root(root_id) {
+            self.http_call_response(root_id, &root, token, body_size);
+        }
+    }
+
+    fn configure(&self, config_size: usize) -> Result<Root, ConfigError> {
+        let bytes = self.host.plugin_config(config_size).map_err(|e| {
+            ConfigError::here(format!("cannot read pluginConfig (host status {})", e.0))
+        })?;
+        let raw = config::parse(&bytes)?;
+        let node = raw.node_label_keys().map(|keys| self.node_workload(&keys));
+        let cfg = config::compile(&raw, node.as_ref().unwrap_or(&Workload::default()))?;
+        for w in &cfg.warnings {
+            log::warn!("{w}");
+        }
+        if let Some(workload) = &node {
+            log::info!(
+                "peer authentication for namespace {:?} labels {:?}: {:?}, ports {:?}",
+                workload.namespace,
+                workload.labels,
+                cfg.peer.policy.mode,
+                cfg.peer.policy.ports
+            );
+        }
+        log::info!(
+            "configured {} JWT rule(s), {} remote JWKS",
+            cfg.rules.len(),
+            cfg.remotes.len()
+        );
+        let host_signatures =
+            cfg.signature_verifier != SignatureVerifier::Wasm && host_verifier_works(&self.host);
+        if cfg.signature_verifier == SignatureVerifier::Host && !host_signatures {
+            return Err(ConfigError::new(
+                "signatureVerifier",
+                "\"host\", but this host has no working verify_signature",
+            ));
+        }
+        log::info!(
+            "{}",
+            if host_signatures {
+                "RS256/384/512 and ES256/384 signatures checked by the host (verify_signature)"
+            } else {
+                "signatures checked in the module"
+            }
+        );
+        Ok(Root::new(cfg, host_signatures, Metrics::define(&self.host)))
+    }
+
+    /// This proxy's workload as istio-agent describes it in node metadata; only the label keys
+    /// that some policy selects on are read.
+    fn node_workload(&self, label_keys: &[&str]) -> Workload {
+        let node_string = |path: &[&str]| -> Option<String> {
+            let xds: Vec<&str> = ["xds"].iter().chain(path).copied().collect();
+            self.host
+                .property(&xds)
+                .or_else(|| self.host.property(path))
+                .and_then(|b| String::from_utf8(b).ok())
+        };
+        Workload {
+            namespace: node_string(&["node", "metadata", "NAMESPACE"]).unwrap_or_default(),
+            labels: label_keys
+                .iter()
+                .filter_map(|k| {
+                    Some((
+                        k.to_string(),
+                        node_string(&["node", "metadata", "LABELS", k])?,
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    fn connection(&self) -> Connection {
+        let host = &self.host;
+        Connection {
+            mtls: host
+                .property(&["connection", "mtls"])
+                .is_some_and(|b| wire::decode_bool(&b)),
+            port: host
+                .property(&["destination", "port"])
+                .and_then(|b| wire::decode_int(&b))
+                .and_then(|p| u32::try_from(p).ok()),
+            uri_san: host
+                .property(&["connection", "uri_san_peer_certificate"])
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| !s.is_empty()),
+        }
+    }
+
+    fn request_headers(&self, context_id: u32, root: &Rc<RefCell<Root>>) -> Action {
+        let request = self
+            .host
+            .request_headers()
+            .ok()
+            .and_then(Request::from_wire);
+        let (Some(mut req), Ok(now_ms)) = (request, self.host.now_ms()) else {
+            root.borrow_mut().count(false);
+            return self.deny(&Request::default(), AuthError::Internal);
+        };
+        if root.borrow().config.peer.needs_connection() {
+            req = req.with_connection(self.connection());
+        }
+        // The only host call made while the root is borrowed is verify_signature, which never
+        // calls back into the VM.
+        let verdict = root.borrow_mut().decide(&self.host, &req, now_ms);
+        let Verdict::Wait { remote, refetch } = verdict else {
+            let action = self.apply(verdict, &req);
+            root.borrow_mut().count(action == Action::Continue);
+            return action;
+        };
+        {
+            let mut r = root.borrow_mut();
+            let config = Rc::clone(&r.config);
+            let (Some(spec), Some(src)) = (config.remotes.get(remote), r.sources.get_mut(remote))
+            else {
+                r.count(false);
+                drop(r);
+                return self.deny(&req, AuthError::Internal);
+            };
+            if refetch {
+                src.want_refetch = true;
+            }
+            let ticket = src.ticket(spec, refetch, now_ms);
+            r.waiters.push(Waiter {
+                context_id,
+                remote,
+                ticket,
+                request: req,
+            });
+        }
+        self.kick(root);
+        Action::Pause
+    }
+
+    fn http_call_response(
+        &self,
+        root_id: u32,
+        root: &Rc<RefCell<Root>>,
+        token: u32,
+        body_size: usize,
+    ) {
+        let now = self.host.now_ms().unwrap_or(0);
+        let result = match self.host.http_call_status() {
+            Some(200) if body_size > MAX_JWKS_BYTES => {
+                Err(format!("body larger than {MAX_JWKS_BYTES} bytes"))
+            }
+            Some(200) => self
+                .host
+                .http_call_body(body_size)
+                .map_err(|e| format!("cannot read body (host status {})", e.0)),
+            Some(code) => Err(format!("HTTP status {code}")),
+            None => Err("no response (connection failure or timeout)".into()),
+        };
+        let (uri, outcome, metrics) = {
+            let mut r = root.borrow_mut();
+            let Some(index) = r.calls.remove(&token) else {
+                return;
+            };
+            let config = Rc::clone(&r.config);
+            let Some((spec, source)) = config.remotes.get(index).zip(r.sources.get_mut(index))
+            else {
+                return;
+            };
+            let outcome = source.complete(
+                spec,
+                &mut Shared(&self.host),
+                now,
+                result.as_deref().map_err(Clone::clone),
+            );
+            (spec.uri.clone(), outcome, r.metrics)
+        };
+        match outcome {
+            Outcome::Published { keys } => {
+                Metrics::bump(&self.host, metrics.fetch_success);
+                log::info!("jwks {uri}: fetched {keys} key(s)");
+            }
+            Outcome::Failed {
+                reason,
+                retry_in_ms,
+            } => {
+                Metrics::bump(&self.host, metrics.fetch_failed);
+                log::warn!("jwks {uri}: fetch failed: {reason}; retrying in {retry_in_ms} ms");
+            }
+        }
+        self.pump(root_id, root, now);
+    }
+
+    fn set_tick(&self, root: &Rc<RefCell<Root>>, ms: u32) {
+        self.host.set_tick_period_ms(ms);
+        root.borrow_mut().tick_ms = ms;
+    }
+
+    fn kick(&self, root: &Rc<RefCell<Root>>) {
+        self.set_tick(root, TICK_NOW_MS);
+    }
+
+    fn flush_counters(&self, root: &Rc<RefCell<Root>>) {
+        let (metrics, counts, served) = {
+            let mut r = root.borrow_mut();
+            (r.metrics, std::mem::take(&mut r.counts), r.served)
+        };
+        metrics.flush(&self.host, &counts, served);
+    }
+
+    /// Runs in root-context callbacks only. Starts the fetches this worker won, resumes the
+    /// waiters that can go on, and sets the tick.
+    fn pump(&self, root_id: u32, root: &Rc<RefCell<Root>>, now_ms: u64) {
+        let due: Vec<usize> = {
+            let mut r = root.borrow_mut();
+            let config = Rc::clone(&r.config);
+            let mut due = Vec::new();
+            for (i, (spec, src)) in config.remotes.iter().zip(r.sources.iter_mut()).enumerate() {
+                if src.poll(spec, &mut Shared(&self.host), now_ms) == Poll::Fetch {
+                    due.push(i);
+                }
+            }
+            due
+        };
+        for index in due {
+            self.fetch(root, index, now_ms);
+        }
+        self.resume_ready(root_id, root, now_ms);
+
+        let (wanted, current) = {
+            let r = root.borrow();
+            let wanted = if r.busy() { TICK_BUSY_MS } else { TICK_IDLE_MS };
+            (wanted, r.tick_ms)
+        };
+        if wanted != current {
+            self.set_tick(root, wanted);
+        }
+    }
+
+    fn fetch(&self, root: &Rc<RefCell<Root>>, index: usize, now_ms: u64) {
+        let Some(spec) = root.borrow().config.remotes.get(index).cloned() else {
+            return;
+        };
+        let headers = [
+            (":method", "GET"),
+            (":path", spec.path.as_str()),
+            (":authority", spec.authority.as_str()),
+            ("accept", "application/json"),
+        ];
+        match self
+            .host
+            .http_call(&spec.cluster, &headers, spec.timeout_ms)
+        {
+            Ok(token) => {
+                log::debug!(
+                    "jwks {}: fetching through cluster {:?}",
+                    spec.uri,
+                    spec.cluster
+                );
+                root.borrow_mut().calls.insert(token, index);
+            }
+            Err(e) => {
+                let reason = format!(
+                    "cannot call cluster {:?} (host status {})",
+                    spec.cluster, e.0
+                );
+                let metrics = {
+                    let mut r = root.borrow_mut();
+                    if let Some(src) = r.sources.get_mut(index) {
+                        src.complete(&spec, &mut Shared(&self.host), now_ms, Err(reason.clone()));
+                    }
+                    r.metrics
+                };
+                Metrics::bump(&self.host, metrics.fetch_failed);
+                log::warn!("jwks {}: {reason}; is the cluster defined?", spec.uri);
+            }
+        }
+    }
+
+    /// Resumes, exactly once each, the waiters whose keys arrived, whose fetch ended, or whose
+    /// deadline passed.
+    fn resume_ready(&self, root_id: u32, root: &Rc<RefCell<Root>>, now_ms: u64) {
+        let ready: Vec<Waiter> = {
+            let mut r = root.borrow_mut();
+            let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) =
+                std::mem::take(&mut r.waiters).into_iter().partition(|w| {
+                    r.sources
+                        .get(w.remote)
+                        .is_none_or(|s| s.ready(&w.ticket, now_ms))
+                });
+            r.waiters = waiting;
+            ready
+        };
+        if ready.is_empty() {
+            return;
+        }
+        for w in ready {
+            if self.host.set_effective_context(w.context_id).is_err() {
+                continue;
+            }
+            // Resumed requests never wait again.
+            let verdict = match root.borrow_mut().decide(&self.host, &w.request, now_ms) {
+                Verdict::Wait { refetch: true, .. } => Verdict::Deny(AuthError::NoMatchingKey),
+                Verdict::Wait { .. } => Verdict::Deny(AuthError::JwksFetchFailed),
+                v => v,
+            };
+            let action = self.apply(verdict, &w.request);
+            root.borrow_mut().count(action == Action::Continue);
+            if action == Action::Continue {
+                let _ = self.host.resume_request();
+            }
+        }
+        let _ = self.host.set_effective_context(root_id);
+    }
+
+    /// Applies a final verdict to the current request; `Continue` when it may go on.
+    fn apply(&self, verdict: Verdict, req: &Request) -> Action {
+        match verdict {
+            Verdict::Allow(fwd) => {
+                let applied = fwd
+                    .remove
+                    .iter()
+                    .try_for_each(|h| self.host.remove_request_header(h))
+                    .and_then(|()| {
+                        fwd.set
+                            .iter()
+                            .try_for_each(|(k, v)| self.host.set_request_header(k, v))
+                    });
+                match applied {
+                    Ok(()) => Action::Continue,
+                    // A spoofed output header that could not be removed must not reach the upstream.
+                    Err(_) => self.deny(req, AuthError::Internal),
+                }
+            }
+            Verdict::Deny(e) => self.deny(req, e),
+            Verdict::Wait { .. } => self.deny(req, AuthError::Internal),
+        }
+    }
+
+    /// Answers the current request with the error's local reply; always `Pause`.
+    fn deny(&self, req: &Request, error: AuthError) -> Action {
+        let d = Denial::new(error, &req.realm());
+        log::debug!("{} {}: {}", d.status, strip_query(req.path()), d.body);
+        let headers: Vec<(&str, &str)> = d.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if self
+            .host
+            .send_local_response(d.status, &headers, d.body.as_bytes())
+            .is_err()
+        {
+            log::error!("could not send the local reply");
+        }
+        Action::Pause
+    }
+}

@@ -1,0 +1,164 @@
+//! One plugin's state in one VM: its compiled configuration, this worker's view of the remote key
+//! sets, the callouts in flight, the requests waiting for keys, the verified-token cache and the
+//! counts not yet flushed.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::host::Host;
+use super::metrics::{Counts, Metrics};
+use crate::authn::{self, Env, KeyStore, RemoteKeys, Verdict};
+use crate::config::Config;
+use crate::crypto::{self, verify_signature, Alg, InModule, Key, Verifier};
+use crate::jwt::cache::TokenCache;
+use crate::remote::fetch::{SharedStore, Source, Ticket};
+use crate::request::Request;
+
+/// A request paused until its key set is ready.
+pub struct Waiter {
+    pub context_id: u32,
+    pub remote: usize,
+    pub ticket: Ticket,
+    pub request: Request,
+}
+
+pub struct Root {
+    pub config: Rc<Config>,
+    pub sources: Vec<Source>,
+    pub waiters: Vec<Waiter>,
+    /// Callout token → index of the source it fetches.
+    pub calls: HashMap<u32, usize>,
+    pub metrics: Metrics,
+    pub counts: Counts,
+    /// This VM has decided requests (the main thread's never does).
+    pub served: bool,
+    pub tick_ms: u32,
+    pub cache: TokenCache,
+    pub host_signatures: bool,
+}
+
+impl Root {
+    pub fn new(config: Config, host_signatures: bool, metrics: Metrics) -> Self {
+        Self {
+            sources: config.remotes.iter().map(|_| Source::default()).collect(),
+            cache: TokenCache::new(config.jwt_cache_size),
+            config: Rc::new(config),
+            waiters: Vec::new(),
+            calls: HashMap::new(),
+            metrics,
+            counts: Counts::default(),
+            served: false,
+            tick_ms: 0,
+            host_signatures,
+        }
+    }
+
+    /// The verdict for a request, from this worker's keys, cache and verifier.
+    pub fn decide(&mut self, host: &impl Host, req: &Request, now_ms: u64) -> Verdict {
+        let Root {
+            config,
+            sources,
+            cache,
+            host_signatures,
+            ..
+        } = self;
+        let view = KeyView { sources, now_ms };
+        let by_host = HostVerifier(host);
+        let verifier: &dyn Verifier = if *host_signatures {
+            &by_host
+        } else {
+            &InModule
+        };
+        let (hits, misses) = (cache.hits, cache.misses);
+        let mut env = Env {
+            keys: &view,
+            verifier,
+            cache: Some(cache),
+        };
+        let verdict = authn::authenticate(config, req, now_ms / 1000, &mut env);
+        self.counts.cache_hit += self.cache.hits - hits;
+        self.counts.cache_miss += self.cache.misses - misses;
+        verdict
+    }
+
+    pub fn count(&mut self, allowed: bool) {
+        self.served = true;
+        if allowed {
+            self.counts.allowed += 1;
+        } else {
+            self.counts.denied += 1;
+        }
+    }
+
+    /// Whether some request waits or some key set has never been loaded.
+    pub fn busy(&self) -> bool {
+        !self.waiters.is_empty() || self.sources.iter().any(|s| s.keys.is_none())
+    }
+}
+
+/// The host's shared data, as the fetch coordination sees it.
+pub struct Shared<'h, H>(pub &'h H);
+
+impl<H: Host> SharedStore for Shared<'_, H> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.shared_data(key)
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        self.0.set_shared_data(key, value, cas)
+    }
+}
+
+/// Envoy's `verify_signature` (BoringSSL) where it applies; the module otherwise, and should the
+/// host call itself fail (the verdict is the same either way).
+pub struct HostVerifier<'h, H>(pub &'h H);
+
+impl<H: Host> Verifier for HostVerifier<'_, H> {
+    fn verify(&self, alg: Alg, key: &Key, input: &[u8], sig: &[u8]) -> bool {
+        verify_signature::request(alg, key, input, sig)
+            .and_then(|args| {
+                self.0
+                    .call_foreign_function(verify_signature::FUNCTION, &args)
+                    .ok()
+            })
+            .and_then(|result| verify_signature::parse_result(&result))
+            .unwrap_or_else(|| crypto::verify(alg, &key.material, input, sig))
+    }
+}
+
+/// Whether the host verifies the self-test signature and refuses it once altered.
+pub fn host_verifier_works(host: &impl Host) -> bool {
+    let call = |args: &[u8]| {
+        host.call_foreign_function(verify_signature::FUNCTION, args)
+            .ok()
+            .and_then(|r| verify_signature::parse_result(&r))
+    };
+    verify_signature::self_test_requests()
+        .is_some_and(|(good, bad)| call(&good) == Some(true) && call(&bad) == Some(false))
+}
+
+/// The key store a request sees: this worker's view of each remote source at `now_ms`.
+struct KeyView<'a> {
+    sources: &'a [Source],
+    now_ms: u64,
+}
+
+impl KeyStore for KeyView<'_> {
+    fn remote(&self, index: usize) -> RemoteKeys<'_> {
+        match self.sources.get(index) {
+            Some(Source { keys: Some(k), .. }) => RemoteKeys::Ready(k),
+            Some(s) if !s.failed() => RemoteKeys::Loading,
+            _ => RemoteKeys::Failed,
+        }
+    }
+
+    fn may_refetch(&self, index: usize) -> bool {
+        self.sources
+            .get(index)
+            .is_some_and(|s| s.may_refetch(self.now_ms))
+    }
+
+    fn generation(&self) -> u64 {
+        self.sources.iter().map(|s| s.version).sum()
+    }
+}

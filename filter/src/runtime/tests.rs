@@ -1,0 +1,700 @@
+//! The runtime against a fake proxy: contexts, callouts, shared data, metrics and the clock are
+//! the fake's, the configuration, keys and tokens are real.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use base64::Engine;
+use hmac::Mac;
+use serde_json::json;
+
+use super::*;
+use crate::crypto::verify_signature;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+
+const ROOT: u32 = 1;
+const NOW_MS: u64 = 1_800_000_000_000;
+const SECRET: &[u8] = b"a-shared-secret-of-thirty-two-by";
+const ISS: &str = "https://idp.example.com";
+
+type SharedData = Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>;
+type ForeignFunction = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, HostError>>;
+
+/// A proxy with one plugin: what the runtime did to it is recorded for the tests to read.
+#[derive(Default)]
+struct Fake {
+    now_ms: u64,
+    config: Vec<u8>,
+    properties: HashMap<String, Vec<u8>>,
+    /// The context host calls act on.
+    current: u32,
+    headers: HashMap<u32, Vec<(String, String)>>,
+    /// (context, status, body)
+    replies: Vec<(u32, u32, String)>,
+    resumed: Vec<u32>,
+    tick_ms: u32,
+    /// (token, cluster, :path)
+    callouts: Vec<(u32, String, String)>,
+    answer: Option<(Option<u32>, Vec<u8>)>,
+    shared: SharedData,
+    metrics: Vec<(String, u64)>,
+    foreign_calls: usize,
+    foreign: Option<ForeignFunction>,
+}
+
+#[derive(Default)]
+struct FakeHost(RefCell<Fake>);
+
+impl Host for FakeHost {
+    fn log(&self, _level: log::Level, _message: &str) {}
+
+    fn log_level(&self) -> log::LevelFilter {
+        log::LevelFilter::Trace
+    }
+
+    fn now_ms(&self) -> Result<u64, HostError> {
+        Ok(self.0.borrow().now_ms)
+    }
+
+    fn plugin_config(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        let f = self.0.borrow();
+        assert_eq!(size, f.config.len());
+        Ok(f.config.clone())
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.0.borrow().properties.get(&path.join("/")).cloned()
+    }
+
+    fn request_headers(&self) -> Result<Vec<u8>, HostError> {
+        let f = self.0.borrow();
+        let headers = f.headers.get(&f.current).ok_or(HostError(2))?;
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Ok(wire::encode_map(&pairs))
+    }
+
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        let mut f = self.0.borrow_mut();
+        let current = f.current;
+        let headers = f.headers.get_mut(&current).ok_or(HostError(2))?;
+        headers.retain(|(k, _)| k != name);
+        Ok(())
+    }
+
+    fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        self.remove_request_header(name)?;
+        let mut f = self.0.borrow_mut();
+        let current = f.current;
+        let headers = f.headers.get_mut(&current).ok_or(HostError(2))?;
+        headers.push((name.to_string(), value.to_string()));
+        Ok(())
+    }
+
+    fn send_local_response(
+        &self,
+        status: u32,
+        _headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        let mut f = self.0.borrow_mut();
+        let current = f.current;
+        let body = String::from_utf8_lossy(body).into_owned();
+        f.replies.push((current, status, body));
+        Ok(())
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        let mut f = self.0.borrow_mut();
+        let current = f.current;
+        f.resumed.push(current);
+        Ok(())
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        let mut f = self.0.borrow_mut();
+        if context_id != ROOT && !f.headers.contains_key(&context_id) {
+            return Err(HostError(2));
+        }
+        f.current = context_id;
+        Ok(())
+    }
+
+    fn set_tick_period_ms(&self, ms: u32) {
+        self.0.borrow_mut().tick_ms = ms;
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        _timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        let mut f = self.0.borrow_mut();
+        let token = u32::try_from(f.callouts.len()).unwrap() + 100;
+        let path = headers.iter().find(|(k, _)| *k == ":path").unwrap().1;
+        f.callouts
+            .push((token, cluster.to_string(), path.to_string()));
+        Ok(token)
+    }
+
+    fn http_call_status(&self) -> Option<u32> {
+        self.0
+            .borrow()
+            .answer
+            .as_ref()
+            .and_then(|(status, _)| *status)
+    }
+
+    fn http_call_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        let f = self.0.borrow();
+        let body = f
+            .answer
+            .as_ref()
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default();
+        assert_eq!(size, body.len());
+        Ok(body)
+    }
+
+    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.borrow().shared.borrow().get(key).cloned()
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> bool {
+        let f = self.0.borrow();
+        let mut shared = f.shared.borrow_mut();
+        let current = shared.get(key).map_or(0, |(_, c)| *c);
+        if cas != 0 && cas != current {
+            return false;
+        }
+        shared.insert(key.to_string(), (value.to_vec(), current + 1));
+        true
+    }
+
+    fn define_metric(&self, _kind: MetricKind, name: &str) -> Option<u32> {
+        let mut f = self.0.borrow_mut();
+        f.metrics.push((name.to_string(), 0));
+        u32::try_from(f.metrics.len() - 1).ok()
+    }
+
+    fn increment_metric(&self, id: u32, by: u64) {
+        self.0.borrow_mut().metrics[id as usize].1 += by;
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        self.0.borrow_mut().metrics[id as usize].1 = value;
+    }
+
+    fn call_foreign_function(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
+        assert_eq!(name, verify_signature::FUNCTION);
+        let mut f = self.0.borrow_mut();
+        f.foreign_calls += 1;
+        match &f.foreign {
+            Some(answer) => answer(args),
+            None => Err(HostError(1)),
+        }
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        1 << 20
+    }
+}
+
+/// One worker's runtime with one configured plugin (root `ROOT`).
+struct Proxy {
+    rt: Runtime<FakeHost>,
+    next_stream: u32,
+}
+
+impl Proxy {
+    fn new(config: serde_json::Value) -> Self {
+        Self::with(config, |_| {})
+    }
+
+    fn with(config: serde_json::Value, setup: impl FnOnce(&mut Fake)) -> Self {
+        let proxy = Self {
+            rt: Runtime::new(FakeHost::default()),
+            next_stream: 2,
+        };
+        {
+            let mut f = proxy.fake();
+            f.now_ms = NOW_MS;
+            f.properties.insert("plugin_name".into(), b"test".to_vec());
+            setup(&mut f);
+        }
+        assert!(proxy.configure(config), "the configuration is refused");
+        proxy
+    }
+
+    fn fake(&self) -> std::cell::RefMut<'_, Fake> {
+        self.rt.host().0.borrow_mut()
+    }
+
+    fn configure(&self, config: serde_json::Value) -> bool {
+        let size = {
+            let mut f = self.fake();
+            f.config = config.to_string().into_bytes();
+            f.current = ROOT;
+            f.config.len()
+        };
+        self.rt.on_configure(ROOT, size)
+    }
+
+    /// A request on a new stream; its context id and what the filter answered.
+    fn request(&mut self, token: Option<&str>) -> (u32, Action) {
+        let id = self.next_stream;
+        self.next_stream += 1;
+        let mut headers = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), "/ip".to_string()),
+            (":authority".to_string(), "example.com".to_string()),
+        ];
+        if let Some(t) = token {
+            headers.push(("authorization".into(), format!("Bearer {t}")));
+        }
+        {
+            let mut f = self.fake();
+            f.headers.insert(id, headers);
+            f.current = id;
+        }
+        self.rt.on_context_create(id, ROOT);
+        (id, self.rt.on_request_headers(id))
+    }
+
+    fn done(&self, id: u32) {
+        self.fake().headers.remove(&id);
+        self.rt.on_done(id);
+    }
+
+    fn tick(&self) {
+        self.fake().current = ROOT;
+        self.rt.on_tick(ROOT);
+    }
+
+    fn advance(&self, ms: u64) {
+        self.fake().now_ms += ms;
+    }
+
+    /// Answers the latest callout.
+    fn answer(&self, status: Option<u32>, body: &[u8]) {
+        let (token, size) = {
+            let mut f = self.fake();
+            f.answer = Some((status, body.to_vec()));
+            f.current = ROOT;
+            (f.callouts.last().expect("a callout was made").0, body.len())
+        };
+        self.rt.on_http_call_response(ROOT, token, size);
+    }
+
+    fn callouts(&self) -> usize {
+        self.fake().callouts.len()
+    }
+
+    fn replies_to(&self, id: u32) -> Vec<(u32, String)> {
+        let f = self.fake();
+        f.replies
+            .iter()
+            .filter(|(c, ..)| *c == id)
+            .map(|(_, s, b)| (*s, b.clone()))
+            .collect()
+    }
+
+    fn resumed(&self) -> Vec<u32> {
+        self.fake().resumed.clone()
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let f = self.fake();
+        let full = format!("mesh_authn.test.{name}");
+        f.metrics
+            .iter()
+            .filter(|(n, _)| *n == full)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+}
+
+fn jwks(kid: &str) -> String {
+    json!({"keys": [{"kty": "oct", "kid": kid, "k": B64URL.encode(SECRET)}]}).to_string()
+}
+
+fn hs256(kid: &str, claims: serde_json::Value) -> String {
+    let header = B64URL.encode(json!({"alg": "HS256", "kid": kid}).to_string());
+    let payload = B64URL.encode(claims.to_string());
+    let input = format!("{header}.{payload}");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", B64URL.encode(mac.finalize().into_bytes()))
+}
+
+fn token(kid: &str) -> String {
+    hs256(
+        kid,
+        json!({"iss": ISS, "sub": "alice", "exp": NOW_MS / 1000 + 3600}),
+    )
+}
+
+fn remote_config() -> serde_json::Value {
+    json!({"jwtRules": [{"issuer": ISS, "jwksUri": "https://idp.example.com/keys"}]})
+}
+
+fn inline_config() -> serde_json::Value {
+    json!({"jwtRules": [{"issuer": ISS, "jwks": jwks("a")}]})
+}
+
+#[test]
+fn a_request_waiting_for_keys_is_resumed_exactly_once() {
+    let mut p = Proxy::new(remote_config());
+    assert_eq!(p.fake().tick_ms, TICK_NOW_MS, "a fetch is due at once");
+    let (id, action) = p.request(Some(&token("a")));
+    assert_eq!(action, Action::Pause);
+    assert!(p.replies_to(id).is_empty());
+    p.tick();
+    assert_eq!(p.callouts(), 1);
+    assert_eq!(
+        p.fake().callouts[0].1,
+        "outbound|443||idp.example.com",
+        "Istio's cluster for the URI"
+    );
+    assert_eq!(p.fake().callouts[0].2, "/keys");
+    p.tick();
+    assert_eq!(p.callouts(), 1, "one fetch in flight");
+    assert!(p.resumed().is_empty());
+
+    p.answer(Some(200), jwks("a").as_bytes());
+    assert_eq!(p.resumed(), vec![id]);
+    assert!(p.replies_to(id).is_empty());
+    assert_eq!(p.fake().current, ROOT, "the root is current again");
+    for _ in 0..3 {
+        p.advance(1_000);
+        p.tick();
+    }
+    assert_eq!(p.resumed(), vec![id], "resumed once");
+    assert_eq!(p.fake().tick_ms, TICK_IDLE_MS);
+    let headers = p.fake().headers[&id].clone();
+    assert!(
+        !headers.iter().any(|(k, _)| k == "authorization"),
+        "the token header is removed from the resumed request"
+    );
+    let (_, action) = p.request(Some(&token("a")));
+    assert_eq!(action, Action::Continue, "keys are loaded now");
+}
+
+#[test]
+fn a_request_that_leaves_while_waiting_is_forgotten() {
+    let mut p = Proxy::new(remote_config());
+    let (gone, _) = p.request(Some(&token("a")));
+    let (stays, _) = p.request(Some(&token("a")));
+    p.tick();
+    p.done(gone);
+    p.answer(Some(200), jwks("a").as_bytes());
+    assert_eq!(p.resumed(), vec![stays]);
+    assert!(p.replies_to(gone).is_empty());
+}
+
+#[test]
+fn a_waiting_request_is_refused_at_its_deadline() {
+    let mut p = Proxy::new(remote_config());
+    let (id, _) = p.request(Some(&token("a")));
+    p.tick();
+    p.advance(5_999);
+    p.tick();
+    assert!(p.replies_to(id).is_empty());
+    p.advance(1);
+    p.tick();
+    assert_eq!(
+        p.replies_to(id),
+        vec![(401, "Jwks remote fetch is failed".to_string())]
+    );
+    assert!(p.resumed().is_empty());
+}
+
+#[test]
+fn a_failed_fetch_backs_off_and_recovers() {
+    let mut p = Proxy::new(remote_config());
+    p.tick();
+    p.answer(Some(503), b"unavailable");
+    assert_eq!(p.metric("jwks_fetch_failed"), 1);
+    let (id, action) = p.request(Some(&token("a")));
+    assert_eq!(action, Action::Pause);
+    assert_eq!(
+        p.replies_to(id),
+        vec![(401, "Jwks remote fetch is failed".to_string())]
+    );
+    let (_, action) = p.request(None);
+    assert_eq!(action, Action::Continue, "no token, no keys needed");
+
+    p.advance(999);
+    p.tick();
+    assert_eq!(p.callouts(), 1, "backing off for 1 s");
+    p.advance(1);
+    p.tick();
+    assert_eq!(p.callouts(), 2);
+    p.answer(None, b"");
+    assert_eq!(p.metric("jwks_fetch_failed"), 2);
+    p.advance(1_999);
+    p.tick();
+    assert_eq!(p.callouts(), 2, "then 2 s");
+    p.advance(1);
+    p.tick();
+    assert_eq!(p.callouts(), 3);
+    p.answer(Some(200), jwks("a").as_bytes());
+    assert_eq!(p.metric("jwks_fetch_success"), 1);
+    let (_, action) = p.request(Some(&token("a")));
+    assert_eq!(action, Action::Continue);
+}
+
+#[test]
+fn an_unknown_kid_refetches_and_the_request_waits_for_it() {
+    let mut p = Proxy::new(remote_config());
+    p.tick();
+    p.answer(Some(200), jwks("a").as_bytes());
+    p.advance(40_000);
+    let (id, action) = p.request(Some(&token("b")));
+    assert_eq!(action, Action::Pause);
+    p.tick();
+    assert_eq!(p.callouts(), 2);
+    p.answer(Some(200), jwks("b").as_bytes());
+    assert_eq!(p.resumed(), vec![id]);
+    let (id, action) = p.request(Some(&token("c")));
+    assert_eq!(action, Action::Pause, "refetches are rate limited");
+    assert_eq!(
+        p.replies_to(id),
+        vec![(
+            401,
+            "Jwks doesn't have key to match kid or alg from Jwt".to_string()
+        )]
+    );
+}
+
+#[test]
+fn workers_share_one_fetch() {
+    let shared = SharedData::default();
+    let worker = || {
+        let shared = Rc::clone(&shared);
+        Proxy::with(remote_config(), move |f| f.shared = shared)
+    };
+    let (a, mut b) = (worker(), worker());
+    a.tick();
+    b.tick();
+    assert_eq!((a.callouts(), b.callouts()), (1, 0), "b sees a's lease");
+    let (id, _) = b.request(Some(&token("a")));
+    a.answer(Some(200), jwks("a").as_bytes());
+    b.tick();
+    assert_eq!(b.resumed(), vec![id], "b adopts a's keys");
+    assert_eq!(b.callouts(), 0);
+}
+
+#[test]
+fn reconfiguration_hands_waiting_requests_to_the_new_configuration() {
+    let mut p = Proxy::new(remote_config());
+    let (id, _) = p.request(Some(&token("a")));
+    assert!(p.configure(json!({"jwtRules": [
+        {"issuer": ISS, "jwksUri": "https://other.example.com/keys"}
+    ]})));
+    p.tick();
+    assert_eq!(p.callouts(), 1);
+    assert_eq!(p.fake().callouts[0].1, "outbound|443||other.example.com");
+    p.answer(Some(200), jwks("a").as_bytes());
+    assert_eq!(p.resumed(), vec![id]);
+
+    assert!(
+        !p.configure(json!({"jwtRules": [{"issuer": ""}]})),
+        "refused"
+    );
+    let (_, action) = p.request(Some(&token("a")));
+    assert_eq!(
+        action,
+        Action::Continue,
+        "the last good configuration stays"
+    );
+}
+
+#[test]
+fn counters_are_flushed_on_tick() {
+    let mut p = Proxy::new(inline_config());
+    let good = token("a");
+    for _ in 0..3 {
+        assert_eq!(p.request(Some(&good)).1, Action::Continue);
+    }
+    assert_eq!(p.request(Some("x.y.z")).1, Action::Pause);
+    assert_eq!(p.metric("allowed"), 0, "not before the tick");
+    assert_eq!(p.metric("vm_memory_bytes"), 0);
+    p.tick();
+    assert_eq!(
+        [
+            p.metric("allowed"),
+            p.metric("denied"),
+            p.metric("jwt_cache_hit"),
+            p.metric("jwt_cache_miss")
+        ],
+        [3, 1, 2, 2]
+    );
+    assert_eq!(p.metric("vm_memory_bytes"), 1 << 20);
+    p.tick();
+    assert_eq!(p.metric("allowed"), 3, "each count is added once");
+}
+
+#[test]
+fn a_vm_that_serves_nothing_records_no_memory() {
+    let p = Proxy::new(inline_config());
+    p.tick();
+    assert_eq!(p.metric("vm_memory_bytes"), 0);
+}
+
+/// The host's `verify_signature`, passing the start-up self-test, then answering `later`.
+fn host_verifier(later: Result<bool, HostError>) -> ForeignFunction {
+    let (good, bad) = verify_signature::self_test_requests().unwrap();
+    Box::new(move |args: &[u8]| {
+        let result = if args == good.as_slice() {
+            Ok(true)
+        } else if args == bad.as_slice() {
+            Ok(false)
+        } else {
+            later
+        };
+        result.map(|valid| vec![0x08, u8::from(valid)])
+    })
+}
+
+fn es256_config(verifier: &str) -> serde_json::Value {
+    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+    let point = key.verifying_key().to_encoded_point(false);
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec",
+        "x": B64URL.encode(point.x().unwrap()), "y": B64URL.encode(point.y().unwrap())}]});
+    json!({"jwtRules": [{"issuer": ISS, "jwks": jwks.to_string()}],
+           "signatureVerifier": verifier, "jwtCacheSize": 0})
+}
+
+fn es256_token(claims: serde_json::Value) -> String {
+    use p256::ecdsa::signature::Signer;
+    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+    let header = B64URL.encode(json!({"alg": "ES256", "kid": "ec"}).to_string());
+    let input = format!("{header}.{}", B64URL.encode(claims.to_string()));
+    let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    format!("{input}.{}", B64URL.encode(sig.to_bytes()))
+}
+
+fn claims() -> serde_json::Value {
+    json!({"iss": ISS, "sub": "alice", "exp": NOW_MS / 1000 + 3600})
+}
+
+#[test]
+fn the_host_verifier_decides_when_it_answers() {
+    let mut p = Proxy::with(es256_config("host"), |f| {
+        f.foreign = Some(host_verifier(Ok(false)));
+    });
+    assert_eq!(p.fake().foreign_calls, 2, "the self-test");
+    let (id, action) = p.request(Some(&es256_token(claims())));
+    assert_eq!(action, Action::Pause);
+    assert_eq!(
+        p.replies_to(id),
+        vec![(401, "Jwt verification fails".to_string())]
+    );
+    assert_eq!(p.fake().foreign_calls, 3);
+}
+
+#[test]
+fn a_failing_host_verifier_call_falls_back_to_the_module() {
+    let mut p = Proxy::with(es256_config("auto"), |f| {
+        f.foreign = Some(host_verifier(Err(HostError(1))));
+    });
+    let (_, action) = p.request(Some(&es256_token(claims())));
+    assert_eq!(action, Action::Continue);
+    let mut forged = es256_token(claims());
+    let at = forged.rfind('.').unwrap() + 10;
+    let flipped = if &forged[at..=at] == "A" { "B" } else { "A" };
+    forged.replace_range(at..=at, flipped);
+    let (id, action) = p.request(Some(&forged));
+    assert_eq!(action, Action::Pause);
+    assert_eq!(
+        p.replies_to(id),
+        vec![(401, "Jwt verification fails".to_string())]
+    );
+    assert_eq!(
+        p.fake().foreign_calls,
+        4,
+        "both were asked of the host first"
+    );
+}
+
+#[test]
+fn without_a_working_host_verifier() {
+    let refused = Proxy {
+        rt: Runtime::new(FakeHost::default()),
+        next_stream: 2,
+    };
+    assert!(
+        !refused.configure(es256_config("host")),
+        "\"host\" requires the host's verifier"
+    );
+    let mut p = Proxy::new(es256_config("auto"));
+    assert_eq!(p.request(Some(&es256_token(claims()))).1, Action::Continue);
+    assert_eq!(
+        p.fake().foreign_calls,
+        1,
+        "only the self-test was asked, and it failed at once"
+    );
+    let mut lying = Proxy::with(es256_config("auto"), |f| {
+        f.foreign = Some(Box::new(|_| Ok(vec![0x08, 1])));
+    });
+    assert_eq!(
+        lying.request(Some(&es256_token(claims()))).1,
+        Action::Continue
+    );
+    assert_eq!(
+        lying.fake().foreign_calls,
+        2,
+        "a host that accepts the altered self-test signature is not used"
+    );
+}
+
+#[test]
+fn mesh_policies_resolve_from_node_metadata_at_configure() {
+    let config = json!({"peerAuthentications": [
+        {"metadata": {"name": "default", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}},
+        {"metadata": {"name": "legacy", "namespace": "foo"},
+         "spec": {"selector": {"matchLabels": {"app": "legacy"}}, "mtls": {"mode": "PERMISSIVE"}}}
+    ]});
+    let at = |ns: &str, app: &str| {
+        let (ns, app) = (ns.as_bytes().to_vec(), app.as_bytes().to_vec());
+        move |f: &mut Fake| {
+            f.properties
+                .insert("xds/node/metadata/NAMESPACE".into(), ns);
+            f.properties.insert("node/metadata/LABELS/app".into(), app);
+        }
+    };
+    let mut strict = Proxy::with(config.clone(), at("foo", "httpbin"));
+    let (id, action) = strict.request(None);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(
+        strict.replies_to(id),
+        vec![(401, "Peer authentication failed.".to_string())]
+    );
+    let mut legacy = Proxy::with(config, at("foo", "legacy"));
+    assert_eq!(legacy.request(None).1, Action::Continue);
+}
+
+#[test]
+fn streams_of_unknown_roots_are_refused() {
+    let p = Proxy::new(inline_config());
+    p.fake().headers.insert(50, vec![]);
+    p.fake().current = 50;
+    p.rt.on_context_create(50, 9);
+    assert_eq!(p.rt.on_request_headers(50), Action::Pause);
+    assert_eq!(
+        p.replies_to(50),
+        vec![(500, "Authentication failed: internal error".to_string())]
+    );
+}
