@@ -9,11 +9,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -297,18 +299,49 @@ def listener(name: str, port: int, http_filters: list[dict], cluster: str = "ech
     }
 
 
-# The filter adds its per-request counts to Envoy's counters on each tick (every second).
+# The filter adds these per-request counts to Envoy's counters only on a root tick (about once a
+# second per worker), all of a root's counts in the same flush.
 BATCHED_COUNTERS = {"allowed", "denied", "jwt_cache_hit", "jwt_cache_miss"}
 
 
+def filter_stat(plugin: str, name: str) -> str:
+    return f"wasmcustom.mesh_authn.{plugin}.{name}"  # Envoy's namespace for stats a module defines
+
+
+def read_stats(envoy: "Envoy", *names: str) -> list[int]:
+    """Envoy's stats by exact name, read now."""
+    pattern = "^(" + "|".join(re.escape(name) for name in names) + ")$"
+    status, text = envoy.admin_get("/stats?filter=" + urllib.parse.quote(pattern))
+    assert status == 200, f"admin /stats answered {status}"
+    values = dict(line.rsplit(": ", 1) for line in text.splitlines() if line.strip())
+    assert values.keys() == set(names), f"asked for {names}, /stats has {values}"
+    return [int(values[name]) for name in names]
+
+
+def wait_for_flush(envoy: "Envoy", plugin: str, timeout: float = 5.0) -> None:
+    """Wait until the plugin has counted (allowed + denied) as many requests as its listener has
+    answered. Every worker that served one has then flushed since, and a flush carries all of a
+    root's counts: its batched counters are current, baselines included, with no expected value to
+    know. Envoy charges `downstream_rq_completed` before the response is written; start_gateway
+    names a scenario's stat prefix and plugin alike. A request abandoned while it waits for keys is
+    neither answered nor counted."""
+    names = filter_stat(plugin, "allowed"), filter_stat(plugin, "denied"), f"http.{plugin}.downstream_rq_completed"
+    deadline = time.monotonic() + timeout
+    while True:
+        allowed, denied, answered = read_stats(envoy, *names)
+        if allowed + denied >= answered:
+            return
+        assert time.monotonic() < deadline, (f"mesh_authn.{plugin} counted {allowed} allowed + {denied} "
+                                             f"denied of {answered} requests answered, after {timeout} s")
+        time.sleep(0.05)
+
+
 def filter_counter(envoy: "Envoy", plugin: str, name: str) -> int:
-    """`mesh_authn.<plugin>.<name>`, read after the filter's next tick for per-request counts."""
+    """`mesh_authn.<plugin>.<name>`, a per-request count once it covers every request answered."""
     if name in BATCHED_COUNTERS:
-        time.sleep(1.2)
-    _, text = envoy.admin_get(f"/stats?filter=mesh_authn\\.{plugin}\\.{name}$")
-    values = [int(line.rsplit(":", 1)[1]) for line in text.splitlines() if line.strip()]
-    assert len(values) == 1, text
-    return values[0]
+        wait_for_flush(envoy, plugin)
+    # A read of its own: a flush adds the counts one at a time, so a poll may have caught it midway.
+    return read_stats(envoy, filter_stat(plugin, name))[0]
 
 
 def static_cluster(name: str, port: int) -> dict:
