@@ -75,8 +75,8 @@ fn modules_use_only_lower_layers() {
 
 #[test]
 fn unsafe_code_only_in_abi() {
-    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
-        .unwrap();
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
     assert!(lib.contains("#![deny(unsafe_code)]"));
     for (module, path, text) in modules() {
         if module != "abi" {
