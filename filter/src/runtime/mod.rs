@@ -17,7 +17,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 pub use host::{Host, HostError, MetricKind};
-pub use metrics::Counts;
 
 use crate::authn::Verdict;
 use crate::config::{self, SignatureVerifier};
