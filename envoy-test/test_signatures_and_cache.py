@@ -66,6 +66,9 @@ def test_host_and_module_verifiers_agree(gateway, keys):
         accepted += host.status == 200
     assert disagreements == []
     assert accepted == len(ALGS)
+    # Every RS*/ES* verdict on the host listener was the host's: no call failed and was refused.
+    assert stat(gateway, "sig-host", "host_verify_failed") == 0
+    assert stat(gateway, "sig-host", "denied") > 0
 
 
 def test_cache_is_hit_for_a_repeated_token(gateway, keys):

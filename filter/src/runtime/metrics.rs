@@ -10,6 +10,7 @@ pub struct Metrics {
     pub fetch_failed: Option<u32>,
     cache_hit: Option<u32>,
     cache_miss: Option<u32>,
+    host_verify_failed: Option<u32>,
     vm_memory: Option<u32>,
 }
 
@@ -21,6 +22,7 @@ pub struct Counts {
     pub denied: u64,
     pub cache_hit: u64,
     pub cache_miss: u64,
+    pub host_verify_failed: u64,
 }
 
 impl Metrics {
@@ -42,6 +44,7 @@ impl Metrics {
             fetch_failed: counter("jwks_fetch_failed"),
             cache_hit: counter("jwt_cache_hit"),
             cache_miss: counter("jwt_cache_miss"),
+            host_verify_failed: counter("host_verify_failed"),
             vm_memory: host.define_metric(MetricKind::Gauge, &format!("{prefix}.vm_memory_bytes")),
         }
     }
@@ -61,6 +64,7 @@ impl Metrics {
         Self::add(host, self.denied, counts.denied);
         Self::add(host, self.cache_hit, counts.cache_hit);
         Self::add(host, self.cache_miss, counts.cache_miss);
+        Self::add(host, self.host_verify_failed, counts.host_verify_failed);
         // The main thread's VM serves no requests; its memory would overwrite the workers'.
         if let (Some(id), true) = (self.vm_memory, served) {
             host.record_metric(id, host.memory_bytes());

@@ -19,14 +19,14 @@ use std::rc::Rc;
 pub use host::{Host, HostError, MetricKind};
 
 use crate::authn::Verdict;
-use crate::config::{self, SignatureVerifier};
+use crate::config::{self, SignatureVerifier as Configured};
 use crate::error::{AuthError, ConfigError, Denial};
 use crate::jwt::jwks::MAX_JWKS_BYTES;
 use crate::peer::Workload;
 use crate::remote::fetch::{Outcome, Poll};
 use crate::request::{strip_query, wire, Connection, Request};
 use metrics::Metrics;
-use root::{host_verifier_works, Root, Shared, Waiter};
+use root::{host_verifier_works, Root, Shared, SignatureVerifier, Waiter};
 
 const TICK_IDLE_MS: u32 = 1_000;
 /// While requests wait or keys are missing, other workers' fetch results are picked up this fast.
@@ -226,23 +226,28 @@ impl<H: Host> Runtime<H> {
             cfg.rules.len(),
             cfg.remotes.len()
         );
-        let host_signatures =
-            cfg.signature_verifier != SignatureVerifier::Wasm && host_verifier_works(&self.host);
-        if cfg.signature_verifier == SignatureVerifier::Host && !host_signatures {
-            return Err(ConfigError::new(
-                "signatureVerifier",
-                "\"host\", but this host has no working verify_signature",
-            ));
-        }
+        let host_works =
+            cfg.signature_verifier != Configured::Wasm && host_verifier_works(&self.host);
+        let verifier = match (cfg.signature_verifier, host_works) {
+            (Configured::Host, true) => SignatureVerifier::Host,
+            (Configured::Host, false) => {
+                return Err(ConfigError::new(
+                    "signatureVerifier",
+                    "\"host\", but this host has no working verify_signature",
+                ))
+            }
+            (Configured::Auto, true) => SignatureVerifier::HostOrModule,
+            (Configured::Auto | Configured::Wasm, _) => SignatureVerifier::Module,
+        };
         log::info!(
             "{}",
-            if host_signatures {
-                "RS256/384/512 and ES256/384 signatures checked by the host (verify_signature)"
-            } else {
-                "signatures checked in the module"
+            match verifier {
+                SignatureVerifier::Host => "RS256/384/512 and ES256/384 signatures checked by the host (verify_signature) only",
+                SignatureVerifier::HostOrModule => "RS256/384/512 and ES256/384 signatures checked by the host (verify_signature); by the module should a host call fail",
+                SignatureVerifier::Module => "signatures checked in the module",
             }
         );
-        Ok(Root::new(cfg, host_signatures, Metrics::define(&self.host)))
+        Ok(Root::new(cfg, verifier, Metrics::define(&self.host)))
     }
 
     /// This proxy's workload as istio-agent describes it in node metadata; only the label keys

@@ -2,6 +2,7 @@
 //! sets, the callouts in flight, the requests waiting for keys, the verified-token cache and the
 //! counts not yet flushed.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -34,11 +35,21 @@ pub struct Root {
     pub served: bool,
     pub tick_ms: u32,
     pub cache: TokenCache,
-    pub host_signatures: bool,
+    pub verifier: SignatureVerifier,
+}
+
+/// Who checks the signatures the host can check (RS*, ES256/384).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureVerifier {
+    Module,
+    /// The host; the module when a host call fails.
+    HostOrModule,
+    /// The host only: a failed host call refuses the token.
+    Host,
 }
 
 impl Root {
-    pub fn new(config: Config, host_signatures: bool, metrics: Metrics) -> Self {
+    pub fn new(config: Config, verifier: SignatureVerifier, metrics: Metrics) -> Self {
         Self {
             sources: config.remotes.iter().map(|_| Source::default()).collect(),
             cache: TokenCache::new(config.jwt_cache_size),
@@ -49,7 +60,7 @@ impl Root {
             counts: Counts::default(),
             served: false,
             tick_ms: 0,
-            host_signatures,
+            verifier,
         }
     }
 
@@ -59,15 +70,19 @@ impl Root {
             config,
             sources,
             cache,
-            host_signatures,
+            verifier: mode,
             ..
         } = self;
         let view = KeyView { sources, now_ms };
-        let by_host = HostVerifier(host);
-        let verifier: &dyn Verifier = if *host_signatures {
-            &by_host
-        } else {
+        let by_host = HostVerifier {
+            host,
+            fallback: *mode == SignatureVerifier::HostOrModule,
+            failed: Cell::new(0),
+        };
+        let verifier: &dyn Verifier = if *mode == SignatureVerifier::Module {
             &InModule
+        } else {
+            &by_host
         };
         let (hits, misses) = (cache.hits, cache.misses);
         let mut env = Env {
@@ -78,6 +93,7 @@ impl Root {
         let verdict = authn::authenticate(config, req, now_ms / 1000, &mut env);
         self.counts.cache_hit += self.cache.hits - hits;
         self.counts.cache_miss += self.cache.misses - misses;
+        self.counts.host_verify_failed += by_host.failed.get();
         verdict
     }
 
@@ -109,20 +125,46 @@ impl<H: Host> SharedStore for Shared<'_, H> {
     }
 }
 
-/// Envoy's `verify_signature` (BoringSSL) where it applies; the module otherwise, and should the
-/// host call itself fail (the verdict is the same either way).
-pub struct HostVerifier<'h, H>(pub &'h H);
+/// Envoy's `verify_signature` (BoringSSL) for the algorithms it takes; the module for the others.
+/// A host call that fails refuses the token, or with `fallback` is answered by the module; either
+/// way it is counted, so neither verifier silently stands in for the other.
+struct HostVerifier<'h, H> {
+    host: &'h H,
+    fallback: bool,
+    failed: Cell<u64>,
+}
 
 impl<H: Host> Verifier for HostVerifier<'_, H> {
     fn verify(&self, alg: Alg, key: &Key, input: &[u8], sig: &[u8]) -> bool {
-        verify_signature::request(alg, key, input, sig)
-            .and_then(|args| {
-                self.0
-                    .call_foreign_function(verify_signature::FUNCTION, &args)
-                    .ok()
-            })
-            .and_then(|result| verify_signature::parse_result(&result))
-            .unwrap_or_else(|| crypto::verify(alg, &key.material, input, sig))
+        if verify_signature::host_alg(alg).is_none() || key.host_der.is_none() {
+            return crypto::verify(alg, &key.material, input, sig);
+        }
+        // Only a signature of the wrong length has no host encoding: it cannot verify.
+        let Some(args) = verify_signature::request(alg, key, input, sig) else {
+            return false;
+        };
+        let answer = self
+            .host
+            .call_foreign_function(verify_signature::FUNCTION, &args)
+            .map_err(|e| format!("host status {}", e.0))
+            .and_then(|r| {
+                verify_signature::parse_result(&r).ok_or_else(|| "an unreadable result".into())
+            });
+        match answer {
+            Ok(valid) => valid,
+            Err(why) => {
+                self.failed.set(self.failed.get() + 1);
+                log::debug!(
+                    "verify_signature failed ({why}); {}",
+                    if self.fallback {
+                        "the module checks the signature"
+                    } else {
+                        "the token is refused"
+                    }
+                );
+                self.fallback && crypto::verify(alg, &key.material, input, sig)
+            }
+        }
     }
 }
 

@@ -627,6 +627,48 @@ fn a_failing_host_verifier_call_falls_back_to_the_module() {
         4,
         "both were asked of the host first"
     );
+    p.tick();
+    assert_eq!(
+        p.metric("host_verify_failed"),
+        2,
+        "each fallback is counted"
+    );
+}
+
+#[test]
+fn in_host_mode_a_failing_host_call_refuses_the_token() {
+    let mut p = Proxy::with(es256_config("host"), |f| {
+        f.foreign = Some(host_verifier(Err(HostError(1))));
+    });
+    let (id, action) = p.request(Some(&es256_token(claims())));
+    assert_eq!(action, Action::Pause, "the module does not stand in");
+    assert_eq!(
+        p.replies_to(id),
+        vec![(401, "Jwt verification fails".to_string())]
+    );
+    p.fake().foreign = Some(host_verifier(Ok(true)));
+    assert_eq!(p.request(Some(&es256_token(claims()))).1, Action::Continue);
+    p.fake().foreign = Some(Box::new(|_: &[u8]| Ok(vec![0x1d])));
+    assert_eq!(
+        p.request(Some(&es256_token(claims()))).1,
+        Action::Pause,
+        "an unreadable answer is a failure too"
+    );
+    p.tick();
+    assert_eq!(p.metric("host_verify_failed"), 2);
+    assert_eq!(p.metric("denied"), 2);
+}
+
+#[test]
+fn algorithms_the_host_does_not_take_stay_in_the_module() {
+    let mut p = Proxy::with(
+        json!({"jwtRules": [{"issuer": ISS, "jwks": jwks("a")}], "signatureVerifier": "host"}),
+        |f| f.foreign = Some(host_verifier(Err(HostError(1)))),
+    );
+    assert_eq!(p.request(Some(&token("a"))).1, Action::Continue);
+    assert_eq!(p.fake().foreign_calls, 2, "HS256 never goes to the host");
+    p.tick();
+    assert_eq!(p.metric("host_verify_failed"), 0);
 }
 
 #[test]
