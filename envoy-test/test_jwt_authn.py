@@ -67,6 +67,9 @@ def envoy_scenarios(keys) -> dict:
         "custom-header": {"jwtRules": [rule(fromHeaders=[{"name": "x-auth", "prefix": "Token "}])],
                           "requireToken": True},
         "outputs": {"jwtRules": [rule(outputPayloadToHeader="x-jwt-payload", outputClaimToHeaders=OUTPUT_CLAIMS)]},
+        "outputs-required": {
+            "jwtRules": [rule(outputPayloadToHeader="x-jwt-payload", outputClaimToHeaders=OUTPUT_CLAIMS)],
+            "requireToken": True, "triggerRules": [{"excludedPaths": [{"prefix": "/public/"}]}]},
         "forward": {"jwtRules": [rule(forwardOriginalToken=True)]},
     }
 
@@ -438,6 +441,16 @@ def test_spoofed_output_headers_stripped_with_token(gateway, keys):
     assert headers["x-jwt-payload"] == [token.split(".")[1]]
     for name in ("x-jwt-team", "x-jwt-admin", "x-jwt-level", "x-jwt-evil"):
         assert name not in headers, name
+
+
+@pytest.mark.parametrize("method, path, extra", [
+    ("GET", "/public/x", []),
+    ("OPTIONS", "/headers", [("Origin", "http://example.com"), ("Access-Control-Request-Method", "POST")]),
+], ids=["excluded-path", "cors-preflight"])
+def test_spoofed_output_headers_stripped_where_no_token_is_checked(gateway, method, path, extra):
+    seen = assert_passed(gateway.request("outputs-required", method, path, [*SPOOFED, *extra]))
+    for name in OUTPUT_HEADERS:
+        assert name not in seen["headers"], name
 
 
 # --------------------------------------------------------------------------- CORS

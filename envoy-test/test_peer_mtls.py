@@ -246,6 +246,10 @@ def test_oldest_namespace_policy_wins(mesh):
     cfg = peer_config(peer_authentication("b-new", "foo", "DISABLE", created=older),
                       peer_authentication("a-old", "foo", "STRICT", created=newer))
     check_matrix_after(mesh, "foo: older DISABLE, newer STRICT", cfg, principals=("bar",))
+    # instants, not text: "…:00.5Z" is half a second after "…:00Z" though it sorts before it
+    cfg = peer_config(peer_authentication("a-new", "foo", "DISABLE", created="2026-01-01T00:00:00.5Z"),
+                      peer_authentication("b-old", "foo", "STRICT", created="2026-01-01T00:00:00Z"))
+    check_matrix_after(mesh, "foo: STRICT at :00Z, DISABLE at :00.5Z", cfg, {("legacy", "foo")})
     # within the workload level too: two policies select httpbin.bar, the older one applies
     cfg = peer_config(peer_authentication("by-version", "bar", "DISABLE", selector={"version": "v1"},
                                           created=newer),

@@ -175,11 +175,21 @@ pub fn resolve(
 }
 
 /// Sort key: creation time (missing = oldest), then name, as Istio orders policies.
-fn age_key(p: &PeerAuthentication) -> (String, &str) {
+fn age_key(p: &PeerAuthentication) -> (Option<(&str, u32)>, &str) {
     (
-        p.metadata.creation_timestamp.clone().unwrap_or_default(),
+        p.metadata.creation_timestamp.as_deref().and_then(instant),
         p.metadata.name.as_str(),
     )
+}
+
+/// A validated `YYYY-MM-DDTHH:MM:SS[.fraction]Z` as its whole seconds (fixed-width text, which
+/// sorts chronologically) and nanoseconds: compared as text, `…:00.5Z` would sort before `…:00Z`.
+fn instant(ts: &str) -> Option<(&str, u32)> {
+    let seconds = ts.get(..19)?;
+    let fraction = ts.get(19..ts.len().checked_sub(1)?)?;
+    let digits = fraction.strip_prefix('.').unwrap_or(fraction);
+    let nanos = format!("{:0<9}", digits.get(..digits.len().min(9))?);
+    Some((seconds, nanos.parse().ok()?))
 }
 
 /// Checks what resolution relies on; names the offending field.
@@ -387,6 +397,34 @@ mod tests {
                     pa("foo", "b-new", T2, mode("DISABLE")),
                     pa("foo", "a-old", T1, mode("STRICT")),
                 ],
+                Strict,
+                vec![],
+            ),
+            (
+                "fractional seconds are later, not earlier",
+                vec![
+                    pa("foo", "a-new", "2026-01-01T00:00:00.5Z", mode("DISABLE")),
+                    pa("foo", "b-old", T1, mode("STRICT")),
+                ],
+                Strict,
+                vec![],
+            ),
+            (
+                "fractions compare as numbers",
+                vec![
+                    pa("foo", "a-new", "2026-01-01T00:00:00.25Z", mode("DISABLE")),
+                    pa("foo", "b-old", "2026-01-01T00:00:00.1Z", mode("STRICT")),
+                ],
+                Strict,
+                vec![],
+            ),
+            (
+                "a missing timestamp is oldest",
+                vec![pa("foo", "a-dated", T1, mode("DISABLE")), {
+                    let mut p = pa("foo", "b-undated", T1, mode("STRICT"));
+                    p.metadata.creation_timestamp = None;
+                    p
+                }],
                 Strict,
                 vec![],
             ),
