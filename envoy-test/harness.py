@@ -275,7 +275,23 @@ ROUTER = {
 }
 
 
-def listener(name: str, port: int, http_filters: list[dict], cluster: str = "echo") -> dict:
+# What Istio's meshConfig.pathNormalization BASE (the default) sets on every HTTP connection manager.
+ISTIO_BASE_NORMALIZATION = {
+    "normalize_path": True,
+    "merge_slashes": False,
+    "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+}
+
+
+@dataclass
+class WithHcm:
+    """A scenario (pluginConfig, None or filters) whose HTTP connection manager has extra fields."""
+    scenario: dict | str | list | None
+    hcm: dict
+
+
+def listener(name: str, port: int, http_filters: list[dict], cluster: str = "echo",
+             hcm_extra: dict | None = None) -> dict:
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": name,
@@ -288,6 +304,7 @@ def listener(name: str, port: int, http_filters: list[dict], cluster: str = "ech
             }],
         },
         "http_filters": [*http_filters, ROUTER],
+        **(hcm_extra or {}),
     }
     return {
         "name": name,
@@ -546,7 +563,11 @@ def start_gateway(scenarios: dict[str, dict | str | list | None], workdir: Path,
     JSON string) for the wasm filter, None for router only, or a list of raw HTTP filters.
     Listener ports are free ones unless given in `ports`."""
     ports = {name: (ports or {}).get(name) or free_port() for name in scenarios}
-    listeners = [listener(name, ports[name], _http_filters(name, cfg, wasm)) for name, cfg in scenarios.items()]
+    listeners = []
+    for name, cfg in scenarios.items():
+        hcm_extra = cfg.hcm if isinstance(cfg, WithHcm) else None
+        cfg = cfg.scenario if isinstance(cfg, WithHcm) else cfg
+        listeners.append(listener(name, ports[name], _http_filters(name, cfg, wasm), hcm_extra=hcm_extra))
     admin_port = free_port()
     config = bootstrap(admin_port, listeners, [static_cluster("echo", upstream_port), *(clusters or [])])
     envoy = Envoy(config, workdir, admin_port, concurrency).start()

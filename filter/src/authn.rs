@@ -11,7 +11,7 @@ use crate::jwt::jwks::Jwks;
 use crate::jwt::jws::{self, Jws};
 use crate::peer::{self, Mode};
 use crate::request::token::{self, LocationKind};
-use crate::request::{strip_query, trigger, Request};
+use crate::request::{trigger, Request};
 
 /// Header changes applied to a request that is let through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -163,7 +163,7 @@ fn authenticate_jwt(
 ) -> Result<Option<String>, Verdict> {
     if cfg.rules.is_empty()
         || req.is_cors_preflight()
-        || !trigger::triggered(&cfg.trigger_rules, strip_query(req.path()))
+        || !trigger::triggered(&cfg.trigger_rules, req.path())
     {
         return Ok(None);
     }

@@ -1,5 +1,11 @@
-//! Arbitrary paths against fixed trigger-rule matchers, strip_query, and token extraction from
-//! "name: value" header lines (":path: …" sets the path) with a fixed configuration's locations.
+//! Arbitrary paths against fixed trigger-rule matchers, strip_query, the canonical path, and token
+//! extraction from "name: value" header lines (":path: …" sets the path) with a fixed
+//! configuration's locations.
+//!
+//! The canonical path is idempotent, and a path it calls plain resolves, by the `url` crate's
+//! WHATWG parser (an independent implementation), to the same bytes once both are fully decoded
+//! and repeated slashes merged: so it never shortens a path into an excluded one unless the raw
+//! path resolves there.
 #![no_main]
 
 #[path = "../common/mod.rs"]
@@ -8,6 +14,7 @@ mod common;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use mesh_authn::request::path::canonical;
 use mesh_authn::request::trigger::{self, PathMatcher, StringMatch};
 use mesh_authn::request::{strip_query, token, Request};
 
@@ -36,6 +43,20 @@ fn rules() -> &'static Rules {
     })
 }
 
+fn decode(path: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(path).collect()
+}
+
+fn merge_slashes(bytes: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        if !(b == b'/' && out.last() == Some(&b'/')) {
+            out.push(b);
+        }
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
 
@@ -48,7 +69,33 @@ fuzz_target!(|data: &[u8]| {
             let _ = m.matches(stripped);
         }
     }
-    let _ = trigger::triggered(rules(), stripped);
+    let _ = trigger::triggered(rules(), &text);
+
+    let c = canonical(&text);
+    let again = canonical(&c.path);
+    assert_eq!(again.path, c.path, "not idempotent: {text:?}");
+    assert!(c.ambiguous || !again.ambiguous, "a plain path became ambiguous: {text:?}");
+    assert!(c.path.starts_with('/') && !c.path.contains("//"));
+    if !c.ambiguous {
+        // The WHATWG parser trims spaces around a URL and keeps a Windows drive letter (`/c:/..`)
+        // from `..`; in an HTTP path both can only be data.
+        let spelled = stripped.replace(' ', "%20").replace(':', "%3A");
+        let reference = url::Url::parse(&format!("http://h{spelled}"))
+            .expect("a plain path makes a valid URL");
+        assert_eq!(
+            merge_slashes(&decode(reference.path())),
+            decode(&c.path),
+            "{text:?} resolves elsewhere than its canonical form {:?}",
+            c.path
+        );
+        for (excluded, _) in rules() {
+            for m in excluded {
+                if m.matches(&c.path) {
+                    assert!(m.matches(&canonical(reference.path()).path));
+                }
+            }
+        }
+    }
 
     let headers = common::header_lines(&text);
     let req = Request::new(headers.clone());

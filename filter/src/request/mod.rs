@@ -2,6 +2,7 @@
 //! as the host hands them over, the connection it came on, where tokens are in it, and which
 //! paths trigger authentication.
 
+pub mod path;
 pub mod token;
 pub mod trigger;
 pub mod wire;

@@ -1,8 +1,10 @@
-//! Path matching for the older authentication policy's `trigger_rules`.
+//! Path matching for the older authentication policy's `trigger_rules`, on the canonical form of
+//! the path (see `path`).
 
 use regex::Regex;
 use serde::Deserialize;
 
+use super::path;
 use crate::error::ConfigError;
 
 /// Istio's `StringMatch`: exactly one of `exact`, `prefix`, `suffix`, `regex` (RE2 syntax, full match).
@@ -30,9 +32,9 @@ pub enum PathMatcher {
 impl PathMatcher {
     pub fn new(m: &StringMatch) -> Result<Self, ConfigError> {
         Ok(match m {
-            StringMatch::Exact(s) => Self::Exact(s.clone()),
-            StringMatch::Prefix(s) => Self::Prefix(s.clone()),
-            StringMatch::Suffix(s) => Self::Suffix(s.clone()),
+            StringMatch::Exact(s) => Self::Exact(path::normalize_pattern(s)),
+            StringMatch::Prefix(s) => Self::Prefix(path::normalize_pattern(s)),
+            StringMatch::Suffix(s) => Self::Suffix(path::normalize_pattern(s)),
             StringMatch::Regex(r) => Self::Regex(
                 regex::RegexBuilder::new(&format!("^(?:{r})$"))
                     .size_limit(REGEX_SIZE_LIMIT)
@@ -52,13 +54,21 @@ impl PathMatcher {
     }
 }
 
-/// Whether JWT authentication applies to `path` (already without query). No rules: always.
-pub fn triggered(rules: &[(Vec<PathMatcher>, Vec<PathMatcher>)], path: &str) -> bool {
-    rules.is_empty()
-        || rules.iter().any(|(excluded, included)| {
-            !excluded.iter().any(|m| m.matches(path))
-                && (included.is_empty() || included.iter().any(|m| m.matches(path)))
-        })
+/// Whether JWT authentication applies to the request's `:path`. No rules: always. An ambiguous
+/// path is never excluded and counts as included, so it is always authenticated.
+pub fn triggered(rules: &[(Vec<PathMatcher>, Vec<PathMatcher>)], raw_path: &str) -> bool {
+    if rules.is_empty() {
+        return true;
+    }
+    let canonical = path::canonical(raw_path);
+    if canonical.ambiguous {
+        return true;
+    }
+    let path = canonical.path.as_ref();
+    rules.iter().any(|(excluded, included)| {
+        !excluded.iter().any(|m| m.matches(path))
+            && (included.is_empty() || included.iter().any(|m| m.matches(path)))
+    })
 }
 
 #[cfg(test)]
@@ -115,5 +125,73 @@ mod tests {
         assert!(triggered(&both, "/api/x"));
         assert!(!triggered(&both, "/api/public/x"));
         assert!(!triggered(&both, "/other"));
+    }
+
+    #[test]
+    fn spellings_cannot_sidestep_rules() {
+        let include_ip = [(vec![], vec![m(r#"{"exact":"/ip"}"#)])];
+        let include_api = [(vec![], vec![m(r#"{"prefix":"/api/"}"#)])];
+        let exclude_health = [(vec![m(r#"{"exact":"/healthz"}"#)], vec![])];
+        let exclude_public = [(vec![m(r#"{"prefix":"/public/"}"#)], vec![])];
+        for spelling in [
+            "/ip", "/x/../ip", "/./ip", "//ip", "/%69p", "/%2e/ip", "/ip?x", "/ip#f",
+        ] {
+            assert!(triggered(&include_ip, spelling), "{spelling}");
+        }
+        for spelling in [
+            "/api/x",
+            "//api/x",
+            "/public/../api/x",
+            "/%61pi/x",
+            "/api/./x",
+            "/ap%69/",
+        ] {
+            assert!(triggered(&include_api, spelling), "{spelling}");
+        }
+        for escaped in [
+            "/public/../admin",
+            "/public/%2e%2e/admin",
+            "/public/%2E./admin",
+            "/public//../admin",
+            "/public/..%2fadmin",
+            "/public/..\\admin",
+            "/public/..;/admin",
+            "/public/x%00",
+            "/public/%zz",
+        ] {
+            assert!(triggered(&exclude_public, escaped), "{escaped}");
+        }
+        for exempt in [
+            "/public/a.css",
+            "/public/",
+            "//public/a",
+            "/%70ublic/a",
+            "/public/a/../b",
+        ] {
+            assert!(!triggered(&exclude_public, exempt), "{exempt}");
+        }
+        for exempt in [
+            "/healthz",
+            "/healthz?full=1",
+            "/x/../healthz",
+            "/%68ealthz",
+            "//healthz",
+        ] {
+            assert!(!triggered(&exclude_health, exempt), "{exempt}");
+        }
+        // Ambiguous paths are never exempted, even from an inclusion they do not resemble.
+        assert!(triggered(&include_ip, "/other;x"));
+        assert!(triggered(&exclude_health, "/healthz;x"));
+        assert!(!triggered(&include_ip, "/other"));
+    }
+
+    #[test]
+    fn patterns_are_matched_in_canonical_encoding() {
+        let rules = [(vec![m(r#"{"prefix":"/caf%c3%a9/"}"#)], vec![])];
+        assert!(!triggered(&rules, "/café/menu"));
+        assert!(!triggered(&rules, "/caf%C3%A9/menu"));
+        let rules = [(vec![], vec![m(r#"{"regex":"/é+"}"#)])];
+        assert!(triggered(&rules, "/%C3%A9%c3%a9"));
+        assert!(!triggered(&rules, "/e"));
     }
 }
