@@ -19,6 +19,8 @@ pub struct Forward {
     /// Removed first: every output header (so none is forged) and token headers not forwarded.
     pub remove: Vec<String>,
     pub set: Vec<(String, String)>,
+    /// The new `:path` when query parameters that carried verified tokens are removed from it.
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,12 +182,13 @@ fn authenticate_jwt(
         cache.keys_generation(env.keys.generation());
     }
     let mut principal = None;
+    let mut params_to_remove: Vec<&str> = Vec::new();
     // Every token present must verify: one bad token fails the request, whatever else it carries.
     for f in found {
         let Some(location) = cfg.locations.get(f.location) else {
             return Err(Verdict::Deny(AuthError::Internal));
         };
-        let verified = match verified_token(cfg, f.location, f.token, now, env) {
+        let verified = match verified_token(cfg, f.location, &f.token, now, env) {
             Ok(v) => v,
             Err(Failure::Deny(e)) => return Err(Verdict::Deny(e)),
             Err(Failure::Wait { remote, refetch }) => {
@@ -195,15 +198,24 @@ fn authenticate_jwt(
         let Some(rule) = cfg.rules.get(verified.rule) else {
             return Err(Verdict::Deny(AuthError::Internal));
         };
-        if let LocationKind::Header { name, .. } = &location.kind {
-            if !rule.forward_original_token && !fwd.remove.contains(name) {
-                fwd.remove.push(name.clone());
+        if !rule.forward_original_token {
+            match &location.kind {
+                LocationKind::Header { name, .. } if !fwd.remove.contains(name) => {
+                    fwd.remove.push(name.clone());
+                }
+                LocationKind::Param(name) if !params_to_remove.contains(&name.as_str()) => {
+                    params_to_remove.push(name);
+                }
+                _ => {}
             }
         }
         fwd.set.extend(verified.set.iter().cloned());
         if principal.is_none() {
             principal.clone_from(&verified.principal);
         }
+    }
+    if !params_to_remove.is_empty() {
+        fwd.path = token::without_params(req.path(), &params_to_remove);
     }
     Ok(principal)
 }

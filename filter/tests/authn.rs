@@ -472,6 +472,32 @@ fn forward_and_outputs() {
 }
 
 #[test]
+fn verified_query_tokens_leave_the_path() {
+    let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let allow = |cfg: &Config, path: &str| match authenticate(
+        cfg,
+        &request(path, &[]),
+        NOW,
+        &mut Env::new(&NoRemotes),
+    ) {
+        Verdict::Allow(fwd) => fwd.path,
+        other => panic!("{path}: {other:?}"),
+    };
+    let cfg = config(json!({"fromParams": ["access_token"]}));
+    assert_eq!(
+        allow(&cfg, &format!("/x?a=1&access_token={t}&b=%41")).as_deref(),
+        Some("/x?a=1&b=%41")
+    );
+    assert_eq!(
+        allow(&cfg, &format!("/x?access_token={t}")).as_deref(),
+        Some("/x")
+    );
+    assert_eq!(allow(&cfg, "/x?a=1"), None);
+    let keep = config(json!({"fromParams": ["access_token"], "forwardOriginalToken": true}));
+    assert_eq!(allow(&keep, &format!("/x?access_token={t}")), None);
+}
+
+#[test]
 fn trigger_rules_and_cors() {
     let cfg = config(json!({
         "requireToken": true,

@@ -74,14 +74,17 @@ fuzz_target!(|data: &[u8]| {
     let c = canonical(&text);
     let again = canonical(&c.path);
     assert_eq!(again.path, c.path, "not idempotent: {text:?}");
-    assert!(c.ambiguous || !again.ambiguous, "a plain path became ambiguous: {text:?}");
+    assert!(
+        c.ambiguous || !again.ambiguous,
+        "a plain path became ambiguous: {text:?}"
+    );
     assert!(c.path.starts_with('/') && !c.path.contains("//"));
     if !c.ambiguous {
         // The WHATWG parser trims spaces around a URL and keeps a Windows drive letter (`/c:/..`)
         // from `..`; in an HTTP path both can only be data.
         let spelled = stripped.replace(' ', "%20").replace(':', "%3A");
-        let reference = url::Url::parse(&format!("http://h{spelled}"))
-            .expect("a plain path makes a valid URL");
+        let reference =
+            url::Url::parse(&format!("http://h{spelled}")).expect("a plain path makes a valid URL");
         assert_eq!(
             merge_slashes(&decode(reference.path())),
             decode(&c.path),
@@ -103,14 +106,36 @@ fuzz_target!(|data: &[u8]| {
     let _ = req.is_cors_preflight();
     let path = req.path().to_string();
     let cfg = common::fixed_config();
+    let decoded_path = String::from_utf8_lossy(&decode(&path)).into_owned();
+    let mut params = Vec::new();
     for found in token::extract(&cfg.locations, &req) {
-        assert!(!found.token.is_empty());
-        assert_eq!(found.token, found.token.trim());
+        let t = found.token.as_ref();
+        assert!(!t.is_empty());
+        assert_eq!(t, t.trim());
         assert!(found.location < cfg.locations.len());
         assert!(
-            path.contains(found.token) || headers.iter().any(|(_, v)| v.contains(found.token)),
-            "token {:?} found nowhere in the request",
-            found.token
+            path.contains(t)
+                || decoded_path.contains(t)
+                || headers.iter().any(|(_, v)| v.contains(t)),
+            "token {t:?} found nowhere in the request"
         );
+        if let Some(token::LocationKind::Param(name)) =
+            cfg.locations.get(found.location).map(|l| &l.kind)
+        {
+            params.push(name.as_str());
+        }
+    }
+    // Removing the parameters that carried tokens keeps everything else and leaves none of them.
+    if let Some(rewritten) = token::without_params(&path, &params) {
+        assert!(rewritten.len() < path.len());
+        assert_eq!(strip_query(&rewritten), strip_query(&path));
+        let again = Request::new(vec![(":path".into(), rewritten.clone())]);
+        for found in token::extract(&cfg.locations, &again) {
+            let is_param = matches!(
+                cfg.locations.get(found.location).map(|l| &l.kind),
+                Some(token::LocationKind::Param(name)) if params.contains(&name.as_str())
+            );
+            assert!(!is_param, "{rewritten:?} still carries a token parameter");
+        }
     }
 });

@@ -1,5 +1,9 @@
 //! Where tokens live in a request (headers, query parameters, cookies) and taking them out.
 
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
+
 use super::Request;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,18 +27,22 @@ pub struct Location {
 /// A token found in a request, with the index of the location it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found<'r> {
-    pub token: &'r str,
+    pub token: Cow<'r, str>,
     pub location: usize,
 }
 
-/// Every token present at any location; every value of a repeated header or cookie counts.
+/// Every token present at any location; every value of a repeated header, parameter or cookie
+/// counts. Query parameter names and values are percent-decoded, as Envoy's jwt_authn reads them.
 /// Empty values are no token.
 pub fn extract<'r>(locations: &[Location], req: &'r Request) -> Vec<Found<'r>> {
-    let mut found = Vec::new();
+    let mut found: Vec<Found<'r>> = Vec::new();
     for (i, loc) in locations.iter().enumerate() {
-        let mut push = |t: &'r str| {
-            let token = t.trim();
-            if !token.is_empty() && !found.contains(&Found { token, location: i }) {
+        let mut push = |t: Cow<'r, str>| {
+            let token = match t {
+                Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+                Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
+            };
+            if !token.is_empty() && !found.iter().any(|f| f.location == i && f.token == token) {
                 found.push(Found { token, location: i });
             }
         };
@@ -42,14 +50,14 @@ pub fn extract<'r>(locations: &[Location], req: &'r Request) -> Vec<Found<'r>> {
             LocationKind::Header { name, prefix } => {
                 for v in req.header_values(name) {
                     if let Some(t) = v.strip_prefix(prefix.as_str()) {
-                        push(t);
+                        push(Cow::Borrowed(t));
                     }
                 }
             }
             LocationKind::Param(name) => {
                 for (k, v) in query_pairs(req.path()) {
-                    if k == name {
-                        push(v);
+                    if decode(k) == name.as_str() {
+                        push(decode(v));
                     }
                 }
             }
@@ -57,7 +65,7 @@ pub fn extract<'r>(locations: &[Location], req: &'r Request) -> Vec<Found<'r>> {
                 for header in req.header_values("cookie") {
                     for (k, v) in cookie_pairs(header) {
                         if k == name {
-                            push(v);
+                            push(Cow::Borrowed(v));
                         }
                     }
                 }
@@ -65,6 +73,39 @@ pub fn extract<'r>(locations: &[Location], req: &'r Request) -> Vec<Found<'r>> {
         }
     }
     found
+}
+
+fn decode(text: &str) -> Cow<'_, str> {
+    percent_decode_str(text).decode_utf8_lossy()
+}
+
+/// `path` without the query parameters named `names` (compared decoded, as tokens are found);
+/// the rest of the path and query byte for byte. None when there is none to remove.
+pub fn without_params(path: &str, names: &[&str]) -> Option<String> {
+    let (before_fragment, fragment) = match path.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (path, None),
+    };
+    let (base, query) = before_fragment.split_once('?')?;
+    let named = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+        names.iter().any(|n| decode(name) == *n)
+    };
+    if !query.split('&').any(named) {
+        return None;
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !named(p)).collect();
+    let mut out = String::with_capacity(path.len());
+    out.push_str(base);
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
 }
 
 fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
@@ -177,6 +218,8 @@ mod tests {
             ("/p?access_token=t1#frag", vec!["t1"]),
             ("/p#?access_token=t1", vec![]),
             ("/p", vec![]),
+            ("/p?acc%65ss_token=t%31", vec!["t1"]),
+            ("/p?access_token=%zz", vec!["%zz"]),
         ];
         for (path, want) in cases {
             let got: Vec<String> = tokens(&locs, &req(path, &[]))
@@ -184,6 +227,32 @@ mod tests {
                 .map(|t| t.0)
                 .collect();
             assert_eq!(got, want, "{path}");
+        }
+    }
+
+    #[test]
+    fn params_removed_the_rest_kept_byte_for_byte() {
+        let cases = [
+            ("/x?a=1&access_token=T&b=2", Some("/x?a=1&b=2")),
+            ("/x?access_token=T", Some("/x")),
+            ("/x?access_token=T&access_token=U", Some("/x")),
+            ("/x?a=%41+c&access_token=T&b", Some("/x?a=%41+c&b")),
+            ("/x?acc%65ss_token=T&z=1", Some("/x?z=1")),
+            ("/x?a=1&&access_token=T&", Some("/x?a=1&&")),
+            ("/x?access_token&b=%2f", Some("/x?b=%2f")),
+            ("/x?a=1&access_token=T#f", Some("/x?a=1#f")),
+            ("/x?a=1&token=T", Some("/x?a=1")),
+            ("/x?a=1&xaccess_token=T", None),
+            ("/x?a=1", None),
+            ("/x", None),
+            ("/x#?access_token=T", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(
+                without_params(path, &["access_token", "token"]).as_deref(),
+                want,
+                "{path}"
+            );
         }
     }
 

@@ -523,6 +523,10 @@ impl<H: Host> Runtime<H> {
                         fwd.set
                             .iter()
                             .try_for_each(|(k, v)| self.host.set_request_header(k, v))
+                    })
+                    .and_then(|()| match &fwd.path {
+                        Some(path) => self.host.set_request_header(":path", path),
+                        None => Ok(()),
                     });
                 match applied {
                     Ok(()) => Action::Continue,
