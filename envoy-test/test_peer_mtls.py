@@ -13,6 +13,7 @@ connection from an HTTP filter, so it never shows as a reset).
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -306,3 +307,31 @@ def test_trust_domains(mesh):
     assert cell.upstream_headers(PRINCIPAL_HEADER) == [], \
         f"a foreign trust domain peer is unauthenticated, yet the app saw {cell.upstream_headers(PRINCIPAL_HEADER)}"
     assert mesh.call("bar", "bar").upstream_headers(PRINCIPAL_HEADER) == ["cluster.local/ns/bar/sa/curl"]
+
+
+def curl_mtls(port: int, cert, key) -> tuple[int, int, str]:
+    """curl over TLS with a client certificate: (exit code, HTTP status or 0, body)."""
+    out = subprocess.run(["curl", "-sS", "-k", "--cert", str(cert), "--key", str(key), "-o", "-",
+                          "-w", "\n%{http_code}", f"https://{harness.HOST}:{port}/ip"],
+                         capture_output=True, text=True, timeout=20)
+    body, _, status = out.stdout.rpartition("\n")
+    return out.returncode, int(status or 0), body
+
+
+def test_only_certificates_the_listener_validated_count(mesh, tmp_path):
+    """Envoy 1.40 gives a wasm filter no attribute saying whether the peer certificate was
+    validated (`connection.mtls` means presented), so STRICT relies on the listener the README
+    documents: client certificates required and verified against the mesh's roots. A self-signed
+    certificate naming a mesh identity never reaches the filter there, under any mode."""
+    rogue = M.Pki(tmp_path / "rogue")  # another root with the same names
+    forged = rogue.issue("forged", M.spiffe_id("foo", "curl"))
+    genuine = mesh.pki.issue("direct.foo", M.spiffe_id("foo", "curl"))
+    port = mesh.servers["bar"].ports["http"]
+    for mode in ("STRICT", "PERMISSIVE"):
+        apply(mesh, peer_config(peer_authentication("default", "istio-system", mode)))
+        code, status, body = curl_mtls(port, forged.cert_path, forged.key_path)
+        print(f"{mode}: curl with a self-signed SPIFFE certificate: exit {code}, HTTP {status:03d}")
+        assert code != 0 and status == 0, (code, status, body)
+        code, status, body = curl_mtls(port, genuine.cert_path, genuine.key_path)
+        assert (code, status) == (0, 200), (code, status, body)
+        assert json.loads(body)["headers"].get(PRINCIPAL_HEADER) == [principal("foo", "curl")]
