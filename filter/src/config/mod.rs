@@ -79,6 +79,7 @@ pub struct Config {
     pub peer: Peer,
     pub signature_verifier: SignatureVerifier,
     pub jwt_cache_size: usize,
+    pub max_paused_requests: usize,
     /// Keys that were skipped while loading JWKS, for the configure-time log.
     pub warnings: Vec<String>,
 }
@@ -266,10 +267,17 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
     if raw.jwt_cache_size > 1_000_000 {
         return Err(ConfigError::new("jwtCacheSize", "must be at most 1000000"));
     }
+    if raw.max_paused_requests > plugin_config::MAX_MAX_PAUSED_REQUESTS {
+        return Err(ConfigError::new(
+            "maxPausedRequests",
+            format!("must be at most {}", plugin_config::MAX_MAX_PAUSED_REQUESTS),
+        ));
+    }
     Ok(Config {
         peer,
         signature_verifier: raw.signature_verifier,
         jwt_cache_size: raw.jwt_cache_size,
+        max_paused_requests: raw.max_paused_requests,
         rules,
         remotes,
         locations,
@@ -485,6 +493,14 @@ mod tests {
             (rule(r#","issuer":"""#), "jwtRules[0]"),
             (r#"{"clockSkewSeconds":-1}"#.to_string(), "clockSkewSeconds"),
             (r#"{"jwtRules":{}}"#.to_string(), "jwtRules"),
+            (
+                r#"{"maxPausedRequests":100001}"#.to_string(),
+                "maxPausedRequests",
+            ),
+            (
+                r#"{"maxPausedRequests":-1}"#.to_string(),
+                "maxPausedRequests",
+            ),
         ];
         for (json, field) in cases {
             let err = cfg(&json)

@@ -78,6 +78,12 @@ pub struct PluginConfig {
     #[serde(default = "default_jwt_cache_size")]
     #[cfg_attr(feature = "schema", schemars(default = "default_jwt_cache_size"))]
     pub jwt_cache_size: usize,
+    /// Requests one plugin keeps paused per VM while its remote keys are fetched; past it a
+    /// request is answered at once as a failed fetch would be (401). A paused request costs the
+    /// module a few dozen bytes: its headers are read again from Envoy when it resumes.
+    #[serde(default = "default_max_paused_requests")]
+    #[cfg_attr(feature = "schema", schemars(default = "default_max_paused_requests"))]
+    pub max_paused_requests: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -88,6 +94,13 @@ pub enum SignatureVerifier {
     Auto,
     Host,
     Wasm,
+}
+
+pub const DEFAULT_MAX_PAUSED_REQUESTS: usize = 10_000;
+pub const MAX_MAX_PAUSED_REQUESTS: usize = 100_000;
+
+fn default_max_paused_requests() -> usize {
+    DEFAULT_MAX_PAUSED_REQUESTS
 }
 
 fn default_jwt_cache_size() -> usize {

@@ -291,19 +291,21 @@ impl<H: Host> Runtime<H> {
         }
     }
 
+    /// The current stream's request, with its connection when the config needs it.
+    fn current_request(&self, root: &Rc<RefCell<Root>>) -> Option<Request> {
+        let req = Request::from_wire(self.host.request_headers().ok()?)?;
+        Some(if root.borrow().config.peer.needs_connection() {
+            req.with_connection(self.connection())
+        } else {
+            req
+        })
+    }
+
     fn request_headers(&self, context_id: u32, root: &Rc<RefCell<Root>>) -> Action {
-        let request = self
-            .host
-            .request_headers()
-            .ok()
-            .and_then(Request::from_wire);
-        let (Some(mut req), Ok(now_ms)) = (request, self.host.now_ms()) else {
+        let (Some(req), Ok(now_ms)) = (self.current_request(root), self.host.now_ms()) else {
             root.borrow_mut().count(false);
             return self.deny(&Request::default(), AuthError::Internal);
         };
-        if root.borrow().config.peer.needs_connection() {
-            req = req.with_connection(self.connection());
-        }
         // The only host call made while the root is borrowed is verify_signature, which never
         // calls back into the VM.
         let verdict = root.borrow_mut().decide(&self.host, &req, now_ms);
@@ -315,11 +317,21 @@ impl<H: Host> Runtime<H> {
         {
             let mut r = root.borrow_mut();
             let config = Rc::clone(&r.config);
-            let (Some(spec), Some(src)) = (config.remotes.get(remote), r.sources.get_mut(remote))
-            else {
+            // Past the cap a request is answered as a failed fetch would answer it.
+            let refused = if r.waiters.len() >= config.max_paused_requests {
+                Some(if refetch {
+                    AuthError::NoMatchingKey
+                } else {
+                    AuthError::JwksFetchFailed
+                })
+            } else {
+                None
+            };
+            let found = config.remotes.get(remote).zip(r.sources.get_mut(remote));
+            let (Some((spec, src)), None) = (found, refused) else {
                 r.count(false);
                 drop(r);
-                return self.deny(&req, AuthError::Internal);
+                return self.deny(&req, refused.unwrap_or(AuthError::Internal));
             };
             if refetch {
                 src.want_refetch = true;
@@ -329,7 +341,6 @@ impl<H: Host> Runtime<H> {
                 context_id,
                 remote,
                 ticket,
-                request: req,
             });
         }
         self.kick(root);
@@ -496,13 +507,18 @@ impl<H: Host> Runtime<H> {
             if self.host.set_effective_context(w.context_id).is_err() {
                 continue;
             }
+            let Some(req) = self.current_request(root) else {
+                root.borrow_mut().count(false);
+                self.deny(&Request::default(), AuthError::Internal);
+                continue;
+            };
             // Resumed requests never wait again.
-            let verdict = match root.borrow_mut().decide(&self.host, &w.request, now_ms) {
+            let verdict = match root.borrow_mut().decide(&self.host, &req, now_ms) {
                 Verdict::Wait { refetch: true, .. } => Verdict::Deny(AuthError::NoMatchingKey),
                 Verdict::Wait { .. } => Verdict::Deny(AuthError::JwksFetchFailed),
                 v => v,
             };
-            let action = self.apply(verdict, &w.request);
+            let action = self.apply(verdict, &req);
             root.borrow_mut().count(action == Action::Continue);
             if action == Action::Continue {
                 let _ = self.host.resume_request();

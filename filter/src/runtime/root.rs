@@ -15,12 +15,12 @@ use crate::jwt::cache::TokenCache;
 use crate::remote::fetch::{SharedStore, Source, Ticket};
 use crate::request::Request;
 
-/// A request paused until its key set is ready.
+/// A request paused until its key set is ready. Its headers stay in Envoy and are read again
+/// when it resumes, so what a client sends does not change what a waiter costs.
 pub struct Waiter {
     pub context_id: u32,
     pub remote: usize,
     pub ticket: Ticket,
-    pub request: Request,
 }
 
 pub struct Root {

@@ -404,6 +404,50 @@ fn a_request_that_leaves_while_waiting_is_forgotten() {
 }
 
 #[test]
+fn paused_requests_are_capped_per_plugin() {
+    let mut cfg = remote_config();
+    cfg["maxPausedRequests"] = json!(2);
+    let mut p = Proxy::new(cfg);
+    let (first, a) = p.request(Some(&token("a")));
+    let (second, b) = p.request(Some(&token("a")));
+    let (third, c) = p.request(Some(&token("a")));
+    assert_eq!((a, b, c), (Action::Pause, Action::Pause, Action::Pause));
+    assert!(p.replies_to(first).is_empty() && p.replies_to(second).is_empty());
+    assert_eq!(
+        p.replies_to(third),
+        vec![(401, "Jwks remote fetch is failed".to_string())],
+        "answered at once, as a failed fetch would be"
+    );
+    p.tick();
+    p.answer(Some(200), jwks("a").as_bytes());
+    assert_eq!(p.resumed(), vec![first, second]);
+    let (_, action) = p.request(Some(&token("a")));
+    assert_eq!(action, Action::Continue);
+}
+
+#[test]
+fn a_resumed_request_is_read_again_from_the_host() {
+    let mut p = Proxy::new(remote_config());
+    let (id, _) = p.request(Some(&token("a")));
+    p.tick();
+    // What the waiter decides on is what Envoy holds when it resumes, not a copy.
+    p.fake()
+        .headers
+        .get_mut(&id)
+        .unwrap()
+        .retain(|(k, _)| k != "authorization");
+    p.fake()
+        .headers
+        .get_mut(&id)
+        .unwrap()
+        .push(("authorization".into(), "Bearer not-a-jwt".into()));
+    p.answer(Some(200), jwks("a").as_bytes());
+    assert!(p.resumed().is_empty());
+    assert_eq!(p.replies_to(id).len(), 1);
+    assert_eq!(p.replies_to(id)[0].0, 401);
+}
+
+#[test]
 fn a_waiting_request_is_refused_at_its_deadline() {
     let mut p = Proxy::new(remote_config());
     let (id, _) = p.request(Some(&token("a")));
