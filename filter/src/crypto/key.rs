@@ -5,7 +5,6 @@ use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPublicKey};
 
 use super::der;
-use super::ecdsa::EcKey;
 use super::rsa_montgomery::MontKey;
 
 /// RSA keys shorter than this are refused (NIST SP 800-131A).
@@ -15,8 +14,8 @@ pub const MIN_RSA_BITS: usize = 2048;
 pub enum KeyMaterial {
     /// The key, and its Montgomery form for checks in the module.
     Rsa(Box<(RsaPublicKey, Option<MontKey>)>),
-    P256(Box<EcKey<p256::NistP256>>),
-    P384(Box<EcKey<p384::NistP384>>),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
     Hmac(Vec<u8>),
 }
@@ -50,15 +49,17 @@ impl Key {
         let sec1 = [&[0x04][..], x, y].concat();
         let (material, oid) = match crv {
             "P-256" => (
-                KeyMaterial::P256(Box::new(
-                    EcKey::<p256::NistP256>::from_sec1(&sec1).ok_or("invalid P-256 point")?,
-                )),
+                KeyMaterial::P256(
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                        .map_err(|_| "invalid P-256 point")?,
+                ),
                 der::OID_P256,
             ),
             "P-384" => (
-                KeyMaterial::P384(Box::new(
-                    EcKey::<p384::NistP384>::from_sec1(&sec1).ok_or("invalid P-384 point")?,
-                )),
+                KeyMaterial::P384(
+                    p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                        .map_err(|_| "invalid P-384 point")?,
+                ),
                 der::OID_P384,
             ),
             other => return Err(format!("EC curve {other:?} is not supported")),
