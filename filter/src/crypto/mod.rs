@@ -3,7 +3,6 @@
 //! `verify_signature`).
 
 mod alg;
-pub mod der;
 mod key;
 pub mod rsa_montgomery;
 pub mod verify_signature;
