@@ -12,8 +12,8 @@ pub const MIN_RSA_BITS: usize = 2048;
 
 #[derive(Debug, Clone)]
 pub enum KeyMaterial {
-    /// The key, and its Montgomery form for checks in the module.
-    Rsa(Box<(RsaPublicKey, Option<MontKey>)>),
+    /// The key in Montgomery form, for checks in the module.
+    Rsa(Box<MontKey>),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
@@ -29,18 +29,19 @@ pub struct Key {
 }
 
 impl Key {
-    /// From the big-endian modulus and exponent.
+    /// From the big-endian modulus and exponent. Refused as BoringSSL refuses them (even n; e
+    /// even, 1, or over 33 bits; checked by `RsaPublicKey::new`), and when shorter than
+    /// `MIN_RSA_BITS` or longer than 4096 bits (the `rsa` crate's limit; BoringSSL's is 16384).
     pub fn rsa(n: &[u8], e: &[u8]) -> Result<Self, String> {
         let key = RsaPublicKey::new(BigUint::from_bytes_be(n), BigUint::from_bytes_be(e))
             .map_err(|e| format!("invalid RSA key: {e}"))?;
         if key.n().bits() < MIN_RSA_BITS {
             return Err(format!("RSA key shorter than {MIN_RSA_BITS} bits"));
         }
-        let host_der = spki(&key)?;
-        let mont = MontKey::new(&key);
+        let mont = MontKey::new(&key).ok_or("invalid RSA key")?;
         Ok(Self {
-            material: KeyMaterial::Rsa(Box::new((key, mont))),
-            host_der: Some(host_der),
+            material: KeyMaterial::Rsa(Box::new(mont)),
+            host_der: Some(spki(&key)?),
         })
     }
 
@@ -103,6 +104,22 @@ mod tests {
         (0..s.len() / 2)
             .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn rsa_keys_boringssl_would_refuse_are_refused() {
+        let odd = [0xc3u8; 256];
+        let mut even = odd;
+        even[255] = 0xc2;
+        assert!(Key::rsa(&odd, &[1, 0, 1]).is_ok());
+        assert!(Key::rsa(&even, &[1, 0, 1]).is_err());
+        assert!(Key::rsa(&odd[1..], &[1, 0, 1]).is_err(), "2040 bits");
+        // e: odd, 2 to 33 bits.
+        assert!(Key::rsa(&odd, &[3]).is_ok());
+        assert!(Key::rsa(&odd, &[1, 0xff, 0xff, 0xff, 0xff]).is_ok());
+        for e in [&[1][..], &[0], &[], &[1, 0, 0], &[2, 0, 0, 0, 1], &[1; 8]] {
+            assert!(Key::rsa(&odd, e).is_err(), "e = {e:?}");
+        }
     }
 
     #[test]

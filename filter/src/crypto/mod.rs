@@ -10,7 +10,6 @@ pub mod verify_signature;
 pub use alg::Alg;
 pub use key::{Key, KeyMaterial, MIN_RSA_BITS};
 
-use ::rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
 use hmac::{Hmac, Mac};
 // ES256/ES384 as JWS (RFC 7518 §3.4) and BoringSSL have them: r || s of fixed length, each in
 // [1, n-1] (`from_slice`), over SHA-256/SHA-384 of the input. Like BoringSSL's ECDSA_do_verify
@@ -48,30 +47,12 @@ macro_rules! hmac_verify {
 pub fn verify(alg: Alg, key: &KeyMaterial, input: &[u8], sig: &[u8]) -> bool {
     use rsa_montgomery::{SHA256_PREFIX, SHA384_PREFIX, SHA512_PREFIX};
     match (alg, key) {
-        (Alg::Rs256, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify(SHA256_PREFIX, &Sha256::digest(input), sig),
-            None => rsa_verify::<Sha256>(&k.0, Pkcs1v15Sign::new::<Sha256>(), input, sig),
-        },
-        (Alg::Rs384, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify(SHA384_PREFIX, &Sha384::digest(input), sig),
-            None => rsa_verify::<Sha384>(&k.0, Pkcs1v15Sign::new::<Sha384>(), input, sig),
-        },
-        (Alg::Rs512, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify(SHA512_PREFIX, &Sha512::digest(input), sig),
-            None => rsa_verify::<Sha512>(&k.0, Pkcs1v15Sign::new::<Sha512>(), input, sig),
-        },
-        (Alg::Ps256, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify_pss::<Sha256>(&Sha256::digest(input), sig),
-            None => rsa_verify::<Sha256>(&k.0, Pss::new::<Sha256>(), input, sig),
-        },
-        (Alg::Ps384, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify_pss::<Sha384>(&Sha384::digest(input), sig),
-            None => rsa_verify::<Sha384>(&k.0, Pss::new::<Sha384>(), input, sig),
-        },
-        (Alg::Ps512, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify_pss::<Sha512>(&Sha512::digest(input), sig),
-            None => rsa_verify::<Sha512>(&k.0, Pss::new::<Sha512>(), input, sig),
-        },
+        (Alg::Rs256, KeyMaterial::Rsa(k)) => k.verify(SHA256_PREFIX, &Sha256::digest(input), sig),
+        (Alg::Rs384, KeyMaterial::Rsa(k)) => k.verify(SHA384_PREFIX, &Sha384::digest(input), sig),
+        (Alg::Rs512, KeyMaterial::Rsa(k)) => k.verify(SHA512_PREFIX, &Sha512::digest(input), sig),
+        (Alg::Ps256, KeyMaterial::Rsa(k)) => k.verify_pss::<Sha256>(&Sha256::digest(input), sig),
+        (Alg::Ps384, KeyMaterial::Rsa(k)) => k.verify_pss::<Sha384>(&Sha384::digest(input), sig),
+        (Alg::Ps512, KeyMaterial::Rsa(k)) => k.verify_pss::<Sha512>(&Sha512::digest(input), sig),
         (Alg::Es256, KeyMaterial::P256(k)) => p256::ecdsa::Signature::from_slice(sig)
             .is_ok_and(|s| EcdsaVerifier::verify(k, input, &s).is_ok()),
         (Alg::Es384, KeyMaterial::P384(k)) => p384::ecdsa::Signature::from_slice(sig)
@@ -83,15 +64,6 @@ pub fn verify(alg: Alg, key: &KeyMaterial, input: &[u8], sig: &[u8]) -> bool {
         (Alg::Hs512, KeyMaterial::Hmac(k)) => hmac_verify!(Sha512, k, input, sig),
         _ => false,
     }
-}
-
-fn rsa_verify<D: Digest>(
-    key: &RsaPublicKey,
-    scheme: impl ::rsa::traits::SignatureScheme,
-    input: &[u8],
-    sig: &[u8],
-) -> bool {
-    key.verify(scheme, &D::digest(input), sig).is_ok()
 }
 
 #[cfg(test)]
