@@ -1,11 +1,10 @@
 //! Verification keys, prepared once when a key set is loaded: the in-module form of each key and,
 //! for RSA and EC keys, the DER the host's verifier takes.
 
+use rsa::pkcs8::EncodePublicKey;
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPublicKey};
 
-use super::der;
-use super::ecdsa::EcKey;
 use super::rsa_montgomery::MontKey;
 
 /// RSA keys shorter than this are refused (NIST SP 800-131A).
@@ -13,10 +12,10 @@ pub const MIN_RSA_BITS: usize = 2048;
 
 #[derive(Debug, Clone)]
 pub enum KeyMaterial {
-    /// The key, and its Montgomery form for checks in the module.
-    Rsa(Box<(RsaPublicKey, Option<MontKey>)>),
-    P256(Box<EcKey<p256::NistP256>>),
-    P384(Box<EcKey<p384::NistP384>>),
+    /// The key in Montgomery form, for checks in the module.
+    Rsa(Box<MontKey>),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
     Hmac(Vec<u8>),
 }
@@ -30,42 +29,43 @@ pub struct Key {
 }
 
 impl Key {
-    /// From the big-endian modulus and exponent.
+    /// From the big-endian modulus and exponent. Refused as BoringSSL refuses them (even n; e
+    /// even, 1, or over 33 bits; checked by `RsaPublicKey::new`), and when shorter than
+    /// `MIN_RSA_BITS` or longer than 4096 bits (the `rsa` crate's limit; BoringSSL's is 16384).
     pub fn rsa(n: &[u8], e: &[u8]) -> Result<Self, String> {
         let key = RsaPublicKey::new(BigUint::from_bytes_be(n), BigUint::from_bytes_be(e))
             .map_err(|e| format!("invalid RSA key: {e}"))?;
         if key.n().bits() < MIN_RSA_BITS {
             return Err(format!("RSA key shorter than {MIN_RSA_BITS} bits"));
         }
-        let host_der = der::rsa_spki(&key.n().to_bytes_be(), &key.e().to_bytes_be());
-        let mont = MontKey::new(&key);
+        let mont = MontKey::new(&key).ok_or("invalid RSA key")?;
         Ok(Self {
-            material: KeyMaterial::Rsa(Box::new((key, mont))),
-            host_der: Some(host_der),
+            material: KeyMaterial::Rsa(Box::new(mont)),
+            host_der: Some(spki(&key)?),
         })
     }
 
     /// From the curve's JOSE name and the point's big-endian coordinates.
     pub fn ec(crv: &str, x: &[u8], y: &[u8]) -> Result<Self, String> {
         let sec1 = [&[0x04][..], x, y].concat();
-        let (material, oid) = match crv {
-            "P-256" => (
-                KeyMaterial::P256(Box::new(
-                    EcKey::<p256::NistP256>::from_sec1(&sec1).ok_or("invalid P-256 point")?,
-                )),
-                der::OID_P256,
-            ),
-            "P-384" => (
-                KeyMaterial::P384(Box::new(
-                    EcKey::<p384::NistP384>::from_sec1(&sec1).ok_or("invalid P-384 point")?,
-                )),
-                der::OID_P384,
-            ),
+        let (material, host_der) = match crv {
+            "P-256" => {
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                    .map_err(|_| "invalid P-256 point")?;
+                let der = spki(&p256::PublicKey::from(&key))?;
+                (KeyMaterial::P256(key), der)
+            }
+            "P-384" => {
+                let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                    .map_err(|_| "invalid P-384 point")?;
+                let der = spki(&p384::PublicKey::from(&key))?;
+                (KeyMaterial::P384(key), der)
+            }
             other => return Err(format!("EC curve {other:?} is not supported")),
         };
         Ok(Self {
             material,
-            host_der: Some(der::ec_spki(oid, &sec1)),
+            host_der: Some(host_der),
         })
     }
 
@@ -86,5 +86,69 @@ impl Key {
             material: KeyMaterial::Hmac(secret),
             host_der: None,
         })
+    }
+}
+
+/// The SubjectPublicKeyInfo DER the host's verifier takes.
+fn spki(key: &impl EncodePublicKey) -> Result<Vec<u8>, String> {
+    key.to_public_key_der()
+        .map(|der| der.into_vec())
+        .map_err(|_| "cannot encode the key".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn rsa_keys_boringssl_would_refuse_are_refused() {
+        let odd = [0xc3u8; 256];
+        let mut even = odd;
+        even[255] = 0xc2;
+        assert!(Key::rsa(&odd, &[1, 0, 1]).is_ok());
+        assert!(Key::rsa(&even, &[1, 0, 1]).is_err());
+        assert!(Key::rsa(&odd[1..], &[1, 0, 1]).is_err(), "2040 bits");
+        // e: odd, 2 to 33 bits.
+        assert!(Key::rsa(&odd, &[3]).is_ok());
+        assert!(Key::rsa(&odd, &[1, 0xff, 0xff, 0xff, 0xff]).is_ok());
+        for e in [&[1][..], &[0], &[], &[1, 0, 0], &[2, 0, 0, 0, 1], &[1; 8]] {
+            assert!(Key::rsa(&odd, e).is_err(), "e = {e:?}");
+        }
+    }
+
+    #[test]
+    fn host_der_is_subject_public_key_info() {
+        // n with the high bit set: its INTEGER takes a leading 0 byte.
+        let n = [0xc3u8; 256];
+        let key = Key::rsa(&n, &[1, 0, 1]).unwrap();
+        let want = [
+            hex("30820122300d06092a864886f70d01010105000382010f003082010a0282010100"),
+            n.to_vec(),
+            hex("0203010001"),
+        ]
+        .concat();
+        assert_eq!(key.host_der.unwrap(), want);
+
+        // RFC 7515 A.3's P-256 key.
+        let x = hex("7fcdce2770f6c45d4183cbee6fdb4b7b580733357be9ef13bacf6e3c7bd15445");
+        let y = hex("c7f144cd1bbd9b7e872cdfedb9eeb9f4b3695d6ea90b24ad8a4623288588e5ad");
+        let key = Key::ec("P-256", &x, &y).unwrap();
+        let prefix = hex("3059301306072a8648ce3d020106082a8648ce3d030107034200");
+        assert_eq!(key.host_der.unwrap(), [&prefix[..], &[4], &x, &y].concat());
+
+        let sk = p384::ecdsa::SigningKey::from_slice(&[9u8; 48]).unwrap();
+        let point = sk.verifying_key().to_encoded_point(false);
+        let key = Key::ec("P-384", point.x().unwrap(), point.y().unwrap()).unwrap();
+        let prefix = hex("3076301006072a8648ce3d020106052b81040022036200");
+        assert_eq!(
+            key.host_der.unwrap(),
+            [&prefix[..], point.as_bytes()].concat()
+        );
     }
 }

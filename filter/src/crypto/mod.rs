@@ -3,8 +3,6 @@
 //! `verify_signature`).
 
 mod alg;
-pub mod der;
-pub mod ecdsa;
 mod key;
 pub mod rsa_montgomery;
 pub mod verify_signature;
@@ -12,8 +10,11 @@ pub mod verify_signature;
 pub use alg::Alg;
 pub use key::{Key, KeyMaterial, MIN_RSA_BITS};
 
-use ::rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
 use hmac::{Hmac, Mac};
+// ES256/ES384 as JWS (RFC 7518 §3.4) and BoringSSL have them: r || s of fixed length, each in
+// [1, n-1] (`from_slice`), over SHA-256/SHA-384 of the input. Like BoringSSL's ECDSA_do_verify
+// (Envoy's jwt_authn), the crates' verification accepts a high s (n - s verifies as s does).
+use p256::ecdsa::signature::Verifier as EcdsaVerifier;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// Who checks signatures: this module (`InModule`), or the host (the runtime's verifier, over
@@ -46,32 +47,16 @@ macro_rules! hmac_verify {
 pub fn verify(alg: Alg, key: &KeyMaterial, input: &[u8], sig: &[u8]) -> bool {
     use rsa_montgomery::{SHA256_PREFIX, SHA384_PREFIX, SHA512_PREFIX};
     match (alg, key) {
-        (Alg::Rs256, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify(SHA256_PREFIX, &Sha256::digest(input), sig),
-            None => rsa_verify::<Sha256>(&k.0, Pkcs1v15Sign::new::<Sha256>(), input, sig),
-        },
-        (Alg::Rs384, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify(SHA384_PREFIX, &Sha384::digest(input), sig),
-            None => rsa_verify::<Sha384>(&k.0, Pkcs1v15Sign::new::<Sha384>(), input, sig),
-        },
-        (Alg::Rs512, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify(SHA512_PREFIX, &Sha512::digest(input), sig),
-            None => rsa_verify::<Sha512>(&k.0, Pkcs1v15Sign::new::<Sha512>(), input, sig),
-        },
-        (Alg::Ps256, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify_pss::<Sha256>(&Sha256::digest(input), sig),
-            None => rsa_verify::<Sha256>(&k.0, Pss::new::<Sha256>(), input, sig),
-        },
-        (Alg::Ps384, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify_pss::<Sha384>(&Sha384::digest(input), sig),
-            None => rsa_verify::<Sha384>(&k.0, Pss::new::<Sha384>(), input, sig),
-        },
-        (Alg::Ps512, KeyMaterial::Rsa(k)) => match &k.1 {
-            Some(m) => m.verify_pss::<Sha512>(&Sha512::digest(input), sig),
-            None => rsa_verify::<Sha512>(&k.0, Pss::new::<Sha512>(), input, sig),
-        },
-        (Alg::Es256, KeyMaterial::P256(k)) => k.verify(input, sig),
-        (Alg::Es384, KeyMaterial::P384(k)) => k.verify(input, sig),
+        (Alg::Rs256, KeyMaterial::Rsa(k)) => k.verify(SHA256_PREFIX, &Sha256::digest(input), sig),
+        (Alg::Rs384, KeyMaterial::Rsa(k)) => k.verify(SHA384_PREFIX, &Sha384::digest(input), sig),
+        (Alg::Rs512, KeyMaterial::Rsa(k)) => k.verify(SHA512_PREFIX, &Sha512::digest(input), sig),
+        (Alg::Ps256, KeyMaterial::Rsa(k)) => k.verify_pss::<Sha256>(&Sha256::digest(input), sig),
+        (Alg::Ps384, KeyMaterial::Rsa(k)) => k.verify_pss::<Sha384>(&Sha384::digest(input), sig),
+        (Alg::Ps512, KeyMaterial::Rsa(k)) => k.verify_pss::<Sha512>(&Sha512::digest(input), sig),
+        (Alg::Es256, KeyMaterial::P256(k)) => p256::ecdsa::Signature::from_slice(sig)
+            .is_ok_and(|s| EcdsaVerifier::verify(k, input, &s).is_ok()),
+        (Alg::Es384, KeyMaterial::P384(k)) => p384::ecdsa::Signature::from_slice(sig)
+            .is_ok_and(|s| EcdsaVerifier::verify(k, input, &s).is_ok()),
         (Alg::EdDsa, KeyMaterial::Ed25519(k)) => ed25519_dalek::Signature::from_slice(sig)
             .is_ok_and(|s| k.verify_strict(input, &s).is_ok()),
         (Alg::Hs256, KeyMaterial::Hmac(k)) => hmac_verify!(Sha256, k, input, sig),
@@ -79,15 +64,6 @@ pub fn verify(alg: Alg, key: &KeyMaterial, input: &[u8], sig: &[u8]) -> bool {
         (Alg::Hs512, KeyMaterial::Hmac(k)) => hmac_verify!(Sha512, k, input, sig),
         _ => false,
     }
-}
-
-fn rsa_verify<D: Digest>(
-    key: &RsaPublicKey,
-    scheme: impl ::rsa::traits::SignatureScheme,
-    input: &[u8],
-    sig: &[u8],
-) -> bool {
-    key.verify(scheme, &D::digest(input), sig).is_ok()
 }
 
 #[cfg(test)]
@@ -105,5 +81,57 @@ mod tests {
         assert!(!verify(Alg::Hs256, &key, b"a.c", &sig));
         assert!(!verify(Alg::Hs384, &key, b"a.b", &sig));
         assert!(!verify(Alg::Rs256, &key, b"a.b", &sig));
+    }
+
+    #[test]
+    fn ecdsa_jose_semantics() {
+        use p256::ecdsa::signature::Signer;
+        use p256::elliptic_curve::PrimeField;
+
+        let sk = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let key = KeyMaterial::P256(*sk.verifying_key());
+        let sig: p256::ecdsa::Signature = sk.sign(b"a.b");
+        let sig = sig.to_bytes().to_vec();
+        assert!(verify(Alg::Es256, &key, b"a.b", &sig));
+        assert!(!verify(Alg::Es256, &key, b"a.c", &sig));
+        assert!(!verify(Alg::Es384, &key, b"a.b", &sig));
+        assert!(!verify(Alg::Es256, &key, b"a.b", &sig[..63]));
+        assert!(!verify(
+            Alg::Es256,
+            &key,
+            b"a.b",
+            &[&sig[..], &[0]].concat()
+        ));
+
+        let (r, s) = sig.split_at(32);
+        // n - s verifies as s does: BoringSSL (Envoy's jwt_authn) has no low-s rule either.
+        let mut s_repr = p256::FieldBytes::default();
+        s_repr.copy_from_slice(s);
+        let neg_s = (-p256::Scalar::from_repr(s_repr).unwrap()).to_repr();
+        let high = [r, &neg_s[..]].concat();
+        assert!(verify(Alg::Es256, &key, b"a.b", &high));
+
+        let order: Vec<u8> = (0..32)
+            .map(|i| {
+                let hex = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
+                u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()
+            })
+            .collect();
+        for bad in [
+            [&[0u8; 32][..], s].concat(),
+            [r, &[0u8; 32][..]].concat(),
+            [&order[..], s].concat(),
+            [r, &order[..]].concat(),
+            [&[0xffu8; 32][..], s].concat(),
+        ] {
+            assert!(!verify(Alg::Es256, &key, b"a.b", &bad));
+        }
+
+        let sk = p384::ecdsa::SigningKey::from_slice(&[9u8; 48]).unwrap();
+        let key = KeyMaterial::P384(*sk.verifying_key());
+        let sig: p384::ecdsa::Signature = sk.sign(b"a.b");
+        assert!(verify(Alg::Es384, &key, b"a.b", &sig.to_bytes()));
+        assert!(!verify(Alg::Es384, &key, b"a.c", &sig.to_bytes()));
+        assert!(!verify(Alg::Es256, &key, b"a.b", &sig.to_bytes()));
     }
 }

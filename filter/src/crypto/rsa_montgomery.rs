@@ -38,21 +38,22 @@ fn limbs(x: &BigUint, len: usize) -> Vec<u32> {
 // limbs, `t` two more), so no index can fail.
 #[allow(clippy::indexing_slicing)]
 impl MontKey {
-    /// None for keys this path does not handle (even modulus, exponent over 64 bits).
+    /// None unless n and e are odd and e is in [3, 2³³): the public keys BoringSSL verifies with
+    /// (`rsa_check_public_key`), and `RsaPublicKey::new` admits; also what this arithmetic needs.
     pub fn new(key: &RsaPublicKey) -> Option<Self> {
         let n = key.n();
         let e_bytes = key.e().to_bytes_be();
-        if e_bytes.len() > 8 {
+        if e_bytes.len() > 5 {
             return None;
         }
         let e = e_bytes.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b));
+        if e < 3 || e >> 33 != 0 || e & 1 == 0 {
+            return None;
+        }
         let k = n.bits().div_ceil(8);
         let len = k.div_ceil(4);
         let n_limbs = limbs(n, len);
-        let n0 = *n_limbs.first()?;
-        if n0 & 1 == 0 || e < 3 {
-            return None;
-        }
+        let n0 = *n_limbs.first().filter(|n0| *n0 & 1 == 1)?;
         // Newton's iteration for n0⁻¹ mod 2³²: each step doubles the correct low bits.
         let mut inv: u32 = 1;
         for _ in 0..5 {

@@ -2,10 +2,12 @@
 //! RS256/384/512 and ES256/384. Arguments and result are the protobuf messages
 //! `envoy.source.extensions.common.wasm.VerifySignatureArguments` / `VerifySignatureResult`.
 
+use std::borrow::Cow;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use super::{der, Alg, Key};
+use super::{Alg, Key};
 
 pub const FUNCTION: &str = "verify_signature";
 
@@ -42,15 +44,35 @@ fn self_test_key() -> Option<Key> {
     .ok()
 }
 
-/// The hash name the host wants, and for ECDSA the size of r and s.
-pub fn host_alg(alg: Alg) -> Option<(&'static str, Option<usize>)> {
+/// The hash name the host wants.
+pub fn host_alg(alg: Alg) -> Option<&'static str> {
     Some(match alg {
-        Alg::Rs256 => ("sha256", None),
-        Alg::Rs384 => ("sha384", None),
-        Alg::Rs512 => ("sha512", None),
-        Alg::Es256 => ("sha256", Some(32)),
-        Alg::Es384 => ("sha384", Some(48)),
+        Alg::Rs256 | Alg::Es256 => "sha256",
+        Alg::Rs384 | Alg::Es384 => "sha384",
+        Alg::Rs512 => "sha512",
         _ => return None,
+    })
+}
+
+/// The signature as the host takes it: RSA as is, ECDSA's JOSE r || s as DER. None when r || s
+/// is not a signature at all (wrong length, r or s not in [1, n-1]), which BoringSSL would refuse.
+fn host_signature(alg: Alg, sig: &[u8]) -> Option<Cow<'_, [u8]>> {
+    Some(match alg {
+        Alg::Es256 => Cow::Owned(
+            p256::ecdsa::Signature::from_slice(sig)
+                .ok()?
+                .to_der()
+                .as_bytes()
+                .to_vec(),
+        ),
+        Alg::Es384 => Cow::Owned(
+            p384::ecdsa::Signature::from_slice(sig)
+                .ok()?
+                .to_der()
+                .as_bytes()
+                .to_vec(),
+        ),
+        _ => Cow::Borrowed(sig),
     })
 }
 
@@ -70,21 +92,14 @@ fn field(number: u8, bytes: &[u8], out: &mut Vec<u8>) {
 
 /// The encoded arguments, or None when the host cannot check this algorithm or key.
 pub fn request(alg: Alg, key: &Key, input: &[u8], sig: &[u8]) -> Option<Vec<u8>> {
-    let (hash, ecdsa_half) = host_alg(alg)?;
+    let hash = host_alg(alg)?;
     let der_key = key.host_der.as_deref()?;
-    let der_sig;
-    let signature = match ecdsa_half {
-        Some(half) => {
-            der_sig = der::ecdsa_signature(sig, half)?;
-            der_sig.as_slice()
-        }
-        None => sig,
-    };
+    let signature = host_signature(alg, sig)?;
     let mut out =
         Vec::with_capacity(hash.len() + der_key.len() + signature.len() + input.len() + 16);
     field(1, hash.as_bytes(), &mut out);
     field(2, der_key, &mut out);
-    field(3, signature, &mut out);
+    field(3, &signature, &mut out);
     field(4, input, &mut out);
     Some(out)
 }
@@ -155,6 +170,32 @@ mod tests {
         assert!(request(Alg::Rs256, &key(None), b"", b"").is_none());
         assert!(request(Alg::Es256, &key(Some(vec![1])), b"", &[0; 63]).is_none());
         assert!(request(Alg::Es256, &key(Some(vec![1])), b"", &[1; 64]).is_some());
+        assert!(request(Alg::Es384, &key(Some(vec![1])), b"", &[1; 64]).is_none());
+    }
+
+    #[test]
+    fn ecdsa_signatures_as_der() {
+        // r needs a sign byte, s has leading zeros to drop.
+        let mut jose = [0x11u8; 64];
+        jose[0] = 0x80;
+        jose[32..34].copy_from_slice(&[0, 0]);
+        let der = host_signature(Alg::Es256, &jose).unwrap();
+        let want = [
+            &[0x30, 0x43, 0x02, 0x21, 0x00][..],
+            &jose[..32],
+            &[0x02, 0x1e],
+            &jose[34..],
+        ]
+        .concat();
+        assert_eq!(*der, want[..]);
+        // Zero, or not below the group order: no signature, so nothing to ask the host.
+        let mut zero_s = jose;
+        zero_s[32..].fill(0);
+        assert!(host_signature(Alg::Es256, &zero_s).is_none());
+        assert!(host_signature(Alg::Es256, &[0xff; 64]).is_none());
+        assert!(host_signature(Alg::Es384, &[0x11; 96]).is_some());
+        assert!(host_signature(Alg::Es384, &[0x11; 64]).is_none());
+        assert_eq!(*host_signature(Alg::Rs256, b"as is").unwrap(), b"as is"[..]);
     }
 
     #[test]

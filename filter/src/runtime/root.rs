@@ -139,7 +139,8 @@ impl<H: Host> Verifier for HostVerifier<'_, H> {
         if verify_signature::host_alg(alg).is_none() || key.host_der.is_none() {
             return crypto::verify(alg, &key.material, input, sig);
         }
-        // Only a signature of the wrong length has no host encoding: it cannot verify.
+        // Only what is no signature (wrong length; for ECDSA, r or s not in [1, n-1]) has no host
+        // encoding: it cannot verify, and BoringSSL would refuse it.
         let Some(args) = verify_signature::request(alg, key, input, sig) else {
             return false;
         };
