@@ -80,9 +80,12 @@ fuzz_target!(|data: &[u8]| {
     );
     assert!(c.path.starts_with('/') && !c.path.contains("//"));
     if !c.ambiguous {
-        // The WHATWG parser trims spaces around a URL and keeps a Windows drive letter (`/c:/..`)
-        // from `..`; in an HTTP path both can only be data.
-        let spelled = stripped.replace(' ', "%20").replace(':', "%3A");
+        // The WHATWG parser trims spaces around a URL and keeps a Windows drive letter (`/c:/..`,
+        // `/c|/..`) from `..`; in an HTTP path they can only be data.
+        let spelled = stripped
+            .replace(' ', "%20")
+            .replace(':', "%3A")
+            .replace('|', "%7C");
         let reference =
             url::Url::parse(&format!("http://h{spelled}")).expect("a plain path makes a valid URL");
         assert_eq!(
