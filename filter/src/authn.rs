@@ -11,7 +11,7 @@ use crate::jwt::jwks::Jwks;
 use crate::jwt::jws::{self, Jws};
 use crate::peer::{self, Mode};
 use crate::request::token::{self, LocationKind};
-use crate::request::{trigger, Request};
+use crate::request::{trigger, Connection, Request};
 
 /// Header changes applied to a request that is let through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,7 +109,7 @@ pub fn authenticate(cfg: &Config, req: &Request, now: u64, env: &mut Env<'_>) ->
             .collect(),
         ..Forward::default()
     };
-    let peer_principal = match authenticate_peer(cfg, req) {
+    let peer_principal = match authenticate_peer(cfg, req.connection()) {
         Ok(p) => p,
         Err(e) => return Verdict::Deny(e),
     };
@@ -136,8 +136,7 @@ pub fn authenticate(cfg: &Config, req: &Request, now: u64, env: &mut Env<'_>) ->
 
 /// The peer's principal when the connection carries an accepted SPIFFE identity; an error when the
 /// port's mode is STRICT and it does not.
-fn authenticate_peer(cfg: &Config, req: &Request) -> Result<Option<String>, AuthError> {
-    let conn = req.connection();
+fn authenticate_peer(cfg: &Config, conn: &Connection) -> Result<Option<String>, AuthError> {
     let mode = cfg.peer.policy.for_port(conn.port);
     let principal = conn
         .uri_san
@@ -153,6 +152,31 @@ fn authenticate_peer(cfg: &Config, req: &Request) -> Result<Option<String>, Auth
         return Err(AuthError::PeerAuthenticationFailed);
     }
     Ok(principal)
+}
+
+/// What a connection-level (NETWORK) plugin does with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Allow,
+    /// Closed with nothing relayed either way; the reason is for the log.
+    Refuse(&'static str),
+    /// TLS whose handshake may not have finished: asked again once it has.
+    AwaitHandshake,
+}
+
+/// The peer check of `authenticate` for a whole connection. `handshake_done` when the host has
+/// shown the TLS handshake is over (decrypted data arrived); before, a TLS connection without a
+/// certificate yet may still present one.
+pub fn admit_connection(cfg: &Config, conn: &Connection, handshake_done: bool) -> Admission {
+    if authenticate_peer(cfg, conn).is_ok() {
+        return Admission::Allow;
+    }
+    match (conn.mtls, conn.tls, handshake_done) {
+        (true, ..) => Admission::Refuse("the peer's trust domain is not in trustDomains"),
+        (false, false, _) => Admission::Refuse("plaintext under STRICT"),
+        (false, true, false) => Admission::AwaitHandshake,
+        (false, true, true) => Admission::Refuse("TLS without a client certificate under STRICT"),
+    }
 }
 
 /// Verifies end-user tokens; the request principal (`iss/sub` of the first token) on success.

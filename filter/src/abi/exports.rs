@@ -57,6 +57,16 @@ pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _eo
 }
 
 #[no_mangle]
+pub extern "C" fn proxy_on_new_connection(context_id: u32) -> u32 {
+    RUNTIME.with(|rt| rt.on_new_connection(context_id) as u32)
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_downstream_data(context_id: u32, _size: usize, _eos: u32) -> u32 {
+    RUNTIME.with(|rt| rt.on_downstream_data(context_id) as u32)
+}
+
+#[no_mangle]
 pub extern "C" fn proxy_on_http_call_response(
     root_id: u32,
     token: u32,

@@ -65,6 +65,14 @@ impl Host for AbiHost {
         imports::resume_request()
     }
 
+    fn resume_downstream(&self) -> Result<(), HostError> {
+        imports::resume_downstream()
+    }
+
+    fn close_downstream(&self) -> Result<(), HostError> {
+        imports::close_downstream()
+    }
+
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
         imports::set_effective_context(context_id)
     }

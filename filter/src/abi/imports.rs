@@ -28,6 +28,7 @@ enum BufferType {
 }
 
 const STREAM_HTTP_REQUEST: u32 = 0;
+const STREAM_DOWNSTREAM: u32 = 2;
 
 #[allow(clashing_extern_declarations)]
 extern "C" {
@@ -88,6 +89,7 @@ extern "C" {
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_close_stream(stream_type: u32) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,
@@ -353,6 +355,16 @@ pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
 pub fn resume_request() -> Result<(), HostError> {
     // SAFETY: plain value call.
     check(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
+}
+
+pub fn resume_downstream() -> Result<(), HostError> {
+    // SAFETY: plain value call.
+    check(unsafe { proxy_continue_stream(STREAM_DOWNSTREAM) })
+}
+
+pub fn close_downstream() -> Result<(), HostError> {
+    // SAFETY: plain value call.
+    check(unsafe { proxy_close_stream(STREAM_DOWNSTREAM) })
 }
 
 pub fn define_metric(kind: MetricKind, name: &str) -> Option<u32> {

@@ -80,6 +80,9 @@ pub struct Config {
     pub signature_verifier: SignatureVerifier,
     pub jwt_cache_size: usize,
     pub max_paused_requests: usize,
+    /// A field only an HTTP filter honours (`PluginConfig::http_only_field`); a connection-level
+    /// plugin refuses every connection rather than enforce less than it was given.
+    pub http_only_field: Option<&'static str>,
     /// Keys that were skipped while loading JWKS, for the configure-time log.
     pub warnings: Vec<String>,
 }
@@ -286,8 +289,21 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         clock_skew_seconds: raw.clock_skew_seconds,
         require_expiration: raw.require_expiration,
         trigger_rules,
+        http_only_field: raw.http_only_field(),
         warnings,
     })
+}
+
+/// A connection-level (NETWORK) plugin's configuration: peer authentication only.
+pub fn check_network(raw: &PluginConfig) -> Result<(), ConfigError> {
+    match raw.http_only_field() {
+        Some(field) => Err(ConfigError::new(
+            field,
+            "needs the HTTP plugin: a NETWORK plugin sees connections, not requests; \
+             attach a second WasmPlugin of type HTTP for it",
+        )),
+        None => Ok(()),
+    }
 }
 
 fn compile_peer(

@@ -234,4 +234,33 @@ impl PluginConfig {
         keys.dedup();
         Some(keys)
     }
+
+    /// The first field set here that only an HTTP filter can honour: a connection-level (NETWORK)
+    /// plugin sees no requests, so it would silently enforce nothing of it.
+    pub fn http_only_field(&self) -> Option<&'static str> {
+        [
+            ("jwtRules", !self.jwt_rules.is_empty()),
+            ("requireToken", self.require_token),
+            ("requireExpiration", self.require_expiration),
+            ("triggerRules", !self.trigger_rules.is_empty()),
+            (
+                "outputPeerPrincipalToHeader",
+                self.output_peer_principal_to_header.is_some(),
+            ),
+            (
+                "outputRequestPrincipalToHeader",
+                self.output_request_principal_to_header.is_some(),
+            ),
+            (
+                "outputPrincipalToHeader",
+                self.output_principal_to_header.is_some(),
+            ),
+            (
+                "principalBinding",
+                self.principal_binding != PrincipalBinding::UsePeer,
+            ),
+        ]
+        .into_iter()
+        .find_map(|(field, set)| set.then_some(field))
+    }
 }

@@ -22,6 +22,8 @@ pub struct Request {
 pub struct Connection {
     /// A client certificate was presented and verified.
     pub mtls: bool,
+    /// The connection is TLS (its handshake may not have finished); read by NETWORK plugins only.
+    pub tls: bool,
     /// The workload port the connection came in on.
     pub port: Option<u32>,
     /// The peer certificate's first URI SAN.

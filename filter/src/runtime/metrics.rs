@@ -11,6 +11,8 @@ pub struct Metrics {
     cache_hit: Option<u32>,
     cache_miss: Option<u32>,
     host_verify_failed: Option<u32>,
+    connections_allowed: Option<u32>,
+    connections_refused: Option<u32>,
     vm_memory: Option<u32>,
 }
 
@@ -23,6 +25,8 @@ pub struct Counts {
     pub cache_hit: u64,
     pub cache_miss: u64,
     pub host_verify_failed: u64,
+    pub connections_allowed: u64,
+    pub connections_refused: u64,
 }
 
 impl Metrics {
@@ -45,6 +49,8 @@ impl Metrics {
             cache_hit: counter("jwt_cache_hit"),
             cache_miss: counter("jwt_cache_miss"),
             host_verify_failed: counter("host_verify_failed"),
+            connections_allowed: counter("connections_allowed"),
+            connections_refused: counter("connections_refused"),
             vm_memory: host.define_metric(MetricKind::Gauge, &format!("{prefix}.vm_memory_bytes")),
         }
     }
@@ -65,6 +71,8 @@ impl Metrics {
         Self::add(host, self.cache_hit, counts.cache_hit);
         Self::add(host, self.cache_miss, counts.cache_miss);
         Self::add(host, self.host_verify_failed, counts.host_verify_failed);
+        Self::add(host, self.connections_allowed, counts.connections_allowed);
+        Self::add(host, self.connections_refused, counts.connections_refused);
         // The main thread's VM serves no requests; its memory would overwrite the workers'.
         if let (Some(id), true) = (self.vm_memory, served) {
             host.record_metric(id, host.memory_bytes());

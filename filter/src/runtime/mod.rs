@@ -9,6 +9,7 @@
 
 mod host;
 mod metrics;
+mod network;
 mod root;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,8 @@ const TICK_BUSY_MS: u32 = 50;
 const TICK_NOW_MS: u32 = 1;
 /// Streams between creation and their request headers (normally one at a time).
 const MAX_NEW_STREAMS: usize = 1024;
+/// The root id (Istio's WasmPlugin `pluginName`) that loads the connection-level plugin.
+pub const NETWORK_ROOT_ID: &str = "network";
 
 /// What the proxy does with the request after `on_request_headers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,13 +118,22 @@ impl<H: Host> Runtime<H> {
         } else {
             self.set_tick(&root, TICK_IDLE_MS);
         }
-        // A root configured again keeps its paused requests: they are decided under the new
-        // configuration, at the latest at their deadline.
+        // A root configured again keeps its paused requests and connections: they are decided
+        // under the new configuration, at the latest at their deadline.
         if let Some(previous) = previous {
             self.flush_counters(&previous);
-            let waiters = std::mem::take(&mut previous.borrow_mut().waiters);
-            if !waiters.is_empty() {
-                root.borrow_mut().waiters.extend(waiters);
+            let (waiters, handshakes) = {
+                let mut p = previous.borrow_mut();
+                (
+                    std::mem::take(&mut p.waiters),
+                    std::mem::take(&mut p.handshakes),
+                )
+            };
+            if !waiters.is_empty() || !handshakes.is_empty() {
+                let mut r = root.borrow_mut();
+                r.waiters.extend(waiters);
+                r.handshakes.extend(handshakes);
+                drop(r);
                 self.kick(&root);
             }
         }
@@ -132,6 +144,7 @@ impl<H: Host> Runtime<H> {
         log::set_max_level(self.host.log_level());
         if let Some(root) = self.root(root_id) {
             let now = self.host.now_ms().unwrap_or(0);
+            self.poll_handshakes(root_id, &root, now);
             self.pump(root_id, &root, now);
             self.flush_counters(&root);
         }
@@ -152,7 +165,10 @@ impl<H: Host> Runtime<H> {
                 contexts
                     .roots
                     .iter()
-                    .filter(|(_, r)| r.try_borrow().is_ok_and(|r| !r.waiters.is_empty()))
+                    .filter(|(_, r)| {
+                        r.try_borrow()
+                            .is_ok_and(|r| !r.waiters.is_empty() || !r.handshakes.is_empty())
+                    })
                     .map(|(_, r)| Rc::clone(r))
                     .collect()
             } else {
@@ -161,6 +177,7 @@ impl<H: Host> Runtime<H> {
             (root, waiting)
         };
         if let Some(root) = root {
+            self.close_paused_connections(&root);
             self.flush_counters(&root);
             log::debug!("plugin root {context_id} done; its keys, cache and counts are freed");
         }
@@ -169,28 +186,31 @@ impl<H: Host> Runtime<H> {
         for root in waiting {
             if let Ok(mut r) = root.try_borrow_mut() {
                 r.waiters.retain(|w| w.context_id != context_id);
+                r.handshakes.remove(&context_id);
             }
         }
         true
     }
 
+    /// The root of a stream the proxy created, once: it leaves the new streams.
+    fn take_new_stream(&self, context_id: u32) -> Option<(u32, Rc<RefCell<Root>>)> {
+        let mut contexts = self.contexts.borrow_mut();
+        contexts
+            .new_streams
+            .iter()
+            .position(|(id, _)| *id == context_id)
+            .map(|i| contexts.new_streams.swap_remove(i).1)
+            .and_then(|root_id| {
+                contexts
+                    .roots
+                    .iter()
+                    .find(|(id, _)| *id == root_id)
+                    .map(|(id, r)| (*id, Rc::clone(r)))
+            })
+    }
+
     pub fn on_request_headers(&self, context_id: u32) -> Action {
-        let root = {
-            let mut contexts = self.contexts.borrow_mut();
-            contexts
-                .new_streams
-                .iter()
-                .position(|(id, _)| *id == context_id)
-                .map(|i| contexts.new_streams.swap_remove(i).1)
-                .and_then(|root_id| {
-                    contexts
-                        .roots
-                        .iter()
-                        .find(|(id, _)| *id == root_id)
-                        .map(|(_, r)| Rc::clone(r))
-                })
-        };
-        match root {
+        match self.take_new_stream(context_id).map(|(_, root)| root) {
             Some(root) => self.request_headers(context_id, &root),
             None => self.deny(&Request::default(), AuthError::Internal),
         }
@@ -207,6 +227,13 @@ impl<H: Host> Runtime<H> {
             ConfigError::here(format!("cannot read pluginConfig (host status {})", e.0))
         })?;
         let raw = config::parse(&bytes)?;
+        let network = self
+            .host
+            .property(&["plugin_root_id"])
+            .is_some_and(|id| id == NETWORK_ROOT_ID.as_bytes());
+        if network {
+            config::check_network(&raw)?;
+        }
         let node = raw.node_label_keys().map(|keys| self.node_workload(&keys));
         let cfg = config::compile(&raw, node.as_ref().unwrap_or(&Workload::default()))?;
         for w in &cfg.warnings {
@@ -247,6 +274,9 @@ impl<H: Host> Runtime<H> {
                 SignatureVerifier::Module => "signatures checked in the module",
             }
         );
+        if network {
+            log::info!("loaded as the connection-level (NETWORK) plugin: peer authentication only");
+        }
         Ok(Root::new(cfg, verifier, Metrics::define(&self.host)))
     }
 
@@ -274,9 +304,11 @@ impl<H: Host> Runtime<H> {
         }
     }
 
-    fn connection(&self) -> Connection {
+    /// `with_tls`: also whether the connection is TLS (a connection-level plugin needs it).
+    fn connection(&self, with_tls: bool) -> Connection {
         let host = &self.host;
         Connection {
+            tls: with_tls && host.property(&["connection", "tls_version"]).is_some(),
             mtls: host
                 .property(&["connection", "mtls"])
                 .is_some_and(|b| wire::decode_bool(&b)),
@@ -295,7 +327,7 @@ impl<H: Host> Runtime<H> {
     fn current_request(&self, root: &Rc<RefCell<Root>>) -> Option<Request> {
         let req = Request::from_wire(self.host.request_headers().ok()?)?;
         Some(if root.borrow().config.peer.needs_connection() {
-            req.with_connection(self.connection())
+            req.with_connection(self.connection(false))
         } else {
             req
         })
@@ -438,7 +470,13 @@ impl<H: Host> Runtime<H> {
 
         let (wanted, current) = {
             let r = root.borrow();
-            let wanted = if r.busy() { TICK_BUSY_MS } else { TICK_IDLE_MS };
+            let wanted = if !r.handshakes.is_empty() {
+                network::TICK_HANDSHAKE_MS
+            } else if r.busy() {
+                TICK_BUSY_MS
+            } else {
+                TICK_IDLE_MS
+            };
             (wanted, r.tick_ms)
         };
         if wanted != current {

@@ -3,7 +3,7 @@
 //! counts not yet flushed.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use super::host::Host;
@@ -23,8 +23,20 @@ pub struct Waiter {
     pub ticket: Ticket,
 }
 
+/// A TLS connection paused until its handshake shows whether the peer presented a certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct Handshake {
+    pub deadline_ms: u64,
+    pub next_poll_ms: u64,
+    pub poll_interval_ms: u64,
+}
+
 pub struct Root {
     pub config: Rc<Config>,
+    /// Paused connections by context id (NETWORK plugin only).
+    pub handshakes: BTreeMap<u32, Handshake>,
+    /// The log line for a connection-level plugin given HTTP-only fields was written.
+    pub http_only_logged: bool,
     pub sources: Vec<Source>,
     pub waiters: Vec<Waiter>,
     /// Callout token → index of the source it fetches.
@@ -51,6 +63,8 @@ pub enum SignatureVerifier {
 impl Root {
     pub fn new(config: Config, verifier: SignatureVerifier, metrics: Metrics) -> Self {
         Self {
+            handshakes: BTreeMap::new(),
+            http_only_logged: false,
             sources: config.remotes.iter().map(|_| Source::default()).collect(),
             cache: TokenCache::new(config.jwt_cache_size),
             config: Rc::new(config),
@@ -103,6 +117,15 @@ impl Root {
             self.counts.allowed += 1;
         } else {
             self.counts.denied += 1;
+        }
+    }
+
+    pub fn count_connection(&mut self, allowed: bool) {
+        self.served = true;
+        if allowed {
+            self.counts.connections_allowed += 1;
+        } else {
+            self.counts.connections_refused += 1;
         }
     }
 

@@ -48,6 +48,10 @@ struct Fake {
     metrics: Vec<(String, u64)>,
     foreign_calls: usize,
     foreign: Option<ForeignFunction>,
+    /// Connection contexts and their properties (`connection/mtls`, …).
+    connections: HashMap<u32, HashMap<String, Vec<u8>>>,
+    closed: Vec<u32>,
+    continued: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -71,7 +75,12 @@ impl Host for FakeHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.0.borrow().properties.get(&path.join("/")).cloned()
+        let f = self.0.borrow();
+        let key = path.join("/");
+        match f.connections.get(&f.current) {
+            Some(props) => props.get(&key).cloned(),
+            None => f.properties.get(&key).cloned(),
+        }
     }
 
     fn request_headers(&self) -> Result<Vec<u8>, HostError> {
@@ -121,9 +130,26 @@ impl Host for FakeHost {
         Ok(())
     }
 
+    fn resume_downstream(&self) -> Result<(), HostError> {
+        let mut f = self.0.borrow_mut();
+        let current = f.current;
+        f.continued.push(current);
+        Ok(())
+    }
+
+    fn close_downstream(&self) -> Result<(), HostError> {
+        let mut f = self.0.borrow_mut();
+        let current = f.current;
+        f.closed.push(current);
+        Ok(())
+    }
+
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
         let mut f = self.0.borrow_mut();
-        if context_id != ROOT && !f.headers.contains_key(&context_id) {
+        if context_id != ROOT
+            && !f.headers.contains_key(&context_id)
+            && !f.connections.contains_key(&context_id)
+        {
             return Err(HostError(2));
         }
         f.current = context_id;
@@ -783,4 +809,245 @@ fn streams_of_unknown_roots_are_refused() {
         p.replies_to(50),
         vec![(500, "Authentication failed: internal error".to_string())]
     );
+}
+
+// --------------------------------------------------------------------------- NETWORK plugin
+
+const APP_PORT: i64 = 8080;
+const SPIFFE_FOO: &str = "spiffe://cluster.local/ns/foo/sa/curl";
+
+fn strict() -> serde_json::Value {
+    json!({"mtls": {"mode": "STRICT"}, "trustDomains": ["cluster.local"]})
+}
+
+fn as_network(f: &mut Fake) {
+    f.properties
+        .insert("plugin_root_id".into(), NETWORK_ROOT_ID.as_bytes().to_vec());
+}
+
+/// How a connection looks to the filter: plaintext, TLS before its handshake ends, or mTLS.
+#[derive(Clone, Copy)]
+enum Peer<'a> {
+    Plaintext,
+    Handshaking,
+    Mtls(&'a str),
+}
+
+impl Proxy {
+    fn set_peer(&self, id: u32, peer: Peer<'_>) {
+        let mut props: HashMap<String, Vec<u8>> = HashMap::new();
+        props.insert("destination/port".into(), APP_PORT.to_le_bytes().to_vec());
+        props.insert("source/address".into(), b"127.0.0.1:40000".to_vec());
+        if !matches!(peer, Peer::Plaintext) {
+            props.insert("connection/tls_version".into(), b"TLSv1.3".to_vec());
+        }
+        props.insert(
+            "connection/mtls".into(),
+            vec![u8::from(matches!(peer, Peer::Mtls(_)))],
+        );
+        if let Peer::Mtls(uri) = peer {
+            props.insert(
+                "connection/uri_san_peer_certificate".into(),
+                uri.as_bytes().to_vec(),
+            );
+        }
+        self.fake().connections.insert(id, props);
+    }
+
+    /// A new downstream connection; its context id and what the filter answered.
+    fn connect(&mut self, peer: Peer<'_>) -> (u32, Action) {
+        let id = self.next_stream;
+        self.next_stream += 1;
+        self.set_peer(id, peer);
+        self.fake().current = id;
+        self.rt.on_context_create(id, ROOT);
+        (id, self.rt.on_new_connection(id))
+    }
+
+    fn data(&self, id: u32) -> Action {
+        self.fake().current = id;
+        self.rt.on_downstream_data(id)
+    }
+
+    fn closed(&self) -> Vec<u32> {
+        self.fake().closed.clone()
+    }
+
+    fn continued(&self) -> Vec<u32> {
+        self.fake().continued.clone()
+    }
+
+    fn disconnect(&self, id: u32) {
+        self.fake().connections.remove(&id);
+        self.rt.on_done(id);
+    }
+}
+
+#[test]
+fn strict_closes_plaintext_at_once_and_permissive_lets_it_through() {
+    let mut p = Proxy::with(strict(), as_network);
+    let (id, action) = p.connect(Peer::Plaintext);
+    assert_eq!((action, p.closed()), (Action::Pause, vec![id]));
+    assert_eq!(
+        p.data(id),
+        Action::Continue,
+        "a closed connection has no data"
+    );
+
+    let mut p = Proxy::with(json!({"mtls": {"mode": "PERMISSIVE"}}), as_network);
+    let (id, action) = p.connect(Peer::Plaintext);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(p.data(id), Action::Continue);
+    assert!(p.closed().is_empty());
+    p.tick();
+    assert_eq!(p.metric("connections_allowed"), 1);
+}
+
+#[test]
+fn a_tls_connection_is_decided_by_its_first_bytes() {
+    let mut p = Proxy::with(strict(), as_network);
+    let (good, action) = p.connect(Peer::Handshaking);
+    assert_eq!(action, Action::Pause);
+    let (bad, _) = p.connect(Peer::Handshaking);
+    let (foreign, _) = p.connect(Peer::Handshaking);
+    assert!(p.closed().is_empty());
+
+    p.set_peer(good, Peer::Mtls(SPIFFE_FOO));
+    assert_eq!(p.data(good), Action::Continue);
+    assert_eq!(p.data(good), Action::Continue);
+    assert_eq!(p.data(bad), Action::Pause, "handshake over, no certificate");
+    p.set_peer(foreign, Peer::Mtls("spiffe://evil.local/ns/foo/sa/curl"));
+    assert_eq!(p.data(foreign), Action::Pause, "a trust domain not listed");
+    assert_eq!(p.closed(), vec![bad, foreign]);
+    assert!(p.continued().is_empty(), "continued by returning Continue");
+    p.tick();
+    assert_eq!(p.metric("connections_allowed"), 1);
+    assert_eq!(p.metric("connections_refused"), 2);
+}
+
+#[test]
+fn a_server_first_mtls_connection_is_resumed_by_the_tick() {
+    let mut p = Proxy::with(strict(), as_network);
+    let (id, _) = p.connect(Peer::Handshaking);
+    assert_eq!(p.fake().tick_ms, network::TICK_HANDSHAKE_MS);
+    p.advance(5);
+    p.tick();
+    assert!(p.continued().is_empty() && p.closed().is_empty());
+    p.set_peer(id, Peer::Mtls(SPIFFE_FOO));
+    p.advance(10);
+    p.tick();
+    assert_eq!(p.continued(), vec![id]);
+    assert_eq!(p.fake().current, ROOT, "the root is current again");
+    assert_eq!(p.data(id), Action::Continue);
+    p.tick();
+    assert_eq!(
+        p.fake().tick_ms,
+        TICK_IDLE_MS,
+        "nothing paused: the tick slows down"
+    );
+}
+
+#[test]
+fn a_tls_connection_that_never_shows_a_certificate_is_refused_at_its_deadline() {
+    let mut p = Proxy::with(strict(), as_network);
+    let (id, _) = p.connect(Peer::Handshaking);
+    for _ in 0..1_999 {
+        p.advance(5);
+        p.tick();
+        assert!(p.closed().is_empty());
+    }
+    p.advance(5);
+    p.tick();
+    assert_eq!(p.closed(), vec![id], "10 s after it connected");
+    assert!(p.continued().is_empty());
+}
+
+#[test]
+fn ports_keep_their_own_mode() {
+    let cfg = json!({"mtls": {"mode": "STRICT"},
+                     "portLevelMtls": {APP_PORT.to_string(): {"mode": "DISABLE"}}});
+    let mut p = Proxy::with(cfg, as_network);
+    assert_eq!(p.connect(Peer::Plaintext).1, Action::Continue);
+    let cfg = json!({"mtls": {"mode": "PERMISSIVE"},
+                     "portLevelMtls": {APP_PORT.to_string(): {"mode": "STRICT"}}});
+    let mut p = Proxy::with(cfg, as_network);
+    assert_eq!(p.connect(Peer::Plaintext).1, Action::Pause);
+}
+
+#[test]
+fn a_network_plugin_refuses_http_only_fields_at_configure() {
+    for (extra, field) in [
+        (
+            json!({"jwtRules": [{"issuer": ISS, "jwks": jwks("k1")}]}),
+            "jwtRules",
+        ),
+        (json!({"requireToken": true}), "requireToken"),
+        (
+            json!({"triggerRules": [{"excludedPaths": [{"exact": "/x"}]}]}),
+            "triggerRules",
+        ),
+        (
+            json!({"outputPeerPrincipalToHeader": "x-peer"}),
+            "outputPeerPrincipalToHeader",
+        ),
+    ] {
+        let mut cfg = strict();
+        cfg.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let p = Proxy {
+            rt: Runtime::new(FakeHost::default()),
+            next_stream: 2,
+        };
+        as_network(&mut p.fake());
+        assert!(!p.configure(cfg.clone()), "{field}");
+        let raw = config::parse(cfg.to_string().as_bytes()).unwrap();
+        let err = config::check_network(&raw).unwrap_err().to_string();
+        assert!(err.contains(&format!("at {field}:")), "{err}");
+        // Loaded without the network root id it starts, and refuses every connection.
+        let mut p = Proxy::new(cfg);
+        let (id, action) = p.connect(Peer::Mtls(SPIFFE_FOO));
+        assert_eq!((action, p.closed()), (Action::Pause, vec![id]));
+    }
+}
+
+#[test]
+fn paused_connections_are_capped_forgotten_when_gone_and_closed_with_their_plugin() {
+    let mut p = Proxy::with(strict(), as_network);
+    let ids: Vec<u32> = (0..network::MAX_PAUSED_CONNECTIONS)
+        .map(|_| p.connect(Peer::Handshaking).0)
+        .collect();
+    assert!(p.closed().is_empty());
+    let (over, action) = p.connect(Peer::Handshaking);
+    assert_eq!((action, p.closed()), (Action::Pause, vec![over]));
+    p.disconnect(ids[0]);
+    let (again, action) = p.connect(Peer::Handshaking);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(p.closed(), vec![over], "room for one more");
+    p.rt.on_done(ROOT);
+    assert_eq!(p.closed().len(), network::MAX_PAUSED_CONNECTIONS + 1);
+    assert!(p.closed().contains(&again) && !p.closed().contains(&ids[0]));
+}
+
+#[test]
+fn a_reconfigured_plugin_keeps_its_paused_connections() {
+    let mut p = Proxy::with(strict(), as_network);
+    let (id, _) = p.connect(Peer::Handshaking);
+    assert!(p.configure(json!({"mtls": {"mode": "PERMISSIVE"}})));
+    p.set_peer(id, Peer::Handshaking);
+    assert_eq!(
+        p.data(id),
+        Action::Continue,
+        "decided under the new configuration"
+    );
+}
+
+#[test]
+fn connections_of_unknown_plugins_are_refused() {
+    let p = Proxy::with(strict(), as_network);
+    p.set_peer(77, Peer::Mtls(SPIFFE_FOO));
+    p.fake().current = 77;
+    p.rt.on_context_create(77, 9);
+    assert_eq!(p.rt.on_new_connection(77), Action::Pause);
+    assert_eq!(p.closed(), vec![77]);
 }

@@ -1,0 +1,222 @@
+//! The connection-level (NETWORK) plugin: Istio's PeerAuthentication enforced on whole
+//! connections, before any HTTP filter or `tcp_proxy` sees a byte. A refused connection is closed
+//! without a response, and its upstream is never connected: the filters after this one are only
+//! started once a connection is allowed.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::root::{Handshake, Root};
+use super::{Action, Host, Runtime, NETWORK_ROOT_ID};
+use crate::authn::{self, Admission};
+
+/// How soon a paused TLS connection is first asked whether its peer presented a certificate; the
+/// interval then doubles up to `MAX_POLL_MS`, so connections that stall cost little. Client-first
+/// protocols are decided sooner, by their first bytes.
+pub const TICK_HANDSHAKE_MS: u32 = 5;
+const MAX_POLL_MS: u64 = 1_000;
+/// A TLS connection that has shown no client certificate by then is refused.
+const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Connections one plugin keeps paused per VM; past it a new one is refused.
+pub const MAX_PAUSED_CONNECTIONS: usize = 10_000;
+
+impl<H: Host> Runtime<H> {
+    pub fn on_new_connection(&self, context_id: u32) -> Action {
+        let Some((_, root)) = self.take_new_stream(context_id) else {
+            return self.refuse_connection(None, None, "no configured plugin");
+        };
+        if self.has_http_only_fields(&root) {
+            return self.refuse_connection(Some(&root), None, "HTTP-only fields in its config");
+        }
+        let conn = self.connection(true);
+        let admission = authn::admit_connection(&root.borrow().config, &conn, false);
+        match admission {
+            Admission::Allow => {
+                root.borrow_mut().count_connection(true);
+                Action::Continue
+            }
+            Admission::Refuse(why) => self.refuse_connection(Some(&root), conn.port, why),
+            Admission::AwaitHandshake => self.await_handshake(context_id, &root, conn.port),
+        }
+    }
+
+    /// Bytes of a paused connection mean its TLS handshake is over: it is decided now. Any other
+    /// connection was allowed already.
+    pub fn on_downstream_data(&self, context_id: u32) -> Action {
+        let Some(root) = self.root_awaiting(context_id) else {
+            return Action::Continue;
+        };
+        root.borrow_mut().handshakes.remove(&context_id);
+        let conn = self.connection(true);
+        let admission = authn::admit_connection(&root.borrow().config, &conn, true);
+        match admission {
+            Admission::Allow => {
+                root.borrow_mut().count_connection(true);
+                Action::Continue
+            }
+            Admission::Refuse(why) => self.refuse_connection(Some(&root), conn.port, why),
+            Admission::AwaitHandshake => {
+                self.refuse_connection(Some(&root), conn.port, "TLS state unknown")
+            }
+        }
+    }
+
+    fn root_awaiting(&self, context_id: u32) -> Option<Rc<RefCell<Root>>> {
+        self.contexts
+            .borrow()
+            .roots
+            .iter()
+            .find(|(_, r)| {
+                r.try_borrow().is_ok_and(|r| {
+                    !r.handshakes.is_empty() && r.handshakes.contains_key(&context_id)
+                })
+            })
+            .map(|(_, r)| Rc::clone(r))
+    }
+
+    /// A plugin loaded as a network filter without the network root id cannot refuse its
+    /// HTTP-only fields at start; it refuses every connection instead of enforcing less.
+    fn has_http_only_fields(&self, root: &Rc<RefCell<Root>>) -> bool {
+        let mut r = root.borrow_mut();
+        let Some(field) = r.config.http_only_field else {
+            return false;
+        };
+        if !r.http_only_logged {
+            r.http_only_logged = true;
+            log::error!(
+                "pluginConfig.{field}: needs the HTTP plugin, but this plugin is loaded as a network \
+                 filter; every connection is refused. A NETWORK WasmPlugin with pluginName \
+                 \"{NETWORK_ROOT_ID}\" has such a configuration refused when it is loaded"
+            );
+        }
+        true
+    }
+
+    fn await_handshake(
+        &self,
+        context_id: u32,
+        root: &Rc<RefCell<Root>>,
+        port: Option<u32>,
+    ) -> Action {
+        let now = self.host.now_ms().unwrap_or(0);
+        let tick_slower = {
+            let mut r = root.borrow_mut();
+            if r.handshakes.len() >= MAX_PAUSED_CONNECTIONS {
+                drop(r);
+                return self.refuse_connection(
+                    Some(root),
+                    port,
+                    "too many connections awaiting their TLS handshake",
+                );
+            }
+            r.handshakes.insert(
+                context_id,
+                Handshake {
+                    deadline_ms: now.saturating_add(HANDSHAKE_TIMEOUT_MS),
+                    next_poll_ms: now.saturating_add(u64::from(TICK_HANDSHAKE_MS)),
+                    poll_interval_ms: u64::from(TICK_HANDSHAKE_MS),
+                },
+            );
+            r.tick_ms == 0 || r.tick_ms > TICK_HANDSHAKE_MS
+        };
+        if tick_slower {
+            self.set_tick(root, TICK_HANDSHAKE_MS);
+        }
+        Action::Pause
+    }
+
+    /// Runs in the root's tick: decides the paused connections whose peer has presented a
+    /// certificate, and refuses those past their deadline.
+    pub(super) fn poll_handshakes(&self, root_id: u32, root: &Rc<RefCell<Root>>, now_ms: u64) {
+        let due: Vec<(u32, u64)> = root
+            .borrow()
+            .handshakes
+            .iter()
+            .filter(|(_, h)| h.next_poll_ms <= now_ms)
+            .map(|(id, h)| (*id, h.deadline_ms))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for (id, deadline_ms) in due {
+            if self.host.set_effective_context(id).is_err() {
+                root.borrow_mut().handshakes.remove(&id);
+                continue;
+            }
+            // One host call while no certificate has been presented yet.
+            let admission = if self.connection_mtls() {
+                let conn = self.connection(true);
+                authn::admit_connection(&root.borrow().config, &conn, false)
+            } else {
+                Admission::AwaitHandshake
+            };
+            if admission == Admission::AwaitHandshake && now_ms < deadline_ms {
+                if let Some(h) = root.borrow_mut().handshakes.get_mut(&id) {
+                    h.poll_interval_ms = h.poll_interval_ms.saturating_mul(2).min(MAX_POLL_MS);
+                    h.next_poll_ms = now_ms.saturating_add(h.poll_interval_ms).min(deadline_ms);
+                }
+                continue;
+            }
+            root.borrow_mut().handshakes.remove(&id);
+            match admission {
+                Admission::Allow => {
+                    root.borrow_mut().count_connection(true);
+                    if self.host.resume_downstream().is_err() {
+                        log::warn!("could not resume an allowed connection");
+                    }
+                }
+                Admission::Refuse(why) => {
+                    self.refuse_connection(Some(root), None, why);
+                }
+                Admission::AwaitHandshake => {
+                    self.refuse_connection(
+                        Some(root),
+                        None,
+                        "no client certificate within the handshake timeout",
+                    );
+                }
+            }
+        }
+        let _ = self.host.set_effective_context(root_id);
+    }
+
+    /// A root that goes away closes the connections it still holds paused.
+    pub(super) fn close_paused_connections(&self, root: &Rc<RefCell<Root>>) {
+        let paused = std::mem::take(&mut root.borrow_mut().handshakes);
+        for id in paused.into_keys() {
+            if self.host.set_effective_context(id).is_ok() {
+                self.refuse_connection(Some(root), None, "its plugin was removed");
+            }
+        }
+    }
+
+    fn connection_mtls(&self) -> bool {
+        self.host
+            .property(&["connection", "mtls"])
+            .is_some_and(|b| crate::request::wire::decode_bool(&b))
+    }
+
+    /// Closes the current connection; always `Pause`, so no later filter starts.
+    fn refuse_connection(
+        &self,
+        root: Option<&Rc<RefCell<Root>>>,
+        port: Option<u32>,
+        why: &str,
+    ) -> Action {
+        if let Some(root) = root {
+            root.borrow_mut().count_connection(false);
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            let peer = self
+                .host
+                .property(&["source", "address"])
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default();
+            log::debug!("connection from {peer} to port {port:?} refused: {why}");
+        }
+        if self.host.close_downstream().is_err() {
+            log::error!("could not close a refused connection");
+        }
+        Action::Pause
+    }
+}
