@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use base64::Engine;
-use mesh_authn::authn::{authenticate, Env, NoRemotes, Verdict};
+use mesh_authn::authn::{admit_connection, authenticate, Admission, Env, NoRemotes, Verdict};
 use mesh_authn::config::{self, Config};
 use mesh_authn::error::AuthError;
 use mesh_authn::jwt::B64URL;
@@ -696,6 +696,7 @@ fn on_connection(
 fn mtls(uri: &str, port: u32) -> mesh_authn::request::Connection {
     mesh_authn::request::Connection {
         mtls: true,
+        tls: true,
         port: Some(port),
         uri_san: Some(uri.into()),
     }
@@ -704,6 +705,7 @@ fn mtls(uri: &str, port: u32) -> mesh_authn::request::Connection {
 fn plain(port: u32) -> mesh_authn::request::Connection {
     mesh_authn::request::Connection {
         mtls: false,
+        tls: false,
         port: Some(port),
         uri_san: None,
     }
@@ -935,4 +937,55 @@ fn verified_tokens_are_cached_and_rechecked() {
     );
     assert_eq!(counting.0.get(), 5);
     assert_eq!((cache.hits, cache.misses), (2, 5));
+}
+
+#[test]
+fn connections_are_admitted_as_requests_are() {
+    let cfg = |mode: &str| {
+        let raw = json!({"mtls": {"mode": mode}, "trustDomains": ["cluster.local"],
+                         "portLevelMtls": {"9000": {"mode": "DISABLE"}}});
+        config::load(raw.to_string().as_bytes(), &Workload::default()).unwrap()
+    };
+    let handshaking = mesh_authn::request::Connection {
+        tls: true,
+        ..plain(8080)
+    };
+    let foo = "spiffe://cluster.local/ns/foo/sa/curl";
+    let evil = "spiffe://evil.local/ns/foo/sa/curl";
+    let strict = cfg("STRICT");
+    for (conn, done, want) in [
+        (
+            plain(8080),
+            false,
+            Admission::Refuse("plaintext under STRICT"),
+        ),
+        (plain(9000), false, Admission::Allow),
+        (handshaking.clone(), false, Admission::AwaitHandshake),
+        (
+            handshaking.clone(),
+            true,
+            Admission::Refuse("TLS without a client certificate under STRICT"),
+        ),
+        (mtls(foo, 8080), false, Admission::Allow),
+        (
+            mtls(evil, 8080),
+            true,
+            Admission::Refuse("the peer's trust domain is not in trustDomains"),
+        ),
+        (mtls(evil, 9000), true, Admission::Allow),
+    ] {
+        assert_eq!(admit_connection(&strict, &conn, done), want, "{conn:?}");
+        // The HTTP filter's peer check agrees.
+        let verdict = on_connection(&strict, conn.clone(), &[]);
+        assert_eq!(
+            matches!(verdict, Verdict::Allow(_)),
+            want == Admission::Allow,
+            "{conn:?}"
+        );
+    }
+    for mode in ["PERMISSIVE", "DISABLE"] {
+        for conn in [plain(8080), handshaking.clone(), mtls(evil, 8080)] {
+            assert_eq!(admit_connection(&cfg(mode), &conn, false), Admission::Allow);
+        }
+    }
 }
