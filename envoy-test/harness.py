@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 ROOT_ID = "mesh-authn"
+NETWORK_ROOT_ID = "network"  # Istio's WasmPlugin pluginName for the connection-level plugin
 VM_ID = "mesh-authn"
 
 
@@ -231,6 +232,70 @@ def wasm_filter(name: str, plugin_config: dict | str, wasm: Path | None = None) 
     }
 
 
+def network_wasm_filter(name: str, plugin_config: dict | str, wasm: Path | None = None) -> dict:
+    """The module as Envoy's wasm NETWORK filter, as istiod renders a `type: NETWORK` WasmPlugin
+    whose pluginName is "network" (the root id)."""
+    http = wasm_filter(name, plugin_config, wasm)["typed_config"]
+    http["@type"] = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
+    http["config"]["root_id"] = NETWORK_ROOT_ID
+    return {"name": "envoy.filters.network.wasm", "typed_config": http}
+
+
+def tcp_proxy(name: str, cluster: str) -> dict:
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": name, "cluster": cluster}}
+
+
+class TcpServer:
+    """A TCP service on 127.0.0.1: echoes what it receives, or with `banner` speaks first (as
+    MySQL or SMTP do) and then echoes. Counts the connections it accepted and the bytes it got."""
+
+    def __init__(self, banner: bytes = b"") -> None:
+        self.banner = banner
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.received = b""
+        self._lock = threading.Lock()
+        self._stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if self.banner:
+                    conn.sendall(self.banner)
+                while data := conn.recv(65536):
+                    with self._lock:
+                        self.received += data
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+    def __enter__(self) -> "TcpServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def jwt_authn_filter(plugin_config: dict) -> dict:
     """Envoy's own jwt_authn filter configured like the given pluginConfig (the reference
     implementation). Covers jwtRules and requireToken/clockSkewSeconds/requireExpiration;
@@ -318,7 +383,8 @@ def listener(name: str, port: int, http_filters: list[dict], cluster: str = "ech
 
 # The filter adds these per-request counts to Envoy's counters only on a root tick (about once a
 # second per worker), all of a root's counts in the same flush.
-BATCHED_COUNTERS = {"allowed", "denied", "jwt_cache_hit", "jwt_cache_miss", "host_verify_failed"}
+BATCHED_COUNTERS = {"allowed", "denied", "jwt_cache_hit", "jwt_cache_miss", "host_verify_failed",
+                    "connections_allowed", "connections_refused"}
 
 
 def filter_stat(plugin: str, name: str) -> str:

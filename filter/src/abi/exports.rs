@@ -67,6 +67,11 @@ pub extern "C" fn proxy_on_downstream_data(context_id: u32, _size: usize, _eos: 
 }
 
 #[no_mangle]
+pub extern "C" fn proxy_on_upstream_data(context_id: u32, _size: usize, _eos: u32) -> u32 {
+    RUNTIME.with(|rt| rt.on_upstream_data(context_id) as u32)
+}
+
+#[no_mangle]
 pub extern "C" fn proxy_on_http_call_response(
     root_id: u32,
     token: u32,

@@ -65,10 +65,6 @@ impl Host for AbiHost {
         imports::resume_request()
     }
 
-    fn resume_downstream(&self) -> Result<(), HostError> {
-        imports::resume_downstream()
-    }
-
     fn close_downstream(&self) -> Result<(), HostError> {
         imports::close_downstream()
     }

@@ -357,11 +357,6 @@ pub fn resume_request() -> Result<(), HostError> {
     check(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
 }
 
-pub fn resume_downstream() -> Result<(), HostError> {
-    // SAFETY: plain value call.
-    check(unsafe { proxy_continue_stream(STREAM_DOWNSTREAM) })
-}
-
 pub fn close_downstream() -> Result<(), HostError> {
     // SAFETY: plain value call.
     check(unsafe { proxy_close_stream(STREAM_DOWNSTREAM) })

@@ -33,8 +33,6 @@ pub trait Host {
     ) -> Result<(), HostError>;
     /// Lets the current (paused) request go on.
     fn resume_request(&self) -> Result<(), HostError>;
-    /// Lets the current (paused) connection's bytes reach the next network filter.
-    fn resume_downstream(&self) -> Result<(), HostError>;
     /// Closes the current connection without a response, after the callback returns.
     fn close_downstream(&self) -> Result<(), HostError>;
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError>;

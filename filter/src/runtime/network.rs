@@ -1,7 +1,13 @@
 //! The connection-level (NETWORK) plugin: Istio's PeerAuthentication enforced on whole
 //! connections, before any HTTP filter or `tcp_proxy` sees a byte. A refused connection is closed
-//! without a response, and its upstream is never connected: the filters after this one are only
-//! started once a connection is allowed.
+//! without a response.
+//!
+//! A plaintext connection is decided when it arrives; refused, the filters after this one never
+//! start, so no upstream is connected. A TLS connection must go on: `tcp_proxy` stops reading the
+//! socket until its upstream connects, and the handshake needs those reads. Until its handshake
+//! shows a certificate it is held at the gate instead: its first bytes either way (client data,
+//! or the upstream's first bytes once the handshake is done) decide it, and the root's tick polls
+//! it for callers that send nothing.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,14 +16,14 @@ use super::root::{Handshake, Root};
 use super::{Action, Host, Runtime, NETWORK_ROOT_ID};
 use crate::authn::{self, Admission};
 
-/// How soon a paused TLS connection is first asked whether its peer presented a certificate; the
+/// How soon a held TLS connection is first asked whether its peer presented a certificate; the
 /// interval then doubles up to `MAX_POLL_MS`, so connections that stall cost little. Client-first
 /// protocols are decided sooner, by their first bytes.
 pub const TICK_HANDSHAKE_MS: u32 = 5;
 const MAX_POLL_MS: u64 = 1_000;
 /// A TLS connection that has shown no client certificate by then is refused.
 const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
-/// Connections one plugin keeps paused per VM; past it a new one is refused.
+/// TLS connections one plugin holds at the gate per VM; past it a new one is refused.
 pub const MAX_PAUSED_CONNECTIONS: usize = 10_000;
 
 impl<H: Host> Runtime<H> {
@@ -40,7 +46,7 @@ impl<H: Host> Runtime<H> {
         }
     }
 
-    /// Bytes of a paused connection mean its TLS handshake is over: it is decided now. Any other
+    /// Bytes from a held connection mean its TLS handshake is over: it is decided now. Any other
     /// connection was allowed already.
     pub fn on_downstream_data(&self, context_id: u32) -> Action {
         let Some(root) = self.root_awaiting(context_id) else {
@@ -49,6 +55,30 @@ impl<H: Host> Runtime<H> {
         root.borrow_mut().handshakes.remove(&context_id);
         let conn = self.connection(true);
         let admission = authn::admit_connection(&root.borrow().config, &conn, true);
+        match admission {
+            Admission::Allow => {
+                root.borrow_mut().count_connection(true);
+                Action::Continue
+            }
+            Admission::Refuse(why) => self.refuse_connection(Some(&root), conn.port, why),
+            Admission::AwaitHandshake => {
+                self.refuse_connection(Some(&root), conn.port, "TLS state unknown")
+            }
+        }
+    }
+
+    /// The upstream's bytes reach a held connection only once it is decided; before its handshake
+    /// ends the TLS socket keeps them.
+    pub fn on_upstream_data(&self, context_id: u32) -> Action {
+        let Some(root) = self.root_awaiting(context_id) else {
+            return Action::Continue;
+        };
+        if !self.connection_mtls() {
+            return Action::Continue;
+        }
+        root.borrow_mut().handshakes.remove(&context_id);
+        let conn = self.connection(true);
+        let admission = authn::admit_connection(&root.borrow().config, &conn, false);
         match admission {
             Admission::Allow => {
                 root.borrow_mut().count_connection(true);
@@ -122,10 +152,10 @@ impl<H: Host> Runtime<H> {
         if tick_slower {
             self.set_tick(root, TICK_HANDSHAKE_MS);
         }
-        Action::Pause
+        Action::Continue
     }
 
-    /// Runs in the root's tick: decides the paused connections whose peer has presented a
+    /// Runs in the root's tick: decides the held connections whose peer has presented a
     /// certificate, and refuses those past their deadline.
     pub(super) fn poll_handshakes(&self, root_id: u32, root: &Rc<RefCell<Root>>, now_ms: u64) {
         let due: Vec<(u32, u64)> = root
@@ -159,12 +189,7 @@ impl<H: Host> Runtime<H> {
             }
             root.borrow_mut().handshakes.remove(&id);
             match admission {
-                Admission::Allow => {
-                    root.borrow_mut().count_connection(true);
-                    if self.host.resume_downstream().is_err() {
-                        log::warn!("could not resume an allowed connection");
-                    }
-                }
+                Admission::Allow => root.borrow_mut().count_connection(true),
                 Admission::Refuse(why) => {
                     self.refuse_connection(Some(root), None, why);
                 }
@@ -180,7 +205,7 @@ impl<H: Host> Runtime<H> {
         let _ = self.host.set_effective_context(root_id);
     }
 
-    /// A root that goes away closes the connections it still holds paused.
+    /// A root that goes away closes the connections it still holds.
     pub(super) fn close_paused_connections(&self, root: &Rc<RefCell<Root>>) {
         let paused = std::mem::take(&mut root.borrow_mut().handshakes);
         for id in paused.into_keys() {

@@ -51,7 +51,6 @@ struct Fake {
     /// Connection contexts and their properties (`connection/mtls`, …).
     connections: HashMap<u32, HashMap<String, Vec<u8>>>,
     closed: Vec<u32>,
-    continued: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -127,13 +126,6 @@ impl Host for FakeHost {
         let mut f = self.0.borrow_mut();
         let current = f.current;
         f.resumed.push(current);
-        Ok(())
-    }
-
-    fn resume_downstream(&self) -> Result<(), HostError> {
-        let mut f = self.0.borrow_mut();
-        let current = f.current;
-        f.continued.push(current);
         Ok(())
     }
 
@@ -873,8 +865,9 @@ impl Proxy {
         self.fake().closed.clone()
     }
 
-    fn continued(&self) -> Vec<u32> {
-        self.fake().continued.clone()
+    fn upstream_data(&self, id: u32) -> Action {
+        self.fake().current = id;
+        self.rt.on_upstream_data(id)
     }
 
     fn disconnect(&self, id: u32) {
@@ -907,7 +900,11 @@ fn strict_closes_plaintext_at_once_and_permissive_lets_it_through() {
 fn a_tls_connection_is_decided_by_its_first_bytes() {
     let mut p = Proxy::with(strict(), as_network);
     let (good, action) = p.connect(Peer::Handshaking);
-    assert_eq!(action, Action::Pause);
+    assert_eq!(
+        action,
+        Action::Continue,
+        "the handshake needs the next filters to read"
+    );
     let (bad, _) = p.connect(Peer::Handshaking);
     let (foreign, _) = p.connect(Peer::Handshaking);
     assert!(p.closed().is_empty());
@@ -919,32 +916,45 @@ fn a_tls_connection_is_decided_by_its_first_bytes() {
     p.set_peer(foreign, Peer::Mtls("spiffe://evil.local/ns/foo/sa/curl"));
     assert_eq!(p.data(foreign), Action::Pause, "a trust domain not listed");
     assert_eq!(p.closed(), vec![bad, foreign]);
-    assert!(p.continued().is_empty(), "continued by returning Continue");
     p.tick();
     assert_eq!(p.metric("connections_allowed"), 1);
     assert_eq!(p.metric("connections_refused"), 2);
 }
 
 #[test]
-fn a_server_first_mtls_connection_is_resumed_by_the_tick() {
+fn a_silent_connection_is_decided_by_the_tick_and_upstream_bytes_wait_for_the_decision() {
     let mut p = Proxy::with(strict(), as_network);
-    let (id, _) = p.connect(Peer::Handshaking);
+    let (good, _) = p.connect(Peer::Handshaking);
+    let (foreign, _) = p.connect(Peer::Handshaking);
     assert_eq!(p.fake().tick_ms, network::TICK_HANDSHAKE_MS);
+    // Before the handshake ends the TLS socket holds what the upstream sends.
+    assert_eq!(p.upstream_data(foreign), Action::Continue);
     p.advance(5);
     p.tick();
-    assert!(p.continued().is_empty() && p.closed().is_empty());
-    p.set_peer(id, Peer::Mtls(SPIFFE_FOO));
+    assert!(p.closed().is_empty());
+    p.set_peer(good, Peer::Mtls(SPIFFE_FOO));
+    p.set_peer(foreign, Peer::Mtls("spiffe://evil.local/ns/foo/sa/curl"));
+    assert_eq!(
+        p.upstream_data(foreign),
+        Action::Pause,
+        "decided before a byte is relayed"
+    );
+    assert_eq!(p.closed(), vec![foreign]);
     p.advance(10);
     p.tick();
-    assert_eq!(p.continued(), vec![id]);
     assert_eq!(p.fake().current, ROOT, "the root is current again");
-    assert_eq!(p.data(id), Action::Continue);
+    assert_eq!(p.closed(), vec![foreign]);
+    assert_eq!(p.data(good), Action::Continue);
+    assert_eq!(p.upstream_data(good), Action::Continue);
+    p.advance(1_000);
     p.tick();
     assert_eq!(
         p.fake().tick_ms,
         TICK_IDLE_MS,
-        "nothing paused: the tick slows down"
+        "nothing held: the tick slows down"
     );
+    assert_eq!(p.metric("connections_allowed"), 1);
+    assert_eq!(p.metric("connections_refused"), 1);
 }
 
 #[test]
@@ -959,7 +969,6 @@ fn a_tls_connection_that_never_shows_a_certificate_is_refused_at_its_deadline() 
     p.advance(5);
     p.tick();
     assert_eq!(p.closed(), vec![id], "10 s after it connected");
-    assert!(p.continued().is_empty());
 }
 
 #[test]
@@ -1022,7 +1031,7 @@ fn paused_connections_are_capped_forgotten_when_gone_and_closed_with_their_plugi
     assert_eq!((action, p.closed()), (Action::Pause, vec![over]));
     p.disconnect(ids[0]);
     let (again, action) = p.connect(Peer::Handshaking);
-    assert_eq!(action, Action::Pause);
+    assert_eq!(action, Action::Continue);
     assert_eq!(p.closed(), vec![over], "room for one more");
     p.rt.on_done(ROOT);
     assert_eq!(p.closed().len(), network::MAX_PAUSED_CONNECTIONS + 1);
