@@ -383,8 +383,7 @@ def listener(name: str, port: int, http_filters: list[dict], cluster: str = "ech
 
 # The filter adds these per-request counts to Envoy's counters only on a root tick (about once a
 # second per worker), all of a root's counts in the same flush.
-BATCHED_COUNTERS = {"allowed", "denied", "jwt_cache_hit", "jwt_cache_miss", "host_verify_failed",
-                    "connections_allowed", "connections_refused"}
+BATCHED_COUNTERS = {"allowed", "denied", "jwt_cache_hit", "jwt_cache_miss", "host_verify_failed"}
 
 
 def filter_stat(plugin: str, name: str) -> str:

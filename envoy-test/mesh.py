@@ -34,6 +34,7 @@ import datetime
 import http.client
 import ipaddress
 import json
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,15 +216,26 @@ def _tls_certificate(ident: Identity) -> dict:
             "private_key": {"filename": str(ident.key_path)}}
 
 
-def inbound_listener(port: int, ident: Identity, ca_path: Path, plugin_config: dict | str,
-                     wasm: Path | None = None) -> dict:
+def inbound_listener(port: int, ident: Identity, ca_path: Path, plugin_config: dict | str | None,
+                     wasm: Path | None = None, network_config: dict | str | None = None,
+                     tcp_cluster: str | None = None) -> dict:
     """An Istio-PERMISSIVE-style inbound listener: mTLS and plaintext on the same port, the wasm
     filter deciding. Like Istio's inbound HCM, XFCC is APPEND_FORWARD with the current peer's
-    subject/URI/DNS set (so the app can see who connected, independent of the filter)."""
+    subject/URI/DNS set (so the app can see who connected, independent of the filter).
+    `plugin_config` None: no HTTP plugin; `network_config`: the NETWORK plugin in front of the HCM
+    (or of `tcp_proxy` to `tcp_cluster`, for a TCP service), as a `type: NETWORK` WasmPlugin."""
     name = f"inbound_{port}"
     cluster = f"inbound|{port}||"
 
+    def filters(chain: str) -> list[dict]:
+        front = [] if network_config is None else [
+            harness.network_wasm_filter(f"{name}_network", network_config, wasm)]
+        if tcp_cluster:
+            return front + [harness.tcp_proxy(f"{name}_{chain}", tcp_cluster)]
+        return front + [hcm(chain)]
+
     def hcm(chain: str) -> dict:
+        http_filters = [] if plugin_config is None else [harness.wasm_filter(name, plugin_config, wasm)]
         return {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
             "@type": HCM_TYPE,
             "stat_prefix": f"{name}_{chain}",
@@ -233,7 +245,7 @@ def inbound_listener(port: int, ident: Identity, ca_path: Path, plugin_config: d
                 "name": "inbound", "domains": ["*"],
                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
             }]},
-            "http_filters": [harness.wasm_filter(name, plugin_config, wasm), harness.ROUTER],
+            "http_filters": [*http_filters, harness.ROUTER],
         }}
 
     return {
@@ -256,12 +268,12 @@ def inbound_listener(port: int, ident: Identity, ca_path: Path, plugin_config: d
                         "validation_context": {"trusted_ca": {"filename": str(ca_path)}},
                     },
                 }},
-                "filters": [hcm("tls")],
+                "filters": filters("tls"),
             },
             {
                 "name": "plaintext",
                 "filter_chain_match": {"transport_protocol": "raw_buffer"},
-                "filters": [hcm("plaintext")],
+                "filters": filters("plaintext"),
             },
         ],
     }
@@ -408,8 +420,10 @@ class Mesh:
         workdir.mkdir(parents=True, exist_ok=True)
         return harness.Envoy(config, workdir, admin, concurrency=1).start()
 
-    def _server_config(self, server: ServerSidecar, plugin_config: dict | str) -> dict:
-        listeners = [inbound_listener(port, server.ident, self.pki.ca_path, plugin_config, self.wasm)
+    def _server_config(self, server: ServerSidecar, plugin_config: dict | str | None,
+                       network_config: dict | str | None = None) -> dict:
+        listeners = [inbound_listener(port, server.ident, self.pki.ca_path, plugin_config, self.wasm,
+                                      network_config)
                      for port in server.ports.values()]
         clusters = [harness.static_cluster(f"inbound|{port}||", server.app.port)
                     for port in server.ports.values()] + self.server_clusters
@@ -418,10 +432,12 @@ class Mesh:
                               f"httpbin-7b4f9d6c8-{server.ns}xyz")
         return config
 
-    def apply(self, plugin_config: dict | str, force: bool = False) -> None:
-        """(Re)start both server sidecars with this pluginConfig, unless it is already running.
-        Raises harness.EnvoyStartError when a sidecar refuses it."""
-        key = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config, sort_keys=True)
+    def apply(self, plugin_config: dict | str | None, force: bool = False,
+              network: dict | str | None = None) -> None:
+        """(Re)start both server sidecars with this pluginConfig (None: no HTTP plugin) and, with
+        `network`, the NETWORK plugin's, unless they are already running. Raises
+        harness.EnvoyStartError when a sidecar refuses them."""
+        key = json.dumps([plugin_config, network], sort_keys=True)
         if not force and key == self.plugin_config and all(
                 s.envoy and s.envoy.proc.poll() is None for s in self.servers.values()):
             return
@@ -435,7 +451,7 @@ class Mesh:
             server.generation += 1
             workdir = self.workdir / f"httpbin.{server.ns}" / f"gen-{server.generation:02d}"
             workdir.mkdir(parents=True, exist_ok=True)
-            server.envoy = harness.Envoy(self._server_config(server, plugin_config), workdir,
+            server.envoy = harness.Envoy(self._server_config(server, plugin_config, network), workdir,
                                          server.admin_port, concurrency=1).start()
         for server in self.servers.values():
             server.envoy.wait_ready()
@@ -496,6 +512,33 @@ class Mesh:
             return Cell(0, error=f"{type(err).__name__}: {err}")
         finally:
             conn.close()
+
+    def curl(self, src: str, dst: str, port: str = "http", path: str = "/ip",
+             headers: dict[str, str] | None = None) -> tuple[int, str]:
+        """The seeds' own client: `curl -s http://httpbin.<dst>:<port>/ip -o /dev/null -w
+        "%{http_code}"` from curl.<src>; (curl's exit code, the printed code, 000 when no HTTP
+        answer came)."""
+        host_port = self.servers[dst].ports[port] if dst in self.servers else self.legacy_app.port
+        cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+               "-H", f"Host: httpbin.{dst}:{host_port}"]
+        for name, value in (headers or {}).items():
+            cmd += ["-H", f"{name}: {value}"]
+        cmd.append(f"http://{HOST}:{self.port(src, dst, port)}{path}")
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return out.returncode, out.stdout.strip()
+
+    def curl_matrix(self, title: str = "", port: str = "http") -> dict[tuple[str, str], tuple[int, str]]:
+        """The task's reachability table with real curl, printed as the task prints it, with
+        kubectl's "command terminated with exit code N" for a curl that failed."""
+        cells = {(src, dst): self.curl(src, dst, port) for src in NAMESPACES for dst in NAMESPACES}
+        if self.verbose:
+            lines = [f"--- {title}" + ("" if port == "http" else f" ({port} port)")]
+            for (src, dst), (code, printed) in cells.items():
+                lines.append(f"curl.{src} to httpbin.{dst}: {printed}")
+                if code:
+                    lines.append(f"command terminated with exit code {code}")
+            print("\n".join(lines))
+        return cells
 
     def matrix(self, title: str = "", port: str = "http", show: bool | None = None) -> dict[tuple[str, str], Cell]:
         """The task's reachability table, from ∈ {foo, bar, legacy} to httpbin.{foo, bar, legacy}
