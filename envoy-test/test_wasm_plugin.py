@@ -19,9 +19,13 @@ def docs() -> list[dict]:
     return [d for d in yaml.safe_load_all(SHIPPED.read_text()) if d]
 
 
+def plugin(name: str) -> dict:
+    (found,) = [d for d in docs() if d["kind"] == "WasmPlugin" and d["metadata"]["name"] == name]
+    return found
+
+
 def plugin_config(name: str) -> dict:
-    (plugin,) = [d for d in docs() if d["kind"] == "WasmPlugin" and d["metadata"]["name"] == name]
-    return plugin["spec"]["pluginConfig"]
+    return plugin(name)["spec"]["pluginConfig"]
 
 
 def service_entry_clusters(port: int) -> list[dict]:
@@ -52,7 +56,12 @@ def ingress(upstream, wasm_module, jwks_server, tmp_path_factory):
 def httpbin_mesh(wasm_module, jwks_server, tmp_path_factory):
     m = M.Mesh(tmp_path_factory.mktemp("mesh-shipped"), wasm_module,
                server_clusters=service_entry_clusters(jwks_server.port))
-    m.start(plugin_config("mesh-authn-httpbin"))
+    peers = plugin("mesh-authn-httpbin-peers")["spec"]
+    # istiod renders `type: NETWORK` as the network wasm filter, `pluginName` as its root id.
+    assert (peers["type"], peers["pluginName"]) == ("NETWORK", harness.NETWORK_ROOT_ID)
+    assert plugin("mesh-authn-httpbin")["spec"].get("type", "HTTP") == "HTTP"
+    m.start("{}")
+    m.apply(plugin_config("mesh-authn-httpbin"), network=peers["pluginConfig"])
     yield m
     m.stop()
 
@@ -79,8 +88,9 @@ def test_ingress_plugin_reproduces_istio_task(ingress, jwks_server, keys):
 
 def test_httpbin_plugin_needs_mtls_and_a_token(httpbin_mesh, keys):
     token = mint(keys.rsa, "RS256", "rsa", claims(sub="alice"))
-    plaintext = httpbin_mesh.call("legacy", "foo", headers=bearer(token))
-    assert (plaintext.status, plaintext.text) == (401, M.PEER_AUTHN_FAILED)
+    # The NETWORK plugin refuses the plaintext connection: no HTTP answer at all.
+    code, printed = httpbin_mesh.curl("legacy", "foo", headers=bearer(token))
+    assert printed == "000" and code in (52, 56), (code, printed)
     no_token = httpbin_mesh.call("foo", "foo")
     assert (no_token.status, no_token.text) == (401, "Jwt is missing")
     ok = httpbin_mesh.call("foo", "foo", headers={**bearer(token), "x-peer-principal": "forged"})
@@ -88,4 +98,13 @@ def test_httpbin_plugin_needs_mtls_and_a_token(httpbin_mesh, keys):
     assert ok.upstream_headers("x-peer-principal") == ["cluster.local/ns/foo/sa/curl"]
     assert ok.upstream_headers("x-request-principal") == ["testing@secure.istio.io/alice"]
     foreign = httpbin_mesh.call("evil", "foo", headers=bearer(token))
-    assert (foreign.status, foreign.text) == (401, M.PEER_AUTHN_FAILED)
+    assert foreign.status == 503, foreign  # its connection was closed: its sidecar answers 503
+
+
+def test_httpbin_http_plugin_alone_still_refuses_plaintext(httpbin_mesh, keys):
+    """Without the NETWORK plugin the HTTP one's own `mtls: STRICT` still refuses, with a 401."""
+    token = mint(keys.rsa, "RS256", "rsa", claims(sub="alice"))
+    httpbin_mesh.apply(plugin_config("mesh-authn-httpbin"))
+    plaintext = httpbin_mesh.call("legacy", "foo", headers=bearer(token))
+    assert (plaintext.status, plaintext.text) == (401, M.PEER_AUTHN_FAILED)
+    assert httpbin_mesh.call("foo", "foo", headers=bearer(token)).status == 200
