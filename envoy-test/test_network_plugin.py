@@ -407,3 +407,27 @@ def test_tcp_caller_without_a_certificate(tcp, pki):
         except (OSError, ssl.SSLError):
             pass
     assert tcp.echo.received == received
+
+
+@pytest.mark.parametrize("node_type,refused", [("sidecar", True), ("router", False)])
+def test_mesh_policies_apply_to_sidecars_not_gateways(tmp_path, node_type, refused):
+    """A mesh-wide NETWORK plugin also lands on gateways; as in Istio, PeerAuthentications govern
+    sidecars only (a gateway's TLS comes from its Gateway resources)."""
+    cfg = network_config(peer_authentication("default", "istio-system", "STRICT"))
+    port, admin = harness.free_port(), harness.free_port()
+    listener = {"name": "net", "address": {"socket_address": {"address": harness.HOST, "port_value": port}},
+                "filter_chains": [{"filters": [harness.network_wasm_filter("net", cfg),
+                                               harness.tcp_proxy("net", "echo")]}]}
+    with harness.TcpServer() as echo:
+        config = harness.bootstrap(admin, [listener], [harness.static_cluster("echo", echo.port)])
+        config["node"] = M.node("istio-ingressgateway", "istio-ingressgateway", "istio-system",
+                                {"istio": "ingressgateway"}, "istio-ingressgateway-5d8f-x")
+        config["node"]["id"] = config["node"]["id"].replace("sidecar~", f"{node_type}~")
+        envoy = harness.Envoy(config, tmp_path, admin, concurrency=1).start()
+        try:
+            envoy.wait_ready()
+            harness.wait_for_port(port)
+            got = talk(port, b"hello\n", expect=6)
+            assert got.received == (b"" if refused else b"hello\n"), got
+        finally:
+            envoy.stop()

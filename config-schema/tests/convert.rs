@@ -74,6 +74,7 @@ fn peer_authentications_become_one_mesh_plugin() {
         let node = mesh_authn::peer::Workload {
             namespace: ns.into(),
             labels: [("app".to_string(), app.to_string())].into(),
+            gateway: false,
         };
         mesh_authn::config::load(plugin_config.as_bytes(), &node)
             .unwrap()

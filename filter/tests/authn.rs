@@ -815,6 +815,7 @@ fn mesh_policies_resolve_for_the_node() {
     let node = Workload {
         namespace: "foo".into(),
         labels: [("app".to_string(), "httpbin".to_string())].into(),
+        gateway: false,
     };
     let cfg = config::compile(&raw, &node).unwrap();
     assert_eq!(

@@ -90,6 +90,8 @@ pub struct PeerAuthentication {
 pub struct Workload {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
+    /// A gateway (istio-agent's node type `router`), not a sidecar.
+    pub gateway: bool,
 }
 
 /// A workload's resolved policy: a mode for every port, with per-port exceptions.
@@ -114,12 +116,19 @@ impl EffectivePolicy {
 /// Istio's precedence: workload (selector matches) over namespace over mesh (root namespace, no
 /// selector); UNSET inherits; the mesh default is PERMISSIVE; the oldest policy wins within a level;
 /// port-level modes only from the workload policy; selector policies in the root namespace are
-/// ignored.
+/// ignored. PeerAuthentication governs sidecars' inbound traffic only: a gateway's listeners take
+/// their TLS from its Gateway resources, so no policy applies there.
 pub fn resolve(
     policies: &[PeerAuthentication],
     root_namespace: &str,
     workload: &Workload,
 ) -> EffectivePolicy {
+    if workload.gateway {
+        return EffectivePolicy {
+            mode: Mode::Permissive,
+            ports: BTreeMap::new(),
+        };
+    }
     let oldest = |f: &dyn Fn(&PeerAuthentication) -> bool| {
         policies
             .iter()
@@ -289,6 +298,7 @@ mod tests {
                 ("version".to_string(), "v1".to_string()),
             ]
             .into(),
+            gateway: false,
         }
     }
 

@@ -239,7 +239,12 @@ impl<H: Host> Runtime<H> {
         for w in &cfg.warnings {
             log::warn!("{w}");
         }
-        if let Some(workload) = &node {
+        if let Some(workload) = node.as_ref().filter(|w| w.gateway) {
+            log::info!(
+                "a gateway (namespace {:?}): PeerAuthentications apply to sidecars only",
+                workload.namespace
+            );
+        } else if let Some(workload) = &node {
             log::info!(
                 "peer authentication for namespace {:?} labels {:?}: {:?}, ports {:?}",
                 workload.namespace,
@@ -291,6 +296,7 @@ impl<H: Host> Runtime<H> {
                 .and_then(|b| String::from_utf8(b).ok())
         };
         Workload {
+            gateway: node_string(&["node", "id"]).is_some_and(|id| id.starts_with("router~")),
             namespace: node_string(&["node", "metadata", "NAMESPACE"]).unwrap_or_default(),
             labels: label_keys
                 .iter()

@@ -786,8 +786,18 @@ fn mesh_policies_resolve_from_node_metadata_at_configure() {
         strict.replies_to(id),
         vec![(401, "Peer authentication failed.".to_string())]
     );
-    let mut legacy = Proxy::with(config, at("foo", "legacy"));
+    let mut legacy = Proxy::with(config.clone(), at("foo", "legacy"));
     assert_eq!(legacy.request(None).1, Action::Continue);
+    // PeerAuthentication applies to sidecars, not to gateways (node type "router").
+    let mut gateway = Proxy::with(config, |f| {
+        at("istio-system", "istio-ingressgateway")(f);
+        f.properties.insert(
+            "xds/node/id".into(),
+            b"router~10.0.0.1~istio-ingressgateway-5d8f.istio-system~istio-system.svc.cluster.local"
+                .to_vec(),
+        );
+    });
+    assert_eq!(gateway.request(None).1, Action::Continue);
 }
 
 #[test]
