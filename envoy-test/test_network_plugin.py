@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 import time
 
 import pytest
+import yaml
 
 import harness
 import mesh as M
@@ -176,6 +178,19 @@ def test_trust_domains_with_the_network_plugin(mesh):
         assert foreign.status == 503, foreign
         assert mesh.call("foo", "bar", port).status == 200
     assert mesh.curl("legacy", "bar")[1] == "000"
+
+
+def test_converted_peer_authentications_load_as_the_network_plugin(mesh):
+    """`mesh-authn-convert` output for Istio's migration task, applied as istiod would render it."""
+    example = harness.REPO / "config-schema" / "examples" / "istio" / "peer-authentication.yaml"
+    out = subprocess.run(["cargo", "run", "-q", "-p", "config-schema", "--bin", "mesh-authn-convert", "--",
+                          str(example)], cwd=harness.REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (plugin,) = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert (plugin["spec"]["type"], plugin["spec"]["pluginName"]) == ("NETWORK", harness.NETWORK_ROOT_ID)
+    apply(mesh, None, plugin["spec"]["pluginConfig"])
+    # mesh STRICT, foo PERMISSIVE, httpbin.bar STRICT (its DISABLE port is not one of ours)
+    check_curl_matrix(mesh, "converted PeerAuthentications (NETWORK plugin)", {("legacy", "bar")})
 
 
 # --------------------------------------------------------------------------- both plugins

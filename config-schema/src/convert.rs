@@ -4,6 +4,8 @@
 //! `authentication.istio.io/v1alpha1` Policy / MeshPolicy, as `kubectl get -o yaml` prints them
 //! (several documents, or a `List`). Output: WasmPlugins whose `pluginConfig` the filter accepts;
 //! every one is checked with the filter's own configuration loader before it is returned.
+//! Peer authentication becomes `type: NETWORK` plugins (connections refused as Istio refuses
+//! them), end-user authentication `HTTP` ones.
 
 use std::collections::BTreeMap;
 
@@ -141,7 +143,7 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
                 }));
             }
             ("authentication.istio.io", "Policy" | "MeshPolicy") => {
-                plugins.push(legacy_policy(&r, opts)?);
+                plugins.extend(legacy_policy(&r, opts)?);
             }
             _ => return Err(format!("{}: not an Istio authentication resource", r.id())),
         }
@@ -155,6 +157,7 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
             &namespace,
             selector,
             json!({"jwtRules": rules}),
+            Kind::Http,
             opts,
         ));
     }
@@ -164,6 +167,7 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
             &opts.root_namespace,
             None,
             json!({"peerAuthentications": peer_auth, "rootNamespace": opts.root_namespace}),
+            Kind::Network,
             opts,
         ));
     }
@@ -176,7 +180,14 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
             .pointer("/spec/pluginConfig")
             .cloned()
             .unwrap_or(Value::Null);
-        mesh_authn::config::load(cfg.to_string().as_bytes(), &Default::default())
+        let network = p.pointer("/spec/type").and_then(Value::as_str) == Some("NETWORK");
+        mesh_authn::config::parse(cfg.to_string().as_bytes())
+            .and_then(|raw| {
+                if network {
+                    mesh_authn::config::check_network(&raw)?;
+                }
+                mesh_authn::config::compile(&raw, &Default::default())
+            })
             .map_err(|e| format!("WasmPlugin {name}: the filter refuses the result: {e}"))?;
     }
     Ok(plugins)
@@ -264,11 +275,19 @@ fn check_overlaps(groups: &RequestAuthGroups, root_namespace: &str) -> Result<()
     Ok(())
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http,
+    /// The connection-level plugin: Envoy's network wasm filter, selected by its root id.
+    Network,
+}
+
 fn wasm_plugin(
     name: &str,
     namespace: &str,
     selector: Option<Value>,
     cfg: Value,
+    kind: Kind,
     opts: &Options,
 ) -> Value {
     let mut spec = json!({
@@ -277,6 +296,10 @@ fn wasm_plugin(
         "failStrategy": "FAIL_CLOSE",
         "pluginConfig": cfg,
     });
+    if kind == Kind::Network {
+        spec["type"] = json!("NETWORK");
+        spec["pluginName"] = json!(mesh_authn::runtime::NETWORK_ROOT_ID);
+    }
     if let Some(s) = selector {
         spec["selector"] = s;
     }
@@ -292,11 +315,13 @@ fn wasm_plugin(
 }
 
 /// `authentication.istio.io/v1alpha1` Policy: `targets` by service name become `app: <name>`
-/// selectors (the label Istio's samples use), `peers` the workload's mTLS mode, `origins` JWT
-/// rules that are required unless `originIsOptional`.
-fn legacy_policy(r: &Resource, opts: &Options) -> Result<Value, String> {
+/// selectors (the label Istio's samples use), `peers` the workload's mTLS mode (a NETWORK plugin,
+/// `<name>-policy-peers`), `origins` JWT rules that are required unless `originIsOptional` (an
+/// HTTP plugin, `<name>-policy`).
+fn legacy_policy(r: &Resource, opts: &Options) -> Result<Vec<Value>, String> {
     let spec = &r.spec;
     let at = |f: &str| format!("{}: spec.{f}", r.id());
+    let mut peer_cfg = Map::new();
     let mut cfg = Map::new();
 
     let targets = spec
@@ -342,13 +367,13 @@ fn legacy_policy(r: &Resource, opts: &Options) -> Result<Value, String> {
         };
         if let Some(mode) = mode {
             if target_ports.is_empty() {
-                cfg.insert("mtls".into(), json!({"mode": mode}));
+                peer_cfg.insert("mtls".into(), json!({"mode": mode}));
             } else {
                 let ports: Map<String, Value> = target_ports
                     .iter()
                     .map(|p| (p.clone(), json!({"mode": mode})))
                     .collect();
-                cfg.insert("portLevelMtls".into(), Value::Object(ports));
+                peer_cfg.insert("portLevelMtls".into(), Value::Object(ports));
             }
         }
     }
@@ -413,7 +438,9 @@ fn legacy_policy(r: &Resource, opts: &Options) -> Result<Value, String> {
         cfg.insert("triggerRules".into(), t);
     }
     if let Some(b) = spec.get("principalBinding").and_then(Value::as_str) {
-        cfg.insert("principalBinding".into(), json!(b));
+        if !cfg.is_empty() {
+            cfg.insert("principalBinding".into(), json!(b));
+        }
     }
 
     let (namespace, selector) = if r.kind == "MeshPolicy" {
@@ -424,13 +451,28 @@ fn legacy_policy(r: &Resource, opts: &Options) -> Result<Value, String> {
             target_name.map(|n| json!({"matchLabels": {"app": n}})),
         )
     };
-    Ok(wasm_plugin(
-        &format!("{}-policy", r.name),
-        &namespace,
-        selector,
-        Value::Object(cfg),
-        opts,
-    ))
+    let mut plugins = Vec::new();
+    if !peer_cfg.is_empty() {
+        plugins.push(wasm_plugin(
+            &format!("{}-policy-peers", r.name),
+            &namespace,
+            selector.clone(),
+            Value::Object(peer_cfg),
+            Kind::Network,
+            opts,
+        ));
+    }
+    if !cfg.is_empty() {
+        plugins.push(wasm_plugin(
+            &format!("{}-policy", r.name),
+            &namespace,
+            selector,
+            Value::Object(cfg),
+            Kind::Http,
+            opts,
+        ));
+    }
+    Ok(plugins)
 }
 
 fn legacy_trigger_rules(v: &Value) -> Value {

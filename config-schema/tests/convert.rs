@@ -58,6 +58,10 @@ fn peer_authentications_become_one_mesh_plugin() {
     assert_eq!(p["metadata"]["namespace"], "istio-system");
     assert!(p["spec"].get("selector").is_none(), "mesh-wide");
     assert_eq!(p["spec"]["sha256"], "ab".repeat(32));
+    assert_eq!(
+        (&p["spec"]["type"], &p["spec"]["pluginName"]),
+        (&json!("NETWORK"), &json!("network"))
+    );
     let pas = p["spec"]["pluginConfig"]["peerAuthentications"]
         .as_array()
         .unwrap();
@@ -100,8 +104,17 @@ fn legacy_policies() {
         p["spec"]["selector"],
         json!({"matchLabels": {"app": "httpbin"}})
     );
+    assert!(p["spec"].get("type").is_none(), "HTTP, the default");
+    let peers = named(&plugins, "jwt-example-policy-peers");
+    assert_eq!(peers["spec"]["selector"], p["spec"]["selector"]);
+    assert_eq!(peers["spec"]["type"], "NETWORK");
+    assert_eq!(peers["spec"]["pluginName"], "network");
+    assert_eq!(
+        peers["spec"]["pluginConfig"],
+        json!({"mtls": {"mode": "STRICT"}})
+    );
     let cfg = &p["spec"]["pluginConfig"];
-    assert_eq!(cfg["mtls"], json!({"mode": "STRICT"}));
+    assert!(cfg.get("mtls").is_none(), "peers go to the NETWORK plugin");
     assert_eq!(cfg["requireToken"], true);
     assert_eq!(cfg["principalBinding"], "USE_ORIGIN");
     assert_eq!(
@@ -111,7 +124,8 @@ fn legacy_policies() {
             {"excludedPaths": [], "includedPaths": [{"prefix": "/api/"}]},
         ])
     );
-    let mesh = named(&plugins, "default-policy");
+    let mesh = named(&plugins, "default-policy-peers");
+    assert_eq!(mesh["spec"]["type"], "NETWORK");
     assert_eq!(mesh["metadata"]["namespace"], "istio-system");
     assert_eq!(
         mesh["spec"]["pluginConfig"],
