@@ -406,6 +406,16 @@ def test_tcp_server_first(tcp, clients, pki):
     # mTLS and silent: allowed by the tick, then a conversation.
     echoed = talk(tcp.ports["tls"], b"EHLO\r\n", clients["foo"], pki.ca_path, expect=len(BANNER) + 6)
     assert echoed.received == BANNER + b"EHLO\r\n", echoed
+    # A validated peer from a trust domain not listed, sending nothing: the tick closes it (it may
+    # have seen the banner, which the upstream sent before the handshake ended; see the README).
+    received = tcp.banner.received
+    silent = talk(tcp.ports["tls"], ident=clients["evil"], ca=pki.ca_path, expect=10_000, timeout=5)
+    print(f"{tcp.mode}: silent peer of a foreign trust domain {silent}")
+    if tcp.mode == "STRICT":
+        assert silent.received in (b"", BANNER) and not silent.error, f"not closed by the plugin: {silent}"
+    else:
+        assert silent.received == BANNER and "timed out" in silent.error, silent
+    assert tcp.banner.received == received
 
 
 def test_tcp_caller_without_a_certificate(tcp, pki):
