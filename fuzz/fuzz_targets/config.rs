@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use mesh_authn::authn::{self, Env, NoRemotes, Verdict};
+use mesh_authn::authn::{self, Admission, Env, NoRemotes, Verdict};
 use mesh_authn::config;
 use mesh_authn::error::AuthError;
 use mesh_authn::peer::Workload;
@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         node = Workload {
             namespace: "foo".into(),
             labels,
+            gateway: data.len() % 7 == 0,
         };
     }
     let cfg = match config::compile(&raw, &node) {
@@ -51,14 +52,23 @@ fuzz_target!(|data: &[u8]| {
         ])
         .with_connection(Connection {
             mtls: true,
+            tls: true,
             port: Some(8080),
             uri_san: Some("spiffe://cluster.local/ns/foo/sa/curl".into()),
         }),
     ];
     for req in &requests {
-        match authn::authenticate(&cfg, req, common::NOW, &mut Env::new(&NoRemotes)) {
-            Verdict::Deny(e) => assert_ne!(e, AuthError::Internal, "internal error"),
-            Verdict::Allow(_) | Verdict::Wait { .. } => {}
+        let verdict = authn::authenticate(&cfg, req, common::NOW, &mut Env::new(&NoRemotes));
+        if let Verdict::Deny(e) = verdict {
+            assert_ne!(e, AuthError::Internal, "internal error");
         }
+        // A connection the NETWORK plugin admits is one whose requests pass the peer check.
+        let admitted = authn::admit_connection(&cfg, req.connection(), true) == Admission::Allow;
+        assert_eq!(
+            admitted,
+            verdict != Verdict::Deny(AuthError::PeerAuthenticationFailed),
+            "the NETWORK and HTTP peer checks disagree"
+        );
     }
+    let _ = config::check_network(&raw).map_err(|e| e.to_string());
 });
