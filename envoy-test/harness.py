@@ -323,15 +323,15 @@ def jwt_authn_filter(plugin_config: dict) -> dict:
     if not plugin_config.get("requireToken", False):
         requirements.append({"allow_missing": {}})
     requires = requirements[0] if len(requirements) == 1 else {"requires_any": {"requirements": requirements}}
-    return {
-        "name": "envoy.filters.http.jwt_authn",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": providers,
-            "rules": [{"match": {"prefix": "/"}, "requires": requires}],
-            "bypass_cors_preflight": True,
-        },
+    typed_config = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": providers,
+        "rules": [{"match": {"prefix": "/"}, "requires": requires}],
+        "bypass_cors_preflight": True,
     }
+    if plugin_config.get("denialBody") == "none":
+        typed_config["strip_failure_response"] = True
+    return {"name": "envoy.filters.http.jwt_authn", "typed_config": typed_config}
 
 
 ROUTER = {

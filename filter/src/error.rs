@@ -1,7 +1,10 @@
 //! The two errors of the filter: why a request was refused (`AuthError`, and `Denial`, the one
 //! place that turns it into an HTTP answer), and why a configuration was (`ConfigError`).
 
+use std::borrow::Cow;
 use std::fmt;
+
+use serde::Deserialize;
 
 /// Reasons a request fails authentication. Texts follow Envoy's jwt_authn so operators and tests
 /// that know Envoy's answers read the same here.
@@ -81,6 +84,16 @@ impl AuthError {
         }
     }
 
+    /// The error code RFC 6750 (§3.1) gives this failure, for JSON bodies.
+    pub fn rfc6750_error(self) -> &'static str {
+        match self {
+            Self::Missing | Self::PeerAuthenticationFailed => "invalid_request",
+            Self::AudienceNotAllowed => "insufficient_scope",
+            Self::Internal => "server_error",
+            _ => "invalid_token",
+        }
+    }
+
     /// The `WWW-Authenticate` value for this failure; `realm` is the request's original URI.
     pub fn www_authenticate(self, realm: &str) -> Option<String> {
         match self {
@@ -91,24 +104,58 @@ impl AuthError {
     }
 }
 
+/// What the body of a refusal says (`denialBody`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum DenialBody {
+    /// The reason as text, as Envoy's jwt_authn words it (`Jwt is expired`).
+    #[default]
+    Text,
+    /// `{"code":401,"error":"invalid_token","reason":"Jwt is expired"}`, `error` as RFC 6750
+    /// names it, for API clients.
+    Json,
+    /// No body at all, as Envoy's `strip_failure_response`.
+    None,
+}
+
 /// The answer sent to the client instead of forwarding the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
     pub status: u32,
     pub headers: Vec<(&'static str, String)>,
-    pub body: &'static str,
+    pub body: Cow<'static, str>,
 }
 
 impl Denial {
-    pub fn new(error: AuthError, realm: &str) -> Self {
-        let mut headers = vec![("content-type", "text/plain".to_string())];
+    pub fn new(error: AuthError, realm: &str, style: DenialBody) -> Self {
+        let status = error.http_status();
+        let (content_type, body) = match style {
+            DenialBody::Text => (Some("text/plain"), Cow::Borrowed(error.reason())),
+            DenialBody::Json => (
+                Some("application/json"),
+                Cow::Owned(
+                    serde_json::json!({
+                        "code": status,
+                        "error": error.rfc6750_error(),
+                        "reason": error.reason(),
+                    })
+                    .to_string(),
+                ),
+            ),
+            DenialBody::None => (None, Cow::Borrowed("")),
+        };
+        let mut headers = Vec::with_capacity(2);
+        if let Some(t) = content_type {
+            headers.push(("content-type", t.to_string()));
+        }
         if let Some(v) = error.www_authenticate(realm) {
             headers.push(("www-authenticate", v));
         }
         Self {
-            status: error.http_status(),
+            status,
             headers,
-            body: error.reason(),
+            body,
         }
     }
 }
@@ -166,7 +213,7 @@ mod tests {
 
     #[test]
     fn missing_has_no_error_attribute() {
-        let d = Denial::new(AuthError::Missing, "http://h/p");
+        let d = Denial::new(AuthError::Missing, "http://h/p", DenialBody::Text);
         assert_eq!(d.status, 401);
         assert!(d
             .headers
@@ -176,15 +223,51 @@ mod tests {
 
     #[test]
     fn invalid_token_and_audience() {
-        let d = Denial::new(AuthError::Expired, "http://h/p");
+        let d = Denial::new(AuthError::Expired, "http://h/p", DenialBody::Text);
         assert_eq!(d.status, 401);
         assert!(d.headers.contains(&(
             "www-authenticate",
             "Bearer realm=\"http://h/p\", error=\"invalid_token\"".into()
         )));
-        let d = Denial::new(AuthError::AudienceNotAllowed, "http://h/p");
+        let d = Denial::new(
+            AuthError::AudienceNotAllowed,
+            "http://h/p",
+            DenialBody::Text,
+        );
         assert_eq!(d.status, 403);
         assert_eq!(d.body, "Audiences in Jwt are not allowed");
+    }
+
+    #[test]
+    fn denial_bodies() {
+        let realm = "http://h/p";
+        let json = Denial::new(AuthError::Expired, realm, DenialBody::Json);
+        assert_eq!(json.status, 401);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json.body).unwrap(),
+            serde_json::json!({"code": 401, "error": "invalid_token", "reason": "Jwt is expired"})
+        );
+        assert!(json
+            .headers
+            .contains(&("content-type", "application/json".into())));
+        let scope = Denial::new(AuthError::AudienceNotAllowed, realm, DenialBody::Json);
+        assert!(scope.body.contains(r#""code":403"#) && scope.body.contains("insufficient_scope"));
+        let missing = Denial::new(AuthError::Missing, realm, DenialBody::Json);
+        assert!(missing.body.contains("invalid_request"));
+        for style in [DenialBody::Text, DenialBody::Json, DenialBody::None] {
+            for e in [
+                AuthError::Missing,
+                AuthError::Expired,
+                AuthError::AudienceNotAllowed,
+            ] {
+                let d = Denial::new(e, realm, style);
+                let challenges = d.headers.iter().filter(|(k, _)| *k == "www-authenticate");
+                assert_eq!(challenges.count(), 1, "{style:?} {e:?}");
+            }
+        }
+        let none = Denial::new(AuthError::Expired, realm, DenialBody::None);
+        assert_eq!(none.body, "");
+        assert!(none.headers.iter().all(|(k, _)| *k != "content-type"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub use plugin_config::{
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, DenialBody};
 use crate::jwt::claims::sanitize_audience;
 use crate::jwt::jwks::{self, Jwks};
 use crate::peer::{self, EffectivePolicy, Workload};
@@ -80,6 +80,7 @@ pub struct Config {
     pub signature_verifier: SignatureVerifier,
     pub jwt_cache_size: usize,
     pub max_paused_requests: usize,
+    pub denial_body: DenialBody,
     /// A field only an HTTP filter honours (`PluginConfig::http_only_field`); a connection-level
     /// plugin refuses every connection rather than enforce less than it was given.
     pub http_only_field: Option<&'static str>,
@@ -281,6 +282,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         signature_verifier: raw.signature_verifier,
         jwt_cache_size: raw.jwt_cache_size,
         max_paused_requests: raw.max_paused_requests,
+        denial_body: raw.denial_body,
         rules,
         remotes,
         locations,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::error::DenialBody;
 use crate::peer::{Mtls, PeerAuthentication};
 use crate::request::trigger::StringMatch;
 
@@ -84,6 +85,12 @@ pub struct PluginConfig {
     #[serde(default = "default_max_paused_requests")]
     #[cfg_attr(feature = "schema", schemars(default = "default_max_paused_requests"))]
     pub max_paused_requests: usize,
+    /// The body of a refusal: `text` (the reason, as Envoy's jwt_authn words it), `json`
+    /// (`{"code":401,"error":"invalid_token","reason":"Jwt is expired"}`, `error` as RFC 6750 names
+    /// it) or `none` (empty, as Envoy's `strip_failure_response`). `WWW-Authenticate` is sent with
+    /// every 401 and 403 whatever the body.
+    #[serde(default)]
+    pub denial_body: DenialBody,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -259,6 +266,7 @@ impl PluginConfig {
                 "principalBinding",
                 self.principal_binding != PrincipalBinding::UsePeer,
             ),
+            ("denialBody", self.denial_body != DenialBody::Text),
         ]
         .into_iter()
         .find_map(|(field, set)| set.then_some(field))

@@ -21,7 +21,7 @@ pub use host::{Host, HostError, MetricKind};
 
 use crate::authn::Verdict;
 use crate::config::{self, SignatureVerifier as Configured};
-use crate::error::{AuthError, ConfigError, Denial};
+use crate::error::{AuthError, ConfigError, Denial, DenialBody};
 use crate::jwt::jwks::MAX_JWKS_BYTES;
 use crate::peer::Workload;
 use crate::remote::fetch::{Outcome, Poll};
@@ -212,7 +212,7 @@ impl<H: Host> Runtime<H> {
     pub fn on_request_headers(&self, context_id: u32) -> Action {
         match self.take_new_stream(context_id).map(|(_, root)| root) {
             Some(root) => self.request_headers(context_id, &root),
-            None => self.deny(&Request::default(), AuthError::Internal),
+            None => self.deny(&Request::default(), AuthError::Internal, DenialBody::Text),
         }
     }
 
@@ -340,15 +340,16 @@ impl<H: Host> Runtime<H> {
     }
 
     fn request_headers(&self, context_id: u32, root: &Rc<RefCell<Root>>) -> Action {
+        let style = root.borrow().config.denial_body;
         let (Some(req), Ok(now_ms)) = (self.current_request(root), self.host.now_ms()) else {
             root.borrow_mut().count(false);
-            return self.deny(&Request::default(), AuthError::Internal);
+            return self.deny(&Request::default(), AuthError::Internal, style);
         };
         // The only host call made while the root is borrowed is verify_signature, which never
         // calls back into the VM.
         let verdict = root.borrow_mut().decide(&self.host, &req, now_ms);
         let Verdict::Wait { remote, refetch } = verdict else {
-            let action = self.apply(verdict, &req);
+            let action = self.apply(verdict, &req, style);
             root.borrow_mut().count(action == Action::Continue);
             return action;
         };
@@ -369,7 +370,7 @@ impl<H: Host> Runtime<H> {
             let (Some((spec, src)), None) = (found, refused) else {
                 r.count(false);
                 drop(r);
-                return self.deny(&req, refused.unwrap_or(AuthError::Internal));
+                return self.deny(&req, refused.unwrap_or(AuthError::Internal), style);
             };
             if refetch {
                 src.want_refetch = true;
@@ -547,13 +548,14 @@ impl<H: Host> Runtime<H> {
         if ready.is_empty() {
             return;
         }
+        let style = root.borrow().config.denial_body;
         for w in ready {
             if self.host.set_effective_context(w.context_id).is_err() {
                 continue;
             }
             let Some(req) = self.current_request(root) else {
                 root.borrow_mut().count(false);
-                self.deny(&Request::default(), AuthError::Internal);
+                self.deny(&Request::default(), AuthError::Internal, style);
                 continue;
             };
             // Resumed requests never wait again.
@@ -562,7 +564,7 @@ impl<H: Host> Runtime<H> {
                 Verdict::Wait { .. } => Verdict::Deny(AuthError::JwksFetchFailed),
                 v => v,
             };
-            let action = self.apply(verdict, &req);
+            let action = self.apply(verdict, &req, style);
             root.borrow_mut().count(action == Action::Continue);
             if action == Action::Continue {
                 let _ = self.host.resume_request();
@@ -572,7 +574,7 @@ impl<H: Host> Runtime<H> {
     }
 
     /// Applies a final verdict to the current request; `Continue` when it may go on.
-    fn apply(&self, verdict: Verdict, req: &Request) -> Action {
+    fn apply(&self, verdict: Verdict, req: &Request, style: DenialBody) -> Action {
         match verdict {
             Verdict::Allow(fwd) => {
                 let applied = fwd
@@ -591,18 +593,23 @@ impl<H: Host> Runtime<H> {
                 match applied {
                     Ok(()) => Action::Continue,
                     // A spoofed output header that could not be removed must not reach the upstream.
-                    Err(_) => self.deny(req, AuthError::Internal),
+                    Err(_) => self.deny(req, AuthError::Internal, style),
                 }
             }
-            Verdict::Deny(e) => self.deny(req, e),
-            Verdict::Wait { .. } => self.deny(req, AuthError::Internal),
+            Verdict::Deny(e) => self.deny(req, e, style),
+            Verdict::Wait { .. } => self.deny(req, AuthError::Internal, style),
         }
     }
 
     /// Answers the current request with the error's local reply; always `Pause`.
-    fn deny(&self, req: &Request, error: AuthError) -> Action {
-        let d = Denial::new(error, &req.realm());
-        log::debug!("{} {}: {}", d.status, strip_query(req.path()), d.body);
+    fn deny(&self, req: &Request, error: AuthError, style: DenialBody) -> Action {
+        let d = Denial::new(error, &req.realm(), style);
+        log::debug!(
+            "{} {}: {}",
+            d.status,
+            strip_query(req.path()),
+            error.reason()
+        );
         let headers: Vec<(&str, &str)> = d.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         if self
             .host
