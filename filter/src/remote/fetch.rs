@@ -37,6 +37,51 @@ pub struct Record {
     /// Completed fetches, good or bad: waiters resume when it moves.
     pub attempts: u64,
     pub last_error: String,
+    /// When the keys are refreshed: set with the keys, spread by the jitter of the worker that
+    /// fetched them (0 in records of an older module: derived from `fetched_at_ms`).
+    #[serde(default)]
+    pub refresh_at_ms: u64,
+}
+
+/// Spreads refreshes and retries so that a fleet configured at once does not call the identity
+/// provider in step: a seeded generator (SplitMix64) per worker and key set. Unseeded, it
+/// spreads nothing (unit tests that count milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    pub fn seeded(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        if self.0 == 0 {
+            return 0;
+        }
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Up to a tenth of `ms` either way.
+    pub fn around(&mut self, ms: u64) -> u64 {
+        let tenth = ms / 10;
+        if self.0 == 0 || tenth == 0 {
+            return ms;
+        }
+        ms - tenth + self.next() % (2 * tenth + 1)
+    }
+
+    /// Up to a tenth of `ms` earlier, never later.
+    pub fn at_most(&mut self, ms: u64) -> u64 {
+        let tenth = ms / 10;
+        if self.0 == 0 || tenth == 0 {
+            return ms;
+        }
+        ms - self.next() % (tenth + 1)
+    }
 }
 
 /// What a worker knows of one remote key set.
@@ -49,6 +94,7 @@ pub struct Source {
     pub inflight: bool,
     /// A token carried a `kid` the keys lack.
     pub want_refetch: bool,
+    pub jitter: Jitter,
 }
 
 /// What the caller must do after `poll`.
@@ -84,10 +130,19 @@ pub fn backoff_ms(failures: u32) -> u64 {
         .min(BACKOFF_MAX_MS)
 }
 
-fn refresh_at_ms(spec: &RemoteJwks, fetched_at_ms: u64) -> u64 {
+/// How long after a fetch its keys are refreshed, before any jitter.
+fn refresh_after_ms(spec: &RemoteJwks) -> u64 {
     let cache_ms = spec.cache_duration_s.saturating_mul(1000);
     let ahead = (cache_ms / 10).min(REFRESH_AHEAD_MS);
-    fetched_at_ms.saturating_add(cache_ms - ahead)
+    cache_ms - ahead
+}
+
+fn refresh_at_ms(spec: &RemoteJwks, r: &Record) -> u64 {
+    if r.refresh_at_ms > 0 {
+        r.refresh_at_ms
+    } else {
+        r.fetched_at_ms.saturating_add(refresh_after_ms(spec))
+    }
 }
 
 impl Source {
@@ -127,7 +182,7 @@ impl Source {
         let forced = self.want_refetch
             && self.keys.is_some()
             && now_ms >= r.last_forced_ms.saturating_add(REFETCH_INTERVAL_MS);
-        let due = self.keys.is_none() || now_ms >= refresh_at_ms(spec, r.fetched_at_ms) || forced;
+        let due = self.keys.is_none() || now_ms >= refresh_at_ms(spec, r) || forced;
         if !due || now_ms < r.next_retry_ms || now_ms < r.lease_until_ms {
             return Poll::Idle;
         }
@@ -185,13 +240,16 @@ impl Source {
                 Ok(_) => {
                     rec.version = rec.version.saturating_add(1);
                     rec.fetched_at_ms = now_ms;
+                    rec.refresh_at_ms =
+                        now_ms.saturating_add(self.jitter.at_most(refresh_after_ms(spec)));
                     rec.failures = 0;
                     rec.next_retry_ms = 0;
                     rec.last_error.clear();
                 }
                 Err(reason) => {
                     rec.failures = rec.failures.saturating_add(1);
-                    rec.next_retry_ms = now_ms.saturating_add(backoff_ms(rec.failures));
+                    rec.next_retry_ms =
+                        now_ms.saturating_add(self.jitter.around(backoff_ms(rec.failures)));
                     rec.last_error = reason.chars().take(200).collect();
                 }
             }
@@ -415,5 +473,69 @@ mod tests {
             [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]
         );
         assert_eq!(backoff_ms(u32::MAX), BACKOFF_MAX_MS);
+    }
+
+    #[test]
+    fn a_fleet_spreads_its_refreshes_and_retries_within_a_tenth() {
+        let s = spec();
+        let nominal = refresh_after_ms(&s);
+        let (mut refresh, mut retry) = (Vec::new(), Vec::new());
+        for seed in 0..1_000u64 {
+            let mut store = Mem::default();
+            let mut w = Source {
+                jitter: Jitter::seeded(seed.wrapping_mul(0x2545_F491_4F6C_DD1D)),
+                ..Source::default()
+            };
+            assert_eq!(w.poll(&s, &mut store, 0), Poll::Fetch);
+            let Outcome::Failed { retry_in_ms, .. } =
+                w.complete(&s, &mut store, 0, Err("refused".into()))
+            else {
+                panic!("a failure")
+            };
+            retry.push(retry_in_ms);
+            assert_eq!(w.poll(&s, &mut store, retry_in_ms), Poll::Fetch);
+            w.complete(&s, &mut store, retry_in_ms, Ok(GOOD));
+            let at = w.record.refresh_at_ms - retry_in_ms;
+            refresh.push(at);
+            assert_eq!(w.poll(&s, &mut store, retry_in_ms + at - 1), Poll::Idle);
+            assert_eq!(w.poll(&s, &mut store, retry_in_ms + at), Poll::Fetch);
+        }
+        let span = |v: &[u64]| (*v.iter().min().unwrap(), *v.iter().max().unwrap());
+        let (lo, hi) = span(&refresh);
+        assert!(
+            lo >= nominal - nominal / 10 && hi <= nominal,
+            "never later than before"
+        );
+        assert!(
+            hi - lo > nominal / 12,
+            "spread over most of the window: {lo}..{hi}"
+        );
+        let (lo, hi) = span(&retry);
+        assert!(lo >= 900 && hi <= 1_100, "{lo}..{hi}");
+        assert!(hi - lo > 160, "{lo}..{hi}");
+        let mut distinct = refresh.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(
+            distinct.len() > 900,
+            "{} distinct refresh times",
+            distinct.len()
+        );
+    }
+
+    #[test]
+    fn jitter_is_reproducible_and_off_by_default() {
+        let (mut a, mut b) = (Jitter::seeded(42), Jitter::seeded(42));
+        let xs: Vec<u64> = (0..5).map(|_| a.around(10_000)).collect();
+        let ys: Vec<u64> = (0..5).map(|_| b.around(10_000)).collect();
+        assert_eq!(xs, ys);
+        assert!(xs.iter().all(|x| (9_000..=11_000).contains(x)));
+        let mut off = Jitter::default();
+        assert_eq!((off.around(10_000), off.at_most(10_000)), (10_000, 10_000));
+        assert_eq!(
+            Jitter::seeded(7).around(9),
+            9,
+            "under ten milliseconds nothing moves"
+        );
     }
 }

@@ -282,7 +282,25 @@ impl<H: Host> Runtime<H> {
         if network {
             log::info!("loaded as the connection-level (NETWORK) plugin: peer authentication only");
         }
-        Ok(Root::new(cfg, verifier, Metrics::define(&self.host)))
+        Ok(Root::new(
+            cfg,
+            verifier,
+            Metrics::define(&self.host),
+            self.jitter_seed(),
+        ))
+    }
+
+    /// Differs between proxies (node id) and plugins, and between configurations of one.
+    fn jitter_seed(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.host
+            .property(&["xds", "node", "id"])
+            .or_else(|| self.host.property(&["node", "id"]))
+            .hash(&mut h);
+        self.host.property(&["plugin_name"]).hash(&mut h);
+        self.host.now_ms().unwrap_or(0).hash(&mut h);
+        h.finish()
     }
 
     /// This proxy's workload as istio-agent describes it in node metadata; only the label keys

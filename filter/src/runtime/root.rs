@@ -12,7 +12,7 @@ use crate::authn::{self, Env, KeyStore, RemoteKeys, Verdict};
 use crate::config::Config;
 use crate::crypto::{self, verify_signature, Alg, InModule, Key, Verifier};
 use crate::jwt::cache::TokenCache;
-use crate::remote::fetch::{SharedStore, Source, Ticket};
+use crate::remote::fetch::{Jitter, SharedStore, Source, Ticket};
 use crate::request::Request;
 
 /// A request paused until its key set is ready. Its headers stay in Envoy and are read again
@@ -61,11 +61,17 @@ pub enum SignatureVerifier {
 }
 
 impl Root {
-    pub fn new(config: Config, verifier: SignatureVerifier, metrics: Metrics) -> Self {
+    /// `seed` spreads this proxy's key refreshes and retries apart from other proxies'.
+    pub fn new(config: Config, verifier: SignatureVerifier, metrics: Metrics, seed: u64) -> Self {
         Self {
             handshakes: BTreeMap::new(),
             http_only_logged: false,
-            sources: config.remotes.iter().map(|_| Source::default()).collect(),
+            sources: (0..config.remotes.len() as u64)
+                .map(|i| Source {
+                    jitter: Jitter::seeded(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                    ..Source::default()
+                })
+                .collect(),
             cache: TokenCache::new(config.jwt_cache_size),
             config: Rc::new(config),
             waiters: Vec::new(),

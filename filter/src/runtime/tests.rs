@@ -497,19 +497,25 @@ fn a_failed_fetch_backs_off_and_recovers() {
     let (_, action) = p.request(None);
     assert_eq!(action, Action::Continue, "no token, no keys needed");
 
-    p.advance(999);
-    p.tick();
-    assert_eq!(p.callouts(), 1, "backing off for 1 s");
-    p.advance(1);
-    p.tick();
-    assert_eq!(p.callouts(), 2);
+    // Backing off for 1 s, then 2 s, each spread by up to a tenth either way.
+    let retried_after = |p: &Proxy, nominal: u64| {
+        let before = p.callouts();
+        let mut waited = 0;
+        while p.callouts() == before {
+            assert!(waited <= nominal + nominal / 10, "no retry by {waited} ms");
+            p.advance(1);
+            waited += 1;
+            p.tick();
+        }
+        assert!(
+            waited >= nominal - nominal / 10,
+            "retried after {waited} ms"
+        );
+    };
+    retried_after(&p, 1_000);
     p.answer(None, b"");
     assert_eq!(p.metric("jwks_fetch_failed"), 2);
-    p.advance(1_999);
-    p.tick();
-    assert_eq!(p.callouts(), 2, "then 2 s");
-    p.advance(1);
-    p.tick();
+    retried_after(&p, 2_000);
     assert_eq!(p.callouts(), 3);
     p.answer(Some(200), jwks("a").as_bytes());
     assert_eq!(p.metric("jwks_fetch_success"), 1);
