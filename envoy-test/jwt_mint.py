@@ -197,6 +197,7 @@ class KeyRing:
     rsa: Key
     ec256: Key
     ec384: Key
+    ec521: Key
     ed25519: Key
     hmac: Key
     stranger: Key
@@ -204,7 +205,7 @@ class KeyRing:
     @classmethod
     def generate(cls) -> "KeyRing":
         return cls(rsa=rsa_key("rsa"), ec256=ec_key("ec256", "P-256"), ec384=ec_key("ec384", "P-384"),
-                   ed25519=ed25519_key("ed25519"), hmac=hmac_key("hmac"), stranger=rsa_key("rsa"))
+                   ec521=ec_key("ec521", "P-521"), ed25519=ed25519_key("ed25519"), hmac=hmac_key("hmac"), stranger=rsa_key("rsa"))
 
     def rsa_kid(self, alg: str) -> str:
         """The RSA key is published once per RSA alg, since a JWK's "alg" pins one algorithm."""
@@ -212,7 +213,7 @@ class KeyRing:
 
     def jwk_list(self) -> list[dict]:
         rsa_jwks = [self.rsa.jwk(self.rsa_kid(alg), alg) for alg in RSA_ALGS]
-        return [*rsa_jwks, self.ec256.jwk(), self.ec384.jwk(), self.ed25519.jwk(), self.hmac.jwk()]
+        return [*rsa_jwks, self.ec256.jwk(), self.ec384.jwk(), self.ec521.jwk(), self.ed25519.jwk(), self.hmac.jwk()]
 
     def jwks(self) -> str:
         return jwks(*self.jwk_list())
@@ -221,5 +222,5 @@ class KeyRing:
         """(key, kid) that a valid token with this alg is signed with."""
         if alg in RSA_ALGS:
             return self.rsa, self.rsa_kid(alg)
-        key = {"ES256": self.ec256, "ES384": self.ec384, "EdDSA": self.ed25519, "HS256": self.hmac}[alg]
+        key = {"ES256": self.ec256, "ES384": self.ec384, "ES512": self.ec521, "EdDSA": self.ed25519, "HS256": self.hmac}[alg]
         return key, key.kid

@@ -26,7 +26,7 @@ SEED = 20260407
 CORPUS_SIZE = 600
 SKEW = 60
 AUDIENCES = ["svc-a", "svc-b"]
-ALGS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "HS256")
+ALGS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "ES512", "EdDSA", "HS256")
 
 MESH, MESH_WASM, REF = "differential", "differential-wasm", "differential-ref"
 
@@ -55,7 +55,7 @@ def extra() -> Extra:
         enc=ec_key("ec384-enc", "P-384"),
         short=rsa_key("rsa-1024", "RS256", bits=1024),
         strangers={"EC256": ec_key("ec256", "P-256"), "EC384": ec_key("ec384", "P-384"),
-                   "ED": ed25519_key("ed25519"), "HS": hmac_key("hmac")},
+                   "EC521": ec_key("ec521", "P-521"), "ED": ed25519_key("ed25519"), "HS": hmac_key("hmac")},
     )
 
 
@@ -101,7 +101,7 @@ def signing_key(keys: KeyRing, alg: str, source: str):
         return key, kid, None
     if source == "stranger":  # same kid as the published key, different key material
         _, kid = keys.for_alg(alg)
-        family = {"ES256": "EC256", "ES384": "EC384", "EdDSA": "ED", "HS256": "HS"}.get(alg)
+        family = {"ES256": "EC256", "ES384": "EC384", "ES512": "EC521", "EdDSA": "ED", "HS256": "HS"}.get(alg)
         return (keys.stranger if family is None else x.strangers[family]), kid, None
     if source == "rotated":
         return x.rotated, "rsa-2026", None

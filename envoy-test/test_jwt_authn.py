@@ -15,7 +15,7 @@ import harness
 from jwt_mint import (ISSUER, RSA_ALGS, b64url_decode, claims, jwks, mint, swap_payload, tamper_signature,
                       unsigned)
 
-ALL_ALGS = (*RSA_ALGS, "ES256", "ES384", "EdDSA", "HS256")
+ALL_ALGS = (*RSA_ALGS, "ES256", "ES384", "ES512", "EdDSA", "HS256")
 
 MISSING = "Jwt is missing"
 NOT_JWS = "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
@@ -192,6 +192,7 @@ BAD_TOKENS = {
     "ps256-tampered": (lambda k: tamper_signature(good_token(k, "PS256")), 401, BAD_SIGNATURE),
     "es256-tampered": (lambda k: tamper_signature(good_token(k, "ES256")), 401, BAD_SIGNATURE),
     "es384-tampered": (lambda k: tamper_signature(good_token(k, "ES384")), 401, BAD_SIGNATURE),
+    "es512-tampered": (lambda k: tamper_signature(good_token(k, "ES512")), 401, BAD_SIGNATURE),
     "eddsa-tampered": (lambda k: tamper_signature(good_token(k, "EdDSA")), 401, BAD_SIGNATURE),
     "hs256-wrong-secret": (lambda k: mint(b"not-the-secret-not-the-secret!!!", "HS256", "hmac", claims()),
                            401, BAD_SIGNATURE),

@@ -12,7 +12,7 @@ import harness
 
 from jwt_mint import ISSUER, RSA_ALGS, claims, mint, swap_payload, tamper_signature
 
-ALGS = (*RSA_ALGS, "ES256", "ES384", "EdDSA", "HS256")
+ALGS = (*RSA_ALGS, "ES256", "ES384", "ES512", "EdDSA", "HS256")
 
 
 def envoy_scenarios(keys) -> dict:
@@ -40,6 +40,8 @@ def corpus(keys) -> list[tuple[str, str]]:
     cases += [
         ("RS256 by an unpublished key under a published kid", mint(keys.stranger, "RS256", keys.rsa_kid("RS256"), claims())),
         ("ES256 signed by the P-384 key", mint(keys.ec384, "ES256", keys.ec256.kid, claims())),
+        ("ES512 signed by the P-384 key", mint(keys.ec384, "ES512", keys.ec521.kid, claims())),
+        ("ES384 under the P-521 key's kid", mint(keys.ec384, "ES384", keys.ec521.kid, claims())),
         ("RS256 under the RS512 kid", mint(keys.rsa, "RS256", keys.rsa_kid("RS512"), claims())),
     ]
     return cases

@@ -43,7 +43,7 @@ def main() -> None:
 
     base = {"iss": ISSUER, "sub": "alice", "iat": NOW, "exp": EXP, "aud": "svc-a"}
     tokens = {}
-    for alg in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256"):
+    for alg in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256"):
         key, kid = keys.for_alg(alg)
         tokens[alg] = mint(key, alg, kid, base)
     tokens["nokid-es256"] = mint(keys.ec256, "ES256", None, base)

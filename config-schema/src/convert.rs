@@ -384,7 +384,6 @@ fn legacy_policy(r: &Resource, opts: &Options) -> Result<Vec<Value>, String> {
         .cloned()
         .unwrap_or_default();
     let mut rules = Vec::new();
-    let mut trigger: Option<Value> = None;
     for (i, o) in origins.iter().enumerate() {
         let jwt = o
             .get("jwt")
@@ -406,15 +405,10 @@ fn legacy_policy(r: &Resource, opts: &Options) -> Result<Vec<Value>, String> {
                 "jwtParams" | "jwt_params" => {
                     rule.insert("fromParams".into(), v.clone());
                 }
+                // Per origin, as Istio's OriginAuthenticator reads them: an origin applies only
+                // where its own rules trigger.
                 "triggerRules" | "trigger_rules" => {
-                    let converted = legacy_trigger_rules(v);
-                    if trigger.as_ref().is_some_and(|t| *t != converted) {
-                        return Err(format!(
-                            "{} differ between origins; mesh-authn has one set per plugin",
-                            at("origins[*].jwt.trigger_rules")
-                        ));
-                    }
-                    trigger = Some(converted);
+                    rule.insert("triggerRules".into(), legacy_trigger_rules(v));
                 }
                 other => {
                     return Err(format!(
@@ -433,9 +427,6 @@ fn legacy_policy(r: &Resource, opts: &Options) -> Result<Vec<Value>, String> {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         cfg.insert("requireToken".into(), json!(!optional));
-    }
-    if let Some(t) = trigger {
-        cfg.insert("triggerRules".into(), t);
     }
     if let Some(b) = spec.get("principalBinding").and_then(Value::as_str) {
         if !cfg.is_empty() {

@@ -117,8 +117,12 @@ fn legacy_policies() {
     assert!(cfg.get("mtls").is_none(), "peers go to the NETWORK plugin");
     assert_eq!(cfg["requireToken"], true);
     assert_eq!(cfg["principalBinding"], "USE_ORIGIN");
+    assert!(
+        cfg.get("triggerRules").is_none(),
+        "per origin, not per plugin"
+    );
     assert_eq!(
-        cfg["triggerRules"],
+        cfg["jwtRules"][0]["triggerRules"],
         json!([
             {"excludedPaths": [{"exact": "/health_check"}], "includedPaths": []},
             {"excludedPaths": [], "includedPaths": [{"prefix": "/api/"}]},
@@ -193,4 +197,38 @@ fn what_cannot_be_expressed_is_refused_with_a_reason() {
             .unwrap_or_else(|| panic!("accepted:\n{yaml}"));
         assert!(err.contains(needle), "{err} does not mention {needle}");
     }
+}
+
+#[test]
+fn legacy_origins_keep_their_own_trigger_rules() {
+    let yaml = r#"
+apiVersion: authentication.istio.io/v1alpha1
+kind: Policy
+metadata: {name: two-issuers, namespace: foo}
+spec:
+  targets: [{name: httpbin}]
+  origins:
+  - jwt:
+      issuer: a@example.com
+      jwksUri: https://a.example.com/jwks.json
+      trigger_rules: [{included_paths: [{prefix: /a/}]}]
+  - jwt:
+      issuer: b@example.com
+      jwksUri: https://b.example.com/jwks.json
+      trigger_rules: [{included_paths: [{prefix: /b/}], excluded_paths: [{exact: /b/health}]}]
+  - jwt:
+      issuer: c@example.com
+      jwksUri: https://c.example.com/jwks.json
+"#;
+    let plugins = convert(yaml, &Options::default()).unwrap();
+    let rules = &named(&plugins, "two-issuers-policy")["spec"]["pluginConfig"]["jwtRules"];
+    assert_eq!(
+        rules[0]["triggerRules"],
+        json!([{"excludedPaths": [], "includedPaths": [{"prefix": "/a/"}]}])
+    );
+    assert_eq!(
+        rules[1]["triggerRules"],
+        json!([{"excludedPaths": [{"exact": "/b/health"}], "includedPaths": [{"prefix": "/b/"}]}])
+    );
+    assert!(rules[2].get("triggerRules").is_none());
 }

@@ -11,7 +11,7 @@ use crate::jwt::jwks::Jwks;
 use crate::jwt::jws::{self, Jws};
 use crate::peer::{self, Mode};
 use crate::request::token::{self, LocationKind};
-use crate::request::{trigger, Connection, Request};
+use crate::request::{path, trigger, Connection, Request};
 
 /// Header changes applied to a request that is let through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -194,7 +194,31 @@ fn authenticate_jwt(
         return Ok(None);
     }
 
-    let found = token::extract(&cfg.locations, req);
+    // Rules with their own triggerRules apply where those match; where none applies, no token is
+    // needed, and a token is checked only against the rules that apply.
+    let active: Option<Vec<bool>> = cfg.per_rule_triggers.then(|| {
+        let canonical = path::canonical(req.path());
+        cfg.rules
+            .iter()
+            .map(|r| trigger::triggered_at(&r.trigger_rules, &canonical))
+            .collect()
+    });
+    let applies = |rule: usize| {
+        active
+            .as_ref()
+            .is_none_or(|a| a.get(rule).copied().unwrap_or(false))
+    };
+    if active.as_ref().is_some_and(|a| !a.contains(&true)) {
+        return Ok(None);
+    }
+    let mut found = token::extract(&cfg.locations, req);
+    if active.is_some() {
+        found.retain(|f| {
+            cfg.locations
+                .get(f.location)
+                .is_some_and(|l| l.rules.iter().any(|&r| applies(r)))
+        });
+    }
     if found.is_empty() {
         return if cfg.require_token {
             Err(Verdict::Deny(AuthError::Missing))
@@ -212,7 +236,7 @@ fn authenticate_jwt(
         let Some(location) = cfg.locations.get(f.location) else {
             return Err(Verdict::Deny(AuthError::Internal));
         };
-        let verified = match verified_token(cfg, f.location, &f.token, now, env) {
+        let verified = match verified_token(cfg, f.location, &f.token, now, env, &applies) {
             Ok(v) => v,
             Err(Failure::Deny(e)) => return Err(Verdict::Deny(e)),
             Err(Failure::Wait { remote, refetch }) => {
@@ -252,9 +276,14 @@ fn verified_token(
     token: &str,
     now: u64,
     env: &mut Env<'_>,
+    applies: &dyn Fn(usize) -> bool,
 ) -> Result<Rc<Verified>, Failure> {
     if let Some(cache) = env.cache.as_deref_mut().filter(|c| c.enabled()) {
         if let Some(hit) = cache.get(location, token) {
+            // Its issuer's rule does not apply to this path: as if that issuer were not configured.
+            if !applies(hit.rule) {
+                return Err(AuthError::UnknownIssuer.into());
+            }
             let rechecked = cfg.rules.get(hit.rule).map(|rule| {
                 hit.claims
                     .check_time(now, cfg.clock_skew_seconds, cfg.require_expiration)
@@ -274,7 +303,7 @@ fn verified_token(
         .locations
         .get(location)
         .map_or(&[][..], |l| l.rules.as_slice());
-    let (rule_index, rule, jws) = verify(cfg, rule_ids, token, now, env)?;
+    let (rule_index, rule, jws) = verify(cfg, rule_ids, token, now, env, applies)?;
     let mut set = Vec::with_capacity(rule.output_claim_to_headers.len() + 1);
     if let Some(h) = &rule.output_payload_to_header {
         set.push((h.clone(), jws.payload_b64.to_string()));
@@ -309,11 +338,13 @@ fn verify<'c, 't>(
     token: &'t str,
     now: u64,
     env: &Env<'_>,
+    applies: &dyn Fn(usize) -> bool,
 ) -> Result<(usize, &'c Rule, Jws<'t>), Failure> {
     let jws = jws::parse(token)?;
     let iss = jws.claims.iss.as_deref();
     let mut candidates = rule_ids
         .iter()
+        .filter(|&&i| applies(i))
         .filter_map(|&i| Some((i, cfg.rules.get(i)?)))
         .filter(|(_, r)| Some(r.issuer.as_str()) == iss)
         .peekable();

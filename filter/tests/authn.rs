@@ -990,3 +990,101 @@ fn connections_are_admitted_as_requests_are() {
         }
     }
 }
+
+#[test]
+fn trigger_rules_per_issuer() {
+    let other = "other@example.com";
+    let cfg = config::load(
+        json!({"requireToken": true, "jwtRules": [
+            {"issuer": ISS, "jwks": jwks(),
+             "triggerRules": [{"includedPaths": [{"prefix": "/a/"}]}]},
+            {"issuer": other, "jwks": jwks(),
+             "triggerRules": [{"includedPaths": [{"prefix": "/b/"}], "excludedPaths": [{"exact": "/b/health"}]}]},
+        ]})
+        .to_string()
+        .as_bytes(),
+        &Workload::default(),
+    )
+    .unwrap();
+    assert!(cfg.per_rule_triggers);
+    let token_a = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let token_b = mint(
+        json!({"alg": "ES256", "kid": "ec1"}),
+        with(claims(), json!({"iss": other})),
+    );
+    let counting = Counting(std::cell::Cell::new(0));
+    let mut cache = mesh_authn::jwt::cache::TokenCache::new(16);
+    let mut at = |path: &str, token: Option<&str>| {
+        let auth = token.map(bearer);
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let store = Generation(0);
+        let mut env = Env {
+            keys: &store,
+            verifier: &counting,
+            cache: Some(&mut cache),
+        };
+        match authenticate(&cfg, &request(path, &headers), NOW, &mut env) {
+            Verdict::Allow(_) => Ok(()),
+            Verdict::Deny(e) => Err(e),
+            Verdict::Wait { .. } => panic!("inline keys never wait"),
+        }
+    };
+    // Where no issuer applies, no token is needed, even with requireToken.
+    assert_eq!(at("/c/x", None), Ok(()));
+    assert_eq!(at("/b/health", None), Ok(()));
+    // Where one applies, its token is needed and the other issuer's does not count.
+    assert_eq!(at("/a/x", None), Err(AuthError::Missing));
+    assert_eq!(at("/a/x", Some(&token_a)), Ok(()));
+    assert_eq!(at("/b/x", Some(&token_b)), Ok(()));
+    assert_eq!(at("/a/x", Some(&token_b)), Err(AuthError::UnknownIssuer));
+    // From the cache too: a token verified for /a/ is not accepted for /b/.
+    assert_eq!(at("/b/x", Some(&token_a)), Err(AuthError::UnknownIssuer));
+    // Spellings cannot leave an issuer's paths: ambiguous paths apply every issuer.
+    assert_eq!(at("/x/../a/x", None), Err(AuthError::Missing));
+    assert_eq!(at("/a%2Fx", None), Err(AuthError::Missing));
+
+    // An issuer with no rules applies everywhere, beside one with rules.
+    let cfg = config::load(
+        json!({"requireToken": true, "jwtRules": [
+            {"issuer": ISS, "jwks": jwks()},
+            {"issuer": other, "jwks": jwks(), "triggerRules": [{"includedPaths": [{"prefix": "/b/"}]}]},
+        ]})
+        .to_string()
+        .as_bytes(),
+        &Workload::default(),
+    )
+    .unwrap();
+    let run = |path: &str, token: Option<&str>| {
+        let auth = token.map(bearer);
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        authenticate(
+            &cfg,
+            &request(path, &headers),
+            NOW,
+            &mut Env::new(&NoRemotes),
+        )
+    };
+    assert_eq!(run("/c", None), Verdict::Deny(AuthError::Missing));
+    assert!(matches!(run("/c", Some(&token_a)), Verdict::Allow(_)));
+    assert_eq!(
+        run("/c", Some(&token_b)),
+        Verdict::Deny(AuthError::UnknownIssuer)
+    );
+    assert!(matches!(run("/b/x", Some(&token_b)), Verdict::Allow(_)));
+    assert!(matches!(run("/b/x", Some(&token_a)), Verdict::Allow(_)));
+
+    let bad = config::load(
+        json!({"jwtRules": [{"issuer": "i", "jwks": jwks(),
+                             "triggerRules": [{"includedPaths": [{"regex": "("}]}]}]})
+        .to_string()
+        .as_bytes(),
+        &Workload::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        bad.field,
+        "jwtRules[0].triggerRules[0].includedPaths[0].regex"
+    );
+}

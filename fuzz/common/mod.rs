@@ -47,7 +47,8 @@ pub fn fixed_config() -> &'static Config {
             "triggerRules": [{"excludedPaths": [{"exact": "/healthz"}],
                               "includedPaths": [{"prefix": "/"}]}]
         });
-        config::load(cfg.to_string().as_bytes(), &Default::default()).expect("the fixed config loads")
+        config::load(cfg.to_string().as_bytes(), &Default::default())
+            .expect("the fixed config loads")
     })
 }
 

@@ -1,6 +1,6 @@
 //! A verifier independent of mesh-authn's `crypto`: keys read from the JWKS JSON with serde_json
-//! and base64, signatures checked by the crates directly (`rsa` PKCS#1 v1.5 and PSS, `p256` and
-//! `p384` ECDSA, `ed25519-dalek` strict, `hmac`). The fuzz targets compare it with the module.
+//! and base64, signatures checked by the crates directly (`rsa` PKCS#1 v1.5 and PSS, `p256`,
+//! `p384` and `p521` ECDSA, `ed25519-dalek` strict, `hmac`). The fuzz targets compare it with the module.
 
 #![allow(dead_code)]
 
@@ -23,6 +23,7 @@ pub enum RefKey {
     Rsa(RsaPublicKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
+    P521(p521::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
     Hmac(Vec<u8>),
 }
@@ -54,8 +55,11 @@ pub fn keys(jwks_json: &str) -> Vec<(Option<String>, RefKey)> {
                         "P-256" => RefKey::P256(
                             p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).expect("P-256 JWK"),
                         ),
-                        _ => RefKey::P384(
+                        "P-384" => RefKey::P384(
                             p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).expect("P-384 JWK"),
+                        ),
+                        _ => RefKey::P521(
+                            p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).expect("P-521 JWK"),
                         ),
                     }
                 }
@@ -102,6 +106,9 @@ pub fn verify(alg: &str, key: &RefKey, input: &[u8], sig: &[u8]) -> bool {
         }
         ("ES384", RefKey::P384(k)) => {
             p384::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())
+        }
+        ("ES512", RefKey::P521(k)) => {
+            p521::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())
         }
         ("EdDSA", RefKey::Ed25519(k)) => ed25519_dalek::Signature::from_slice(sig)
             .is_ok_and(|s| k.verify_strict(input, &s).is_ok()),

@@ -6,9 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use mesh_authn::crypto::{self, Alg};
 use mesh_authn::jwt::jwks;
 
-const ALGS: [&str; 12] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
-    "HS384", "HS512",
+const ALGS: [&str; 13] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "HS256", "HS384", "HS512",
 ];
 
 fuzz_target!(|data: &[u8]| {

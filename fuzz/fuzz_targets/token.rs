@@ -34,9 +34,9 @@ use rsa::traits::PublicKeyParts;
 use rsa::{Pkcs1v15Sign, Pss, RsaPrivateKey};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-const ALGS: [&str; 13] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
-    "HS384", "HS512", "none",
+const ALGS: [&str; 14] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "HS256", "HS384", "HS512", "none",
 ];
 
 /// The module's keys of a JWKS paired with the reference's, read from the same JSON.
@@ -106,6 +106,7 @@ struct Signing {
     rsa: RsaPrivateKey,
     p256: p256::ecdsa::SigningKey,
     p384: p384::ecdsa::SigningKey,
+    p521: p521::ecdsa::SigningKey,
     ed25519: ed25519_dalek::SigningKey,
     hmac: Vec<u8>,
     keys: KeySet,
@@ -120,11 +121,14 @@ fn signing() -> &'static Signing {
                 .expect("fixture key");
         let p256 = p256::ecdsa::SigningKey::from_slice(&[7; 32]).expect("P-256 key");
         let p384 = p384::ecdsa::SigningKey::from_slice(&[9; 48]).expect("P-384 key");
+        let p521 = p521::ecdsa::SigningKey::from_slice(&[[0].as_slice(), &[3; 65]].concat())
+            .expect("P-521 key");
         let ed25519 = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
         let hmac = b"mesh-authn fuzz HMAC key, 32+ bytes".to_vec();
         let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
         let p256_point = p256.verifying_key().to_encoded_point(false);
         let p384_point = p384.verifying_key().to_encoded_point(false);
+        let p521_point = p521::ecdsa::VerifyingKey::from(&p521).to_encoded_point(false);
         let json = serde_json::json!({"keys": [
             {"kty": "RSA", "kid": "s-rsa", "n": b64(&rsa.n().to_bytes_be()),
              "e": b64(&rsa.e().to_bytes_be())},
@@ -132,6 +136,8 @@ fn signing() -> &'static Signing {
              "x": b64(p256_point.x().unwrap()), "y": b64(p256_point.y().unwrap())},
             {"kty": "EC", "kid": "s-ec384", "crv": "P-384",
              "x": b64(p384_point.x().unwrap()), "y": b64(p384_point.y().unwrap())},
+            {"kty": "EC", "kid": "s-ec521", "crv": "P-521",
+             "x": b64(p521_point.x().unwrap()), "y": b64(p521_point.y().unwrap())},
             {"kty": "OKP", "kid": "s-ed25519", "crv": "Ed25519",
              "x": b64(ed25519.verifying_key().as_bytes())},
             {"kty": "oct", "kid": "s-hmac", "k": b64(&hmac)},
@@ -149,6 +155,7 @@ fn signing() -> &'static Signing {
             rsa,
             p256,
             p384,
+            p521,
             ed25519,
             hmac,
             keys: KeySet::new(module, &json),
@@ -161,6 +168,7 @@ fn kid(alg: &str) -> &'static str {
     match alg {
         "ES256" => "s-ec256",
         "ES384" => "s-ec384",
+        "ES512" => "s-ec521",
         "EdDSA" => "s-ed25519",
         a if a.starts_with("HS") => "s-hmac",
         _ => "s-rsa",
@@ -196,6 +204,11 @@ fn sign(alg: &str, input: &[u8]) -> Vec<u8> {
             .sign_with_rng(rng, Pss::new::<Sha512>(), &Sha512::digest(input)),
         "ES256" => Ok(p256::ecdsa::Signature::to_vec(&s.p256.sign(input))),
         "ES384" => Ok(p384::ecdsa::Signature::to_vec(&s.p384.sign(input))),
+        "ES512" => {
+            use p256::ecdsa::signature::RandomizedSigner as _;
+            let sig: p521::ecdsa::Signature = s.p521.sign_with_rng(rng, input);
+            Ok(sig.to_vec())
+        }
         "EdDSA" => Ok(s.ed25519.sign(input).to_vec()),
         "HS256" => Ok(<Hmac<Sha256> as Mac>::new_from_slice(&s.hmac)
             .unwrap()

@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = wire::decode_int(data);
     let pairs = wire::decode_map(data);
     let request = Request::from_wire(data.to_vec());
-    assert_eq!(request.is_some(), pairs.is_some(), "from_wire and decode_map disagree");
+    assert_eq!(
+        request.is_some(),
+        pairs.is_some(),
+        "from_wire and decode_map disagree"
+    );
     let (Some(pairs), Some(request)) = (pairs, request) else {
         return;
     };

@@ -18,7 +18,7 @@ use crate::jwt::jwks::{self, Jwks};
 use crate::peer::{self, EffectivePolicy, Workload};
 use crate::remote::{self, RemoteJwks};
 use crate::request::token::{Location, LocationKind};
-use crate::request::trigger::{PathMatcher, StringMatch};
+use crate::request::trigger::{PathMatcher, StringMatch, Trigger};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_CACHE_DURATION_S: u64 = 600;
@@ -33,6 +33,8 @@ pub struct Rule {
     pub forward_original_token: bool,
     pub output_payload_to_header: Option<String>,
     pub output_claim_to_headers: Vec<(String, Vec<String>)>,
+    /// Where this rule applies (empty: every path).
+    pub trigger_rules: Vec<Trigger>,
 }
 
 #[derive(Debug)]
@@ -75,7 +77,9 @@ pub struct Config {
     pub require_token: bool,
     pub clock_skew_seconds: u64,
     pub require_expiration: bool,
-    pub trigger_rules: Vec<(Vec<PathMatcher>, Vec<PathMatcher>)>,
+    pub trigger_rules: Vec<Trigger>,
+    /// Some rule has its own `triggerRules`.
+    pub per_rule_triggers: bool,
     pub peer: Peer,
     pub signature_verifier: SignatureVerifier,
     pub jwt_cache_size: usize,
@@ -230,6 +234,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         }
 
         rules.push(Rule {
+            trigger_rules: compile_trigger_rules(&r.trigger_rules, &at("triggerRules"))?,
             issuer: r.issuer.clone(),
             audiences: r.audiences.iter().map(|a| sanitize_audience(a)).collect(),
             keys,
@@ -239,22 +244,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         });
     }
 
-    let mut trigger_rules = Vec::with_capacity(raw.trigger_rules.len());
-    for (i, t) in raw.trigger_rules.iter().enumerate() {
-        let compile_all = |list: &[StringMatch], f: &str| {
-            list.iter()
-                .enumerate()
-                .map(|(j, m)| {
-                    PathMatcher::new(m)
-                        .map_err(|e| e.within(&format!("triggerRules[{i}].{f}[{j}]")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        trigger_rules.push((
-            compile_all(&t.excluded_paths, "excludedPaths")?,
-            compile_all(&t.included_paths, "includedPaths")?,
-        ));
-    }
+    let trigger_rules = compile_trigger_rules(&raw.trigger_rules, "triggerRules")?;
 
     let peer = compile_peer(raw, node, &mut output_headers, &mut warnings)?;
     for l in &locations {
@@ -277,6 +267,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
             format!("must be at most {}", plugin_config::MAX_MAX_PAUSED_REQUESTS),
         ));
     }
+    let per_rule_triggers = rules.iter().any(|r| !r.trigger_rules.is_empty());
     Ok(Config {
         peer,
         signature_verifier: raw.signature_verifier,
@@ -290,10 +281,34 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         require_token: raw.require_token,
         clock_skew_seconds: raw.clock_skew_seconds,
         require_expiration: raw.require_expiration,
+        per_rule_triggers,
         trigger_rules,
         http_only_field: raw.http_only_field(),
         warnings,
     })
+}
+
+fn compile_trigger_rules(
+    raw: &[plugin_config::TriggerRule],
+    at: &str,
+) -> Result<Vec<Trigger>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let compile_all = |list: &[StringMatch], f: &str| {
+                list.iter()
+                    .enumerate()
+                    .map(|(j, m)| {
+                        PathMatcher::new(m).map_err(|e| e.within(&format!("{at}[{i}].{f}[{j}]")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            Ok((
+                compile_all(&t.excluded_paths, "excludedPaths")?,
+                compile_all(&t.included_paths, "includedPaths")?,
+            ))
+        })
+        .collect()
 }
 
 /// A connection-level (NETWORK) plugin's configuration: peer authentication only.

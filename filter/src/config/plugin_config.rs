@@ -68,7 +68,7 @@ pub struct PluginConfig {
     #[serde(default)]
     pub principal_binding: PrincipalBinding,
 
-    /// Who checks RS256/384/512 and ES256/384 signatures: `auto` (the host's BoringSSL through
+    /// Who checks RS256/384/512 and ES256/384/512 signatures: `auto` (the host's BoringSSL through
     /// Envoy's `verify_signature` when it passes a self-test at start, else this module), `host`
     /// (required: the plugin fails to start without it), or `wasm` (always this module, e.g. for
     /// FIPS-pinned deployments). Other algorithms are always checked in the module.
@@ -190,6 +190,11 @@ pub struct JwtRule {
     /// Headers that receive claim values (string, number or boolean; nested claims as `a.b`).
     #[serde(default)]
     pub output_claim_to_headers: Vec<ClaimToHeader>,
+    /// The older policy's per-origin `trigger_rules`: this issuer applies only to requests whose
+    /// path matches one of them (none: every path). Where no issuer applies, no token is needed;
+    /// where some do, a token must verify against one of them.
+    #[serde(default)]
+    pub trigger_rules: Vec<TriggerRule>,
 }
 
 /// A header the token is read from.

@@ -12,6 +12,7 @@ pub enum Alg {
     Ps512,
     Es256,
     Es384,
+    Es512,
     EdDsa,
     Hs256,
     Hs384,
@@ -29,6 +30,7 @@ impl Alg {
             "PS512" => Self::Ps512,
             "ES256" => Self::Es256,
             "ES384" => Self::Es384,
+            "ES512" => Self::Es512,
             "EdDSA" => Self::EdDsa,
             "HS256" => Self::Hs256,
             "HS384" => Self::Hs384,
@@ -47,6 +49,7 @@ impl Alg {
                 KeyMaterial::Rsa(_)
             ) | (Self::Es256, KeyMaterial::P256(_))
                 | (Self::Es384, KeyMaterial::P384(_))
+                | (Self::Es512, KeyMaterial::P521(_))
                 | (Self::EdDsa, KeyMaterial::Ed25519(_))
                 | (
                     Self::Hs256 | Self::Hs384 | Self::Hs512,

@@ -16,8 +16,19 @@ pub enum KeyMaterial {
     Rsa(Box<MontKey>),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
+    P521(P521Key),
     Ed25519(ed25519_dalek::VerifyingKey),
     Hmac(Vec<u8>),
+}
+
+/// A P-521 key (the crate's type has no `Debug`).
+#[derive(Clone)]
+pub struct P521Key(pub p521::ecdsa::VerifyingKey);
+
+impl std::fmt::Debug for P521Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("P521Key")
+    }
 }
 
 /// A verification key, prepared once: its material and, for RSA and EC keys, the
@@ -60,6 +71,15 @@ impl Key {
                     .map_err(|_| "invalid P-384 point")?;
                 let der = spki(&p384::PublicKey::from(&key))?;
                 (KeyMaterial::P384(key), der)
+            }
+            "P-521" => {
+                let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                    .map_err(|_| "invalid P-521 point")?;
+                let der = spki(
+                    &p521::PublicKey::from_affine(*key.as_affine())
+                        .map_err(|_| "invalid P-521 point")?,
+                )?;
+                (KeyMaterial::P521(P521Key(key)), der)
             }
             other => return Err(format!("EC curve {other:?} is not supported")),
         };
@@ -150,5 +170,18 @@ mod tests {
             key.host_der.unwrap(),
             [&prefix[..], point.as_bytes()].concat()
         );
+
+        let sk =
+            p521::ecdsa::SigningKey::from_slice(&[[0u8].as_slice(), &[5; 65]].concat()).unwrap();
+        let point = p521::ecdsa::VerifyingKey::from(&sk).to_encoded_point(false);
+        let key = Key::ec("P-521", point.x().unwrap(), point.y().unwrap()).unwrap();
+        let prefix = hex("30819b301006072a8648ce3d020106052b81040023038186");
+        assert_eq!(
+            key.host_der.unwrap(),
+            [&prefix[..], &[0], point.as_bytes()].concat()
+        );
+        // Coordinates of another length are not a point of the curve.
+        assert!(Key::ec("P-521", &point.x().unwrap()[1..], point.y().unwrap()).is_err());
+        assert!(Key::ec("P-384", point.x().unwrap(), point.y().unwrap()).is_err());
     }
 }

@@ -8,11 +8,11 @@ pub mod rsa_montgomery;
 pub mod verify_signature;
 
 pub use alg::Alg;
-pub use key::{Key, KeyMaterial, MIN_RSA_BITS};
+pub use key::{Key, KeyMaterial, P521Key, MIN_RSA_BITS};
 
 use hmac::{Hmac, Mac};
-// ES256/ES384 as JWS (RFC 7518 §3.4) and BoringSSL have them: r || s of fixed length, each in
-// [1, n-1] (`from_slice`), over SHA-256/SHA-384 of the input. Like BoringSSL's ECDSA_do_verify
+// ES256/384/512 as JWS (RFC 7518 §3.4) and BoringSSL have them: r || s of fixed length, each in
+// [1, n-1] (`from_slice`), over SHA-256/384/512 of the input. Like BoringSSL's ECDSA_do_verify
 // (Envoy's jwt_authn), the crates' verification accepts a high s (n - s verifies as s does).
 use p256::ecdsa::signature::Verifier as EcdsaVerifier;
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -57,6 +57,8 @@ pub fn verify(alg: Alg, key: &KeyMaterial, input: &[u8], sig: &[u8]) -> bool {
             .is_ok_and(|s| EcdsaVerifier::verify(k, input, &s).is_ok()),
         (Alg::Es384, KeyMaterial::P384(k)) => p384::ecdsa::Signature::from_slice(sig)
             .is_ok_and(|s| EcdsaVerifier::verify(k, input, &s).is_ok()),
+        (Alg::Es512, KeyMaterial::P521(k)) => p521::ecdsa::Signature::from_slice(sig)
+            .is_ok_and(|s| EcdsaVerifier::verify(&k.0, input, &s).is_ok()),
         (Alg::EdDsa, KeyMaterial::Ed25519(k)) => ed25519_dalek::Signature::from_slice(sig)
             .is_ok_and(|s| k.verify_strict(input, &s).is_ok()),
         (Alg::Hs256, KeyMaterial::Hmac(k)) => hmac_verify!(Sha256, k, input, sig),
@@ -133,5 +135,19 @@ mod tests {
         assert!(verify(Alg::Es384, &key, b"a.b", &sig.to_bytes()));
         assert!(!verify(Alg::Es384, &key, b"a.c", &sig.to_bytes()));
         assert!(!verify(Alg::Es256, &key, b"a.b", &sig.to_bytes()));
+
+        use p256::ecdsa::signature::RandomizedSigner;
+        use rand::SeedableRng;
+        let sk =
+            p521::ecdsa::SigningKey::from_slice(&[[0u8].as_slice(), &[5; 65]].concat()).unwrap();
+        let key = KeyMaterial::P521(P521Key(p521::ecdsa::VerifyingKey::from(&sk)));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let sig: p521::ecdsa::Signature = sk.sign_with_rng(&mut rng, b"a.b");
+        let sig = sig.to_bytes().to_vec();
+        assert_eq!(sig.len(), 132);
+        assert!(verify(Alg::Es512, &key, b"a.b", &sig));
+        assert!(!verify(Alg::Es512, &key, b"a.c", &sig));
+        assert!(!verify(Alg::Es384, &key, b"a.b", &sig));
+        assert!(!verify(Alg::Es512, &key, b"a.b", &sig[..131]));
     }
 }

@@ -1,5 +1,5 @@
 //! Signatures checked by the host: Envoy's `verify_signature` foreign function (BoringSSL), for
-//! RS256/384/512 and ES256/384. Arguments and result are the protobuf messages
+//! RS256/384/512 and ES256/384/512. Arguments and result are the protobuf messages
 //! `envoy.source.extensions.common.wasm.VerifySignatureArguments` / `VerifySignatureResult`.
 
 use std::borrow::Cow;
@@ -49,7 +49,7 @@ pub fn host_alg(alg: Alg) -> Option<&'static str> {
     Some(match alg {
         Alg::Rs256 | Alg::Es256 => "sha256",
         Alg::Rs384 | Alg::Es384 => "sha384",
-        Alg::Rs512 => "sha512",
+        Alg::Rs512 | Alg::Es512 => "sha512",
         _ => return None,
     })
 }
@@ -67,6 +67,13 @@ fn host_signature(alg: Alg, sig: &[u8]) -> Option<Cow<'_, [u8]>> {
         ),
         Alg::Es384 => Cow::Owned(
             p384::ecdsa::Signature::from_slice(sig)
+                .ok()?
+                .to_der()
+                .as_bytes()
+                .to_vec(),
+        ),
+        Alg::Es512 => Cow::Owned(
+            p521::ecdsa::Signature::from_slice(sig)
                 .ok()?
                 .to_der()
                 .as_bytes()
@@ -195,6 +202,8 @@ mod tests {
         assert!(host_signature(Alg::Es256, &[0xff; 64]).is_none());
         assert!(host_signature(Alg::Es384, &[0x11; 96]).is_some());
         assert!(host_signature(Alg::Es384, &[0x11; 64]).is_none());
+        assert!(host_signature(Alg::Es512, &[0x01; 132]).is_some());
+        assert!(host_signature(Alg::Es512, &[0x11; 96]).is_none());
         assert_eq!(*host_signature(Alg::Rs256, b"as is").unwrap(), b"as is"[..]);
     }
 

@@ -54,14 +54,18 @@ impl PathMatcher {
     }
 }
 
+/// One `triggerRules` entry: (excluded, included).
+pub type Trigger = (Vec<PathMatcher>, Vec<PathMatcher>);
+
 /// Whether JWT authentication applies to the request's `:path`. No rules: always. An ambiguous
 /// path is never excluded and counts as included, so it is always authenticated.
-pub fn triggered(rules: &[(Vec<PathMatcher>, Vec<PathMatcher>)], raw_path: &str) -> bool {
-    if rules.is_empty() {
-        return true;
-    }
-    let canonical = path::canonical(raw_path);
-    if canonical.ambiguous {
+pub fn triggered(rules: &[Trigger], raw_path: &str) -> bool {
+    rules.is_empty() || triggered_at(rules, &path::canonical(raw_path))
+}
+
+/// `triggered`, for a path already in canonical form (several rule sets, one path).
+pub fn triggered_at(rules: &[Trigger], canonical: &path::Canonical<'_>) -> bool {
+    if rules.is_empty() || canonical.ambiguous {
         return true;
     }
     let path = canonical.path.as_ref();

@@ -274,8 +274,8 @@ impl<H: Host> Runtime<H> {
         log::info!(
             "{}",
             match verifier {
-                SignatureVerifier::Host => "RS256/384/512 and ES256/384 signatures checked by the host (verify_signature) only",
-                SignatureVerifier::HostOrModule => "RS256/384/512 and ES256/384 signatures checked by the host (verify_signature); by the module should a host call fail",
+                SignatureVerifier::Host => "RS256/384/512 and ES256/384/512 signatures checked by the host (verify_signature) only",
+                SignatureVerifier::HostOrModule => "RS256/384/512 and ES256/384/512 signatures checked by the host (verify_signature); by the module should a host call fail",
                 SignatureVerifier::Module => "signatures checked in the module",
             }
         );

@@ -50,7 +50,7 @@ pub struct Root {
     pub verifier: SignatureVerifier,
 }
 
-/// Who checks the signatures the host can check (RS*, ES256/384).
+/// Who checks the signatures the host can check (RS*, ES256/384/512).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureVerifier {
     Module,
