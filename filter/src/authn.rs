@@ -315,11 +315,13 @@ fn verified_token(
     }
     let verified = Rc::new(Verified {
         rule: rule_index,
+        // The token's own `iss`: equal to the rule's, or any with a rule that names none.
         principal: jws
             .claims
-            .sub
+            .iss
             .as_ref()
-            .map(|sub| format!("{}/{sub}", rule.issuer))
+            .zip(jws.claims.sub.as_ref())
+            .map(|(iss, sub)| format!("{iss}/{sub}"))
             .filter(|p| !p.chars().any(char::is_control)),
         claims: jws.claims,
         set,
@@ -346,7 +348,7 @@ fn verify<'c, 't>(
         .iter()
         .filter(|&&i| applies(i))
         .filter_map(|&i| Some((i, cfg.rules.get(i)?)))
-        .filter(|(_, r)| Some(r.issuer.as_str()) == iss)
+        .filter(|(_, r)| r.issuer.is_none() || r.issuer.as_deref() == iss)
         .peekable();
     if candidates.peek().is_none() {
         return Err(AuthError::UnknownIssuer.into());

@@ -26,7 +26,8 @@ pub const DEFAULT_CACHE_DURATION_S: u64 = 600;
 /// One issuer, ready to verify tokens.
 #[derive(Debug)]
 pub struct Rule {
-    pub issuer: String,
+    /// None: any `iss` is accepted (a rule with `jwksUri` and no issuer).
+    pub issuer: Option<String>,
     /// Sanitized as Envoy does: scheme and trailing slash removed.
     pub audiences: HashSet<String>,
     pub keys: KeySource,
@@ -130,8 +131,17 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
 
     for (i, r) in raw.jwt_rules.iter().enumerate() {
         let at = |f: &str| format!("jwtRules[{i}].{f}");
-        if r.issuer.is_empty() {
-            return Err(ConfigError::new(at("issuer"), "must not be empty"));
+        match (&r.issuer, &r.jwks_uri) {
+            (Some(iss), _) if iss.is_empty() => {
+                return Err(ConfigError::new(at("issuer"), "must not be empty"))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    at("issuer"),
+                    "is required unless jwksUri is set (only one of them may be left out)",
+                ))
+            }
+            _ => {}
         }
         let keys = match (&r.jwks, &r.jwks_uri) {
             (Some(inline), uri) => {
@@ -146,8 +156,27 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
                 warnings.extend(skipped.into_iter().map(|w| format!("{}: {w}", at("jwks"))));
                 KeySource::Inline(jwks)
             }
-            (None, Some(uri)) => {
-                let source = remote_source(r, uri, &at)?;
+            (None, uri) => {
+                let source = match (uri, &r.issuer) {
+                    (Some(uri), _) => remote_source(r, uri, false, &at("jwksUri"), &at)?,
+                    (None, Some(issuer)) => {
+                        let discovery = format!(
+                            "{}/.well-known/openid-configuration",
+                            issuer.trim_end_matches('/')
+                        );
+                        remote_source(r, &discovery, true, &at("issuer"), &at).map_err(|e| {
+                            ConfigError::new(
+                                at("issuer"),
+                                format!(
+                                    "without jwks or jwksUri, keys are discovered from the \
+                                     issuer, which must then be an http(s) URL: {}",
+                                    e.message
+                                ),
+                            )
+                        })?
+                    }
+                    (None, None) => return Err(ConfigError::new(at("issuer"), "is required")),
+                };
                 let index = match remotes.iter().position(|x| *x == source) {
                     Some(i) => i,
                     None => {
@@ -156,12 +185,6 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
                     }
                 };
                 KeySource::Remote(index)
-            }
-            (None, None) => {
-                return Err(ConfigError::new(
-                    format!("jwtRules[{i}]"),
-                    "one of jwks or jwksUri is required",
-                ))
             }
         };
 
@@ -235,7 +258,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
 
         rules.push(Rule {
             trigger_rules: compile_trigger_rules(&r.trigger_rules, &at("triggerRules"))?,
-            issuer: r.issuer.clone(),
+            issuer: r.issuer.clone().filter(|i| !i.is_empty()),
             audiences: r.audiences.iter().map(|a| sanitize_audience(a)).collect(),
             keys,
             forward_original_token: r.forward_original_token,
@@ -413,12 +436,16 @@ fn compile_peer(
     })
 }
 
+/// `uri` is `jwksUri`, or with `discovery` the issuer's discovery document; `uri_field` names the
+/// field it comes from.
 fn remote_source(
     r: &JwtRule,
     uri: &str,
+    discovery: bool,
+    uri_field: &str,
     at: &dyn Fn(&str) -> String,
 ) -> Result<RemoteJwks, ConfigError> {
-    let parsed = remote::parse_uri(uri).map_err(|e| e.within(&at("jwksUri")))?;
+    let parsed = remote::parse_uri(uri).map_err(|e| e.within(uri_field))?;
     let timeout_ms = match &r.timeout {
         Some(t) => parse_duration_ms(t).map_err(|e| e.within(&at("timeout")))?,
         None => DEFAULT_TIMEOUT_MS,
@@ -450,6 +477,8 @@ fn remote_source(
         path: parsed.path,
         timeout_ms,
         cache_duration_s,
+        discovery,
+        jwks_cluster: r.jwks_cluster.clone(),
     })
 }
 
@@ -612,6 +641,30 @@ mod tests {
         assert!(matches!(c.rules[0].keys, KeySource::Remote(0)));
         assert!(matches!(c.rules[1].keys, KeySource::Remote(0)));
         assert!(matches!(c.rules[2].keys, KeySource::Remote(1)));
+    }
+
+    #[test]
+    fn keys_are_discovered_from_an_issuer_url() {
+        let c = cfg(r#"{"jwtRules":[{"issuer":"https://idp.example.com/tenant/"}]}"#).unwrap();
+        let r = &c.remotes[0];
+        assert!(r.discovery);
+        assert_eq!(
+            (r.uri.as_str(), r.cluster.as_str(), r.path.as_str()),
+            (
+                "https://idp.example.com/tenant/.well-known/openid-configuration",
+                "outbound|443||idp.example.com",
+                "/tenant/.well-known/openid-configuration"
+            )
+        );
+        assert_eq!(r.fetch_timeout_ms(), 10_000, "two calls");
+        let err = cfg(r#"{"jwtRules":[{"issuer":"testing@secure.istio.io"}]}"#).unwrap_err();
+        assert_eq!(err.field, "jwtRules[0].issuer");
+        assert!(err.message.contains("http(s) URL"), "{err}");
+        let err = cfg(r#"{"jwtRules":[{"jwks":"{}"}]}"#).unwrap_err();
+        assert_eq!(err.field, "jwtRules[0].issuer");
+        let c = cfg(r#"{"jwtRules":[{"jwksUri":"https://idp.example.com/k"}]}"#).unwrap();
+        assert_eq!(c.rules[0].issuer, None);
+        assert!(!c.remotes[0].discovery);
     }
 
     #[test]

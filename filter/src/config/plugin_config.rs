@@ -147,8 +147,11 @@ fn default_cache_duration() -> Option<String> {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtRule {
-    /// Value the token's `iss` claim must equal.
-    pub issuer: String,
+    /// Value the token's `iss` claim must equal. Without `jwks` and `jwksUri`, the keys are found
+    /// from it (OpenID discovery: `<issuer>/.well-known/openid-configuration`, its `jwks_uri`).
+    /// May be left out when `jwksUri` is set: any `iss` is then accepted (Istio 1.27).
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// Accepted `aud` values (any of). Empty: audience is not checked.
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -163,8 +166,9 @@ pub struct JwtRule {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(default = "default_timeout"))]
     pub timeout: Option<String>,
-    /// Envoy cluster that serves `jwksUri`. Default: Istio's `outbound|<port>||<host>` for the URI's
-    /// host and port (443 for https, 80 for http), as a ServiceEntry for that host creates.
+    /// Envoy cluster that serves `jwksUri` (and, with discovery, the discovery document too).
+    /// Default: Istio's `outbound|<port>||<host>` for the URI's host and port (443 for https, 80
+    /// for http), as a ServiceEntry for that host creates.
     #[serde(default)]
     pub jwks_cluster: Option<String>,
     /// How long fetched keys are used before they are refreshed, e.g. `"600s"`.

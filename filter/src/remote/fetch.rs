@@ -188,7 +188,9 @@ impl Source {
         }
         // The compare-and-swap write fails if another worker changed the record since `sync`.
         let mut claimed = self.record.clone();
-        claimed.lease_until_ms = now_ms.saturating_add(spec.timeout_ms).saturating_add(1_000);
+        claimed.lease_until_ms = now_ms
+            .saturating_add(spec.fetch_timeout_ms())
+            .saturating_add(1_000);
         if forced {
             claimed.last_forced_ms = now_ms;
         }
@@ -287,7 +289,9 @@ impl Source {
         Ticket {
             refetch,
             attempts_seen: self.record.attempts,
-            deadline_ms: now_ms.saturating_add(spec.timeout_ms).saturating_add(1_000),
+            deadline_ms: now_ms
+                .saturating_add(spec.fetch_timeout_ms())
+                .saturating_add(1_000),
         }
     }
 
@@ -338,6 +342,8 @@ mod tests {
             path: "/jwks".into(),
             timeout_ms: 5_000,
             cache_duration_s: 600,
+            discovery: false,
+            jwks_cluster: None,
         }
     }
 

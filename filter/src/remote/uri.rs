@@ -5,15 +5,34 @@ use crate::error::ConfigError;
 /// A JWKS fetched over HTTP by the root context; shared by every rule with the same URI and cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteJwks {
+    /// `jwksUri`, or with `discovery` the OpenID discovery document's URL.
     pub uri: String,
     pub cluster: String,
     pub authority: String,
     pub path: String,
     pub timeout_ms: u64,
     pub cache_duration_s: u64,
+    /// `uri` is a discovery document whose `jwks_uri` names the keys: fetched through
+    /// `jwks_cluster` when given, else Istio's cluster for that URI.
+    pub discovery: bool,
+    pub jwks_cluster: Option<String>,
 }
 
 impl RemoteJwks {
+    /// Host calls one fetch makes: the discovery document first, when there is one.
+    pub fn calls(&self) -> u64 {
+        if self.discovery {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// How long one fetch may take, every call included.
+    pub fn fetch_timeout_ms(&self) -> u64 {
+        self.timeout_ms.saturating_mul(self.calls())
+    }
+
     /// Key under which workers share this source's keys and fetch state.
     pub fn shared_key(&self) -> String {
         format!("mesh-authn.jwks|{}|{}", self.cluster, self.uri)

@@ -24,10 +24,12 @@ use crate::config::{self, SignatureVerifier as Configured};
 use crate::error::{AuthError, ConfigError, Denial, DenialBody};
 use crate::jwt::jwks::MAX_JWKS_BYTES;
 use crate::peer::Workload;
+use crate::remote::discovery::{self, KeysTarget};
 use crate::remote::fetch::{Outcome, Poll};
+use crate::remote::RemoteJwks;
 use crate::request::{strip_query, wire, Connection, Request};
 use metrics::Metrics;
-use root::{host_verifier_works, Root, Shared, SignatureVerifier, Waiter};
+use root::{host_verifier_works, Call, Root, Shared, SignatureVerifier, Waiter};
 
 const TICK_IDLE_MS: u32 = 1_000;
 /// While requests wait or keys are missing, other workers' fetch results are picked up this fast.
@@ -412,22 +414,54 @@ impl<H: Host> Runtime<H> {
         body_size: usize,
     ) {
         let now = self.host.now_ms().unwrap_or(0);
+        let Some(call) = root.borrow_mut().calls.remove(&token) else {
+            return;
+        };
+        let what = match &call {
+            Call::Discovery { .. } => "discovery document",
+            Call::Keys { .. } => "JWKS",
+        };
         let result = match self.host.http_call_status() {
             Some(200) if body_size > MAX_JWKS_BYTES => {
-                Err(format!("body larger than {MAX_JWKS_BYTES} bytes"))
+                Err(format!("{what}: body larger than {MAX_JWKS_BYTES} bytes"))
             }
             Some(200) => self
                 .host
                 .http_call_body(body_size)
-                .map_err(|e| format!("cannot read body (host status {})", e.0)),
-            Some(code) => Err(format!("HTTP status {code}")),
-            None => Err("no response (connection failure or timeout)".into()),
+                .map_err(|e| format!("{what}: cannot read body (host status {})", e.0)),
+            Some(code) => Err(format!("{what}: HTTP status {code}")),
+            None => Err(format!(
+                "{what}: no response (connection failure or timeout)"
+            )),
+        };
+        let (index, result) = match call {
+            Call::Keys { index, uri } => {
+                log::debug!("jwks: answer from {uri}");
+                (index, result)
+            }
+            Call::Discovery { index } => {
+                let spec = root.borrow().config.remotes.get(index).cloned();
+                let target = spec
+                    .as_ref()
+                    .ok_or_else(String::new)
+                    .and_then(|spec| result.and_then(|doc| discovery::keys_target(spec, &doc)));
+                match target {
+                    Ok(target) => {
+                        log::debug!(
+                            "jwks {}: keys at {} (cluster {:?})",
+                            spec.as_ref().map_or("", |s| s.uri.as_str()),
+                            target.uri,
+                            target.cluster
+                        );
+                        self.fetch_keys(root, index, &target, now);
+                        return;
+                    }
+                    Err(reason) => (index, Err(reason)),
+                }
+            }
         };
         let (uri, outcome, metrics) = {
             let mut r = root.borrow_mut();
-            let Some(index) = r.calls.remove(&token) else {
-                return;
-            };
             let config = Rc::clone(&r.config);
             let Some((spec, source)) = config.remotes.get(index).zip(r.sources.get_mut(index))
             else {
@@ -509,37 +543,78 @@ impl<H: Host> Runtime<H> {
         }
     }
 
+    /// Starts a fetch this worker won: the discovery document first, when the source has one.
     fn fetch(&self, root: &Rc<RefCell<Root>>, index: usize, now_ms: u64) {
         let Some(spec) = root.borrow().config.remotes.get(index).cloned() else {
             return;
         };
+        let call = if spec.discovery {
+            Call::Discovery { index }
+        } else {
+            Call::Keys {
+                index,
+                uri: spec.uri.clone(),
+            }
+        };
+        let target = KeysTarget {
+            uri: spec.uri.clone(),
+            cluster: spec.cluster.clone(),
+            authority: spec.authority.clone(),
+            path: spec.path.clone(),
+        };
+        self.call(root, &spec, call, &target, now_ms);
+    }
+
+    fn fetch_keys(&self, root: &Rc<RefCell<Root>>, index: usize, target: &KeysTarget, now_ms: u64) {
+        let Some(spec) = root.borrow().config.remotes.get(index).cloned() else {
+            return;
+        };
+        let call = Call::Keys {
+            index,
+            uri: target.uri.clone(),
+        };
+        self.call(root, &spec, call, target, now_ms);
+    }
+
+    fn call(
+        &self,
+        root: &Rc<RefCell<Root>>,
+        spec: &RemoteJwks,
+        call: Call,
+        target: &KeysTarget,
+        now_ms: u64,
+    ) {
         let headers = [
             (":method", "GET"),
-            (":path", spec.path.as_str()),
-            (":authority", spec.authority.as_str()),
+            (":path", target.path.as_str()),
+            (":authority", target.authority.as_str()),
             ("accept", "application/json"),
         ];
         match self
             .host
-            .http_call(&spec.cluster, &headers, spec.timeout_ms)
+            .http_call(&target.cluster, &headers, spec.timeout_ms)
         {
             Ok(token) => {
                 log::debug!(
-                    "jwks {}: fetching through cluster {:?}",
+                    "jwks {}: fetching {} through cluster {:?}",
                     spec.uri,
-                    spec.cluster
+                    target.uri,
+                    target.cluster
                 );
-                root.borrow_mut().calls.insert(token, index);
+                root.borrow_mut().calls.insert(token, call);
             }
             Err(e) => {
                 let reason = format!(
                     "cannot call cluster {:?} (host status {})",
-                    spec.cluster, e.0
+                    target.cluster, e.0
                 );
+                let index = match call {
+                    Call::Discovery { index } | Call::Keys { index, .. } => index,
+                };
                 let metrics = {
                     let mut r = root.borrow_mut();
                     if let Some(src) = r.sources.get_mut(index) {
-                        src.complete(&spec, &mut Shared(&self.host), now_ms, Err(reason.clone()));
+                        src.complete(spec, &mut Shared(&self.host), now_ms, Err(reason.clone()));
                     }
                     r.metrics
                 };

@@ -23,6 +23,15 @@ pub struct Waiter {
     pub ticket: Ticket,
 }
 
+/// What a callout in flight fetches, for the source at `index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// The issuer's discovery document, whose `jwks_uri` names the keys.
+    Discovery { index: usize },
+    /// The keys, from `uri` (the source's own, or the one its discovery document named).
+    Keys { index: usize, uri: String },
+}
+
 /// A TLS connection paused until its handshake shows whether the peer presented a certificate.
 #[derive(Debug, Clone, Copy)]
 pub struct Handshake {
@@ -39,8 +48,8 @@ pub struct Root {
     pub http_only_logged: bool,
     pub sources: Vec<Source>,
     pub waiters: Vec<Waiter>,
-    /// Callout token → index of the source it fetches.
-    pub calls: HashMap<u32, usize>,
+    /// Callout token → the source it fetches for, and what it fetches.
+    pub calls: HashMap<u32, Call>,
     pub metrics: Metrics,
     pub counts: Counts,
     /// This VM has decided requests (the main thread's never does).

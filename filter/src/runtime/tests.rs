@@ -1076,3 +1076,117 @@ fn connections_of_unknown_plugins_are_refused() {
     assert_eq!(p.rt.on_new_connection(77), Action::Pause);
     assert_eq!(p.closed(), vec![77]);
 }
+
+// --------------------------------------------------------------------------- OpenID discovery
+
+fn last_callout(p: &Proxy) -> (String, String) {
+    let f = p.fake();
+    let (_, cluster, path) = f.callouts.last().unwrap();
+    (cluster.clone(), path.clone())
+}
+
+#[test]
+fn keys_are_discovered_from_the_issuer() {
+    let mut p = Proxy::new(json!({"jwtRules": [{"issuer": ISS}]}));
+    p.tick();
+    assert_eq!(
+        last_callout(&p),
+        (
+            "outbound|443||idp.example.com".to_string(),
+            "/.well-known/openid-configuration".to_string()
+        )
+    );
+    let (waiting, action) = p.request(Some(&token("a")));
+    assert_eq!(action, Action::Pause);
+    p.answer(
+        Some(200),
+        json!({"issuer": ISS, "jwks_uri": "https://keys.example.com:8443/v1/keys"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(p.callouts(), 2, "the keys, at once");
+    assert_eq!(
+        last_callout(&p),
+        (
+            "outbound|8443||keys.example.com".to_string(),
+            "/v1/keys".to_string()
+        )
+    );
+    assert!(p.resumed().is_empty(), "still waiting for the keys");
+    p.answer(Some(200), jwks("a").as_bytes());
+    assert_eq!(p.replies_to(waiting), vec![]);
+    assert_eq!(p.resumed(), vec![waiting]);
+    assert_eq!(p.metric("jwks_fetch_success"), 1);
+    assert_eq!(p.request(Some(&token("a"))).1, Action::Continue);
+
+    // An unknown kid refetches through the document, which may name new keys.
+    let (_, action) = p.request(Some(&token("b")));
+    assert_eq!(action, Action::Pause);
+    p.tick();
+    assert_eq!(last_callout(&p).1, "/.well-known/openid-configuration");
+    p.answer(
+        Some(200),
+        json!({"jwks_uri": "https://keys.example.com:8443/v2/keys"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(last_callout(&p).1, "/v2/keys");
+    p.answer(Some(200), jwks("b").as_bytes());
+    assert_eq!(p.request(Some(&token("b"))).1, Action::Continue);
+}
+
+#[test]
+fn a_discovery_document_without_usable_keys_is_a_failed_fetch() {
+    let cfg = json!({"jwtRules": [{"issuer": ISS, "jwksCluster": "idp"}]});
+    for (status, doc) in [
+        (Some(200), &br#"{"issuer":"x"}"#[..]),
+        (Some(200), b"not json"),
+        (Some(200), br#"{"jwks_uri":"ftp://idp/keys"}"#),
+        (Some(404), b"{}"),
+        (None, b""),
+    ] {
+        let mut p = Proxy::new(cfg.clone());
+        p.tick();
+        assert_eq!(last_callout(&p).0, "idp");
+        p.answer(status, doc);
+        assert_eq!(p.callouts(), 1, "no keys fetched after {doc:?}");
+        assert_eq!(p.metric("jwks_fetch_failed"), 1);
+        let (id, _) = p.request(Some(&token("a")));
+        assert_eq!(
+            p.replies_to(id),
+            vec![(401, "Jwks remote fetch is failed".to_string())]
+        );
+        // Retried from the document, through the rule's cluster for both calls.
+        p.advance(1_100);
+        p.tick();
+        assert_eq!(
+            last_callout(&p),
+            ("idp".into(), "/.well-known/openid-configuration".into())
+        );
+        p.answer(Some(200), br#"{"jwks_uri":"https://idp.example.com/k"}"#);
+        assert_eq!(last_callout(&p), ("idp".into(), "/k".into()));
+        p.answer(Some(200), jwks("a").as_bytes());
+        assert_eq!(p.request(Some(&token("a"))).1, Action::Continue);
+    }
+}
+
+#[test]
+fn a_rule_without_issuer_accepts_any_iss() {
+    assert!(
+        !Proxy {
+            rt: Runtime::new(FakeHost::default()),
+            next_stream: 2,
+        }
+        .configure(json!({"jwtRules": [{"jwks": jwks("a")}]})),
+        "issuer and jwksUri may not both be left out"
+    );
+    let mut p = Proxy::new(json!({"jwtRules": [{"jwksUri": "https://idp.example.com/keys"}]}));
+    p.tick();
+    p.answer(Some(200), jwks("a").as_bytes());
+    let other = hs256(
+        "a",
+        json!({"iss": "https://elsewhere.example.com", "sub": "bob", "exp": NOW_MS / 1000 + 60}),
+    );
+    assert_eq!(p.request(Some(&other)).1, Action::Continue);
+    assert_eq!(p.request(Some(&token("a"))).1, Action::Continue);
+}
