@@ -313,8 +313,10 @@ def jwt_authn_filter(plugin_config: dict) -> dict:
                              for h in rule.get("fromHeaders", [])],
             "from_params": rule.get("fromParams", []),
             "from_cookies": rule.get("fromCookies", []),
-            "claim_to_headers": [{"header_name": c["header"], "claim_name": c["claim"]}
-                                 for c in rule.get("outputClaimToHeaders", [])],
+            "claim_to_headers": [
+                {"header_name": c["header"], "claim_name": c["claim"]} if "claim" in c else
+                {"header_name": c["header"], "claim_path": [{"key": k} for k in c["claimPath"]]}
+                for c in rule.get("outputClaimToHeaders", [])],
         }
         if rule.get("outputPayloadToHeader"):
             provider["forward_payload_header"] = rule["outputPayloadToHeader"]

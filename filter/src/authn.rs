@@ -6,7 +6,7 @@ use crate::config::{Config, KeySource, PrincipalBinding, Rule};
 use crate::crypto::{InModule, Verifier};
 use crate::error::AuthError;
 use crate::jwt::cache::{TokenCache, Verified};
-use crate::jwt::claims;
+use crate::jwt::claim_header;
 use crate::jwt::jwks::Jwks;
 use crate::jwt::jws::{self, Jws};
 use crate::peer::{self, Mode};
@@ -309,7 +309,7 @@ fn verified_token(
         set.push((h.clone(), jws.payload_b64.to_string()));
     }
     for (h, path) in &rule.output_claim_to_headers {
-        if let Some(v) = claims::header_value(&jws.payload, path) {
+        if let Some(v) = claim_header::header_value(&jws.payload, path) {
             set.push((h.clone(), v));
         }
     }

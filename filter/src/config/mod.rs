@@ -238,14 +238,41 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         };
         let mut claims = Vec::with_capacity(r.output_claim_to_headers.len());
         for (j, c) in r.output_claim_to_headers.iter().enumerate() {
-            let header = header_name(&c.header, &at(&format!("outputClaimToHeaders[{j}].header")))?;
-            if c.claim.is_empty() || c.claim.split('.').any(str::is_empty) {
-                return Err(ConfigError::new(
-                    at(&format!("outputClaimToHeaders[{j}].claim")),
-                    "must be a claim name, nested names separated by '.'",
-                ));
-            }
-            claims.push((header, c.claim.split('.').map(String::from).collect()));
+            let here = |f: &str| at(&format!("outputClaimToHeaders[{j}].{f}"));
+            let header = header_name(&c.header, &here("header"))?;
+            let path: Vec<String> = match (&c.claim, c.claim_path.as_slice()) {
+                (Some(claim), []) => {
+                    if claim.is_empty() || claim.split('.').any(str::is_empty) {
+                        return Err(ConfigError::new(
+                            here("claim"),
+                            "must be a claim name, nested names separated by '.'",
+                        ));
+                    }
+                    claim.split('.').map(String::from).collect()
+                }
+                (None, keys) if !keys.is_empty() => {
+                    if keys.iter().any(String::is_empty) {
+                        return Err(ConfigError::new(
+                            here("claimPath"),
+                            "keys must not be empty",
+                        ));
+                    }
+                    keys.to_vec()
+                }
+                (Some(_), _) => {
+                    return Err(ConfigError::new(
+                        here("claimPath"),
+                        "not together with claim",
+                    ))
+                }
+                (None, _) => {
+                    return Err(ConfigError::new(
+                        here("claim"),
+                        "one of claim or claimPath is required",
+                    ))
+                }
+            };
+            claims.push((header, path));
         }
         for h in output_payload_to_header
             .iter()

@@ -191,7 +191,8 @@ pub struct JwtRule {
     /// Header that receives the token's payload (base64url) after successful verification.
     #[serde(default)]
     pub output_payload_to_header: Option<String>,
-    /// Headers that receive claim values (string, number or boolean; nested claims as `a.b`).
+    /// Headers that receive claim values, as Envoy's jwt_authn writes them: strings, numbers and
+    /// booleans as text, arrays and objects as base64 of their JSON; nested claims as `a.b`.
     #[serde(default)]
     pub output_claim_to_headers: Vec<ClaimToHeader>,
     /// The older policy's per-origin `trigger_rules`: this issuer applies only to requests whose
@@ -221,7 +222,12 @@ pub struct ClaimToHeader {
     /// Header name.
     pub header: String,
     /// Claim name; `a.b` reads a nested claim.
-    pub claim: String,
+    #[serde(default)]
+    pub claim: Option<String>,
+    /// The claim as explicit keys of nested objects, for names that contain dots
+    /// (`["https://example.com/roles"]`), as Envoy's `claim_path`. Instead of `claim`.
+    #[serde(default)]
+    pub claim_path: Vec<String>,
 }
 
 /// A rule matches when the path is in no `excludedPaths` and, if `includedPaths` is not empty, in one

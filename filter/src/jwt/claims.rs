@@ -107,26 +107,6 @@ fn numeric_date(v: Option<&Value>, err: AuthError) -> Result<Option<u64>, AuthEr
     }
 }
 
-/// A claim (`path` is the name split on '.') as a header value: strings, numbers and booleans only,
-/// and never with control characters, which could split or smuggle headers.
-pub fn header_value(payload: &Map<String, Value>, path: &[String]) -> Option<String> {
-    let (first, rest) = path.split_first()?;
-    let mut v = payload.get(first)?;
-    for key in rest {
-        v = v.as_object()?.get(key)?;
-    }
-    let s = match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        _ => return None,
-    };
-    if s.chars().any(char::is_control) {
-        return None;
-    }
-    Some(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,28 +217,5 @@ mod tests {
             "svc.example.com"
         );
         assert_eq!(sanitize_audience("svc-a"), "svc-a");
-    }
-
-    #[test]
-    fn header_values() {
-        let Value::Object(p) = json!({
-            "sub": "alice", "n": 42, "f": 1.5, "b": true, "arr": ["a"],
-            "nested": {"a": {"b": "deep"}}, "evil": "x\r\ninjected: 1", "tab": "a\tb"
-        }) else {
-            unreachable!()
-        };
-        let get =
-            |path: &str| header_value(&p, &path.split('.').map(String::from).collect::<Vec<_>>());
-        assert_eq!(get("sub").as_deref(), Some("alice"));
-        assert_eq!(get("n").as_deref(), Some("42"));
-        assert_eq!(get("f").as_deref(), Some("1.5"));
-        assert_eq!(get("b").as_deref(), Some("true"));
-        assert_eq!(get("nested.a.b").as_deref(), Some("deep"));
-        assert_eq!(get("arr"), None);
-        assert_eq!(get("nested"), None);
-        assert_eq!(get("missing"), None);
-        assert_eq!(get("sub.x"), None);
-        assert_eq!(get("evil"), None);
-        assert_eq!(get("tab"), None);
     }
 }

@@ -2,6 +2,7 @@
 //! already verified.
 
 pub mod cache;
+pub mod claim_header;
 pub mod claims;
 pub mod jwks;
 pub mod jws;
