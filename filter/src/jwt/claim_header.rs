@@ -36,7 +36,7 @@ pub fn header_value(payload: &Map<String, Value>, path: &[String]) -> Option<Str
 fn scalar_number(v: f64) -> String {
     // 2^64 as a double: the first value that does not fit a u64.
     const U64_END: f64 = 18_446_744_073_709_551_616.0;
-    if v < 0.0 || v >= U64_END || v.fract() != 0.0 {
+    if !(0.0..U64_END).contains(&v) || v.fract() != 0.0 {
         format!("{v:.6}")
     } else {
         // Whole, in [0, 2^64): the cast is exact.
