@@ -232,3 +232,31 @@ spec:
     );
     assert!(rules[2].get("triggerRules").is_none());
 }
+
+#[test]
+fn request_authentications_with_discovery_or_without_issuer() {
+    let yaml = r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: oidc, namespace: foo}
+spec:
+  jwtRules:
+  - issuer: https://accounts.example.com
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: any-issuer, namespace: bar}
+spec:
+  jwtRules:
+  - jwksUri: https://keys.example.com/jwks.json
+"#;
+    let plugins = convert(yaml, &Options::default()).unwrap();
+    let oidc = &named(&plugins, "oidc-jwt")["spec"]["pluginConfig"]["jwtRules"][0];
+    assert_eq!(oidc, &json!({"issuer": "https://accounts.example.com"}));
+    let any = &named(&plugins, "any-issuer-jwt")["spec"]["pluginConfig"]["jwtRules"][0];
+    assert!(any.get("issuer").is_none());
+    let bad = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n\
+               metadata: {name: x, namespace: foo}\nspec:\n  jwtRules:\n  - issuer: not-a-url\n";
+    let err = convert(bad, &Options::default()).unwrap_err();
+    assert!(err.contains("jwtRules[0].issuer"), "{err}");
+}
