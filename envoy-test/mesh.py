@@ -26,6 +26,8 @@ Here:
 `Mesh.apply(plugin_config)` restarts only the two server sidecars (same ports) when the
 pluginConfig changes; `Mesh.matrix()` returns and prints the task's 9-cell reachability table.
 PeerAuthentication objects are built with `peer_authentication()` as `kubectl get -o json` shows them.
+AuthorizationPolicies become the RBAC filter istiod puts after the plugin with `rbac_filters()`
+(`Mesh.apply(..., authz_filters=...)`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import datetime
 import http.client
 import ipaddress
 import json
+import re
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -191,6 +194,74 @@ def peer_config(*policies: dict, trust_domains: list[str] | None = None,
     return cfg
 
 
+RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+REQUEST_HEADER_KEY = re.compile(r"request\.headers\[(.+)\]")
+
+
+def rbac_filters(docs: list[dict], namespace: str, labels: dict[str, str]) -> list[dict]:
+    """The HTTP RBAC filter istiod renders for a workload's ALLOW AuthorizationPolicies (none when
+    none applies), as pilot/pkg/security/authz/builder and model do it: one policy per rule, named
+    `ns[<ns>]-policy[<name>]-rule[<i>]`, permissions `any` (no `to`), and each `when` condition one
+    OR of header principals inside the rule's AND; a policy without rules never matches. Only the
+    conditions the filter's headers need, `request.headers[...]`, are rendered."""
+    policies: dict[str, dict] = {}
+    for doc in docs:
+        meta, spec = doc["metadata"], doc["spec"]
+        if doc["kind"] != "AuthorizationPolicy" or meta["namespace"] not in (namespace, ROOT_NAMESPACE):
+            continue
+        selector = spec.get("selector", {}).get("matchLabels", {})
+        # a sidecar ignores targetRef policies (pilot/pkg/model/policyattachment.go)
+        if spec.get("targetRef") or spec.get("targetRefs") or any(
+                labels.get(k) != v for k, v in selector.items()):
+            continue
+        if spec.get("action", "ALLOW") != "ALLOW":
+            raise NotImplementedError(f"{meta['name']}: only ALLOW policies are rendered here")
+        rules = spec.get("rules", [])
+        for i, rule in enumerate(rules):
+            policies[f"ns[{meta['namespace']}]-policy[{meta['name']}]-rule[{i}]"] = _rbac_policy(rule)
+        if not rules:
+            policies[f"ns[{meta['namespace']}]-policy[{meta['name']}]-rule[0]"] = {
+                "permissions": [{"not_rule": {"any": True}}],
+                "principals": [{"not_id": {"any": True}}]}
+    if not policies:
+        return []
+    # istiod always names the dry-run prefix of the action, even with no dry-run rules.
+    return [{"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": RBAC_TYPE,
+        "rules": {"policies": policies},
+        "shadow_rules_stat_prefix": "istio_dry_run_allow_",
+    }}]
+
+
+def _rbac_policy(rule: dict) -> dict:
+    if set(rule) - {"when"}:
+        raise NotImplementedError(f"only `when` is rendered here, not {sorted(set(rule) - {'when'})}")
+    ids = []
+    for cond in rule.get("when", []):
+        m = REQUEST_HEADER_KEY.fullmatch(cond["key"])
+        if not m:
+            raise NotImplementedError(f"only request.headers[...] is rendered here, not {cond['key']}")
+        if cond.get("values"):
+            ids.append({"or_ids": {"ids": [_header_principal(m[1], v) for v in cond["values"]]}})
+        if cond.get("notValues"):
+            ids.append({"not_id": {"or_ids": {"ids": [_header_principal(m[1], v)
+                                                      for v in cond["notValues"]]}}})
+    return {"permissions": [{"and_rules": {"rules": [{"any": True}]}}],
+            "principals": [{"and_ids": {"ids": ids or [{"any": True}]}}]}
+
+
+def _header_principal(name: str, value: str) -> dict:
+    """Istio's HeaderMatcher: `*` is presence, a leading `*` a suffix, a trailing one a prefix;
+    case-sensitive values, the header name as written (Envoy lowercases it)."""
+    if value == "*":
+        return {"header": {"name": name, "present_match": True}}
+    if value.startswith("*"):
+        return {"header": {"name": name, "string_match": {"suffix": value[1:]}}}
+    if value.endswith("*"):
+        return {"header": {"name": name, "string_match": {"prefix": value[:-1]}}}
+    return {"header": {"name": name, "string_match": {"exact": value}}}
+
+
 # --------------------------------------------------------------------------- Envoy configs
 
 
@@ -218,12 +289,14 @@ def _tls_certificate(ident: Identity) -> dict:
 
 def inbound_listener(port: int, ident: Identity, ca_path: Path, plugin_config: dict | str | None,
                      wasm: Path | None = None, network_config: dict | str | None = None,
-                     tcp_cluster: str | None = None) -> dict:
+                     tcp_cluster: str | None = None, authz_filters: list[dict] | None = None) -> dict:
     """An Istio-PERMISSIVE-style inbound listener: mTLS and plaintext on the same port, the wasm
     filter deciding. Like Istio's inbound HCM, XFCC is APPEND_FORWARD with the current peer's
     subject/URI/DNS set (so the app can see who connected, independent of the filter).
     `plugin_config` None: no HTTP plugin; `network_config`: the NETWORK plugin in front of the HCM
-    (or of `tcp_proxy` to `tcp_cluster`, for a TCP service), as a `type: NETWORK` WasmPlugin."""
+    (or of `tcp_proxy` to `tcp_cluster`, for a TCP service), as a `type: NETWORK` WasmPlugin;
+    `authz_filters`: HTTP filters after the plugin, where istiod puts AuthorizationPolicies' RBAC
+    filters (`rbac_filters`)."""
     name = f"inbound_{port}"
     cluster = f"inbound|{port}||"
 
@@ -245,7 +318,7 @@ def inbound_listener(port: int, ident: Identity, ca_path: Path, plugin_config: d
                 "name": "inbound", "domains": ["*"],
                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
             }]},
-            "http_filters": [*http_filters, harness.ROUTER],
+            "http_filters": [*http_filters, *(authz_filters or []), harness.ROUTER],
         }}
 
     return {
@@ -421,9 +494,10 @@ class Mesh:
         return harness.Envoy(config, workdir, admin, concurrency=1).start()
 
     def _server_config(self, server: ServerSidecar, plugin_config: dict | str | None,
-                       network_config: dict | str | None = None) -> dict:
+                       network_config: dict | str | None = None,
+                       authz_filters: list[dict] | None = None) -> dict:
         listeners = [inbound_listener(port, server.ident, self.pki.ca_path, plugin_config, self.wasm,
-                                      network_config)
+                                      network_config, authz_filters=authz_filters)
                      for port in server.ports.values()]
         clusters = [harness.static_cluster(f"inbound|{port}||", server.app.port)
                     for port in server.ports.values()] + self.server_clusters
@@ -433,11 +507,11 @@ class Mesh:
         return config
 
     def apply(self, plugin_config: dict | str | None, force: bool = False,
-              network: dict | str | None = None) -> None:
-        """(Re)start both server sidecars with this pluginConfig (None: no HTTP plugin) and, with
-        `network`, the NETWORK plugin's, unless they are already running. Raises
-        harness.EnvoyStartError when a sidecar refuses them."""
-        key = json.dumps([plugin_config, network], sort_keys=True)
+              network: dict | str | None = None, authz_filters: list[dict] | None = None) -> None:
+        """(Re)start both server sidecars with this pluginConfig (None: no HTTP plugin), with
+        `network`, the NETWORK plugin's, and with `authz_filters` after the HTTP plugin, unless
+        they are already running so. Raises harness.EnvoyStartError when a sidecar refuses them."""
+        key = json.dumps([plugin_config, network, authz_filters or []], sort_keys=True)
         if not force and key == self.plugin_config and all(
                 s.envoy and s.envoy.proc.poll() is None for s in self.servers.values()):
             return
@@ -451,8 +525,8 @@ class Mesh:
             server.generation += 1
             workdir = self.workdir / f"httpbin.{server.ns}" / f"gen-{server.generation:02d}"
             workdir.mkdir(parents=True, exist_ok=True)
-            server.envoy = harness.Envoy(self._server_config(server, plugin_config, network), workdir,
-                                         server.admin_port, concurrency=1).start()
+            server.envoy = harness.Envoy(self._server_config(server, plugin_config, network, authz_filters),
+                                         workdir, server.admin_port, concurrency=1).start()
         for server in self.servers.values():
             server.envoy.wait_ready()
             for port in server.ports.values():

@@ -47,7 +47,7 @@ def readme_plugin_configs() -> list[dict]:
 
 def test_shipped_resources_pass_istio_crd_schemas():
     docs = shipped()
-    assert {d["kind"] for d in docs} == {"WasmPlugin", "ServiceEntry", "DestinationRule"}
+    assert {d["kind"] for d in docs} == {"WasmPlugin", "AuthorizationPolicy", "ServiceEntry", "DestinationRule"}
     results = crd_check(docs)
     assert [r for r in results if not r["valid"]] == []
     assert len(results) == len(docs)
