@@ -147,9 +147,11 @@ fn authenticate_peer(cfg: &Config, conn: &Connection) -> Result<Option<String>, 
             cfg.peer.trust_domains.is_empty() || cfg.peer.trust_domains.iter().any(|t| t == td)
         })
         .map(|(p, _)| p.to_string());
-    let accepted = conn.mtls && (cfg.peer.trust_domains.is_empty() || principal.is_some());
-    if mode == Mode::Strict && !accepted {
+    if mode == Mode::Strict && !conn.mtls {
         return Err(AuthError::PeerAuthenticationFailed);
+    }
+    if mode == Mode::Strict && !cfg.peer.trust_domains.is_empty() && principal.is_none() {
+        return Err(AuthError::PeerUntrusted);
     }
     Ok(principal)
 }
@@ -158,8 +160,8 @@ fn authenticate_peer(cfg: &Config, conn: &Connection) -> Result<Option<String>, 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Allow,
-    /// Closed with nothing relayed either way; the reason is for the log.
-    Refuse(&'static str),
+    /// Closed with nothing relayed either way; the detail is for the log.
+    Refuse(AuthError, &'static str),
     /// TLS whose handshake may not have finished: asked again once it has.
     AwaitHandshake,
 }
@@ -172,10 +174,19 @@ pub fn admit_connection(cfg: &Config, conn: &Connection, handshake_done: bool) -
         return Admission::Allow;
     }
     match (conn.mtls, conn.tls, handshake_done) {
-        (true, ..) => Admission::Refuse("the peer's trust domain is not in trustDomains"),
-        (false, false, _) => Admission::Refuse("plaintext under STRICT"),
+        (true, ..) => Admission::Refuse(
+            AuthError::PeerUntrusted,
+            "the peer's trust domain is not in trustDomains",
+        ),
+        (false, false, _) => Admission::Refuse(
+            AuthError::PeerAuthenticationFailed,
+            "plaintext under STRICT",
+        ),
         (false, true, false) => Admission::AwaitHandshake,
-        (false, true, true) => Admission::Refuse("TLS without a client certificate under STRICT"),
+        (false, true, true) => Admission::Refuse(
+            AuthError::PeerAuthenticationFailed,
+            "TLS without a client certificate under STRICT",
+        ),
     }
 }
 

@@ -36,9 +36,28 @@ pub enum AuthError {
     NoMatchingKey,
     VerificationFailed,
     JwksFetchFailed,
+    /// No mTLS where the peer policy requires it.
     PeerAuthenticationFailed,
+    /// mTLS, but the peer's identity is not from an accepted trust domain.
+    PeerUntrusted,
     Internal,
 }
+
+/// The refusal counters, one per kind of reason, in `AuthError::kind` order.
+pub const REASON_KINDS: [&str; 12] = [
+    "missing",
+    "malformed",
+    "issuer",
+    "expired",
+    "not_yet_valid",
+    "audience",
+    "key_not_found",
+    "signature",
+    "jwks_unavailable",
+    "peer_plaintext",
+    "peer_untrusted",
+    "internal",
+];
 
 impl AuthError {
     pub fn reason(self) -> &'static str {
@@ -71,7 +90,7 @@ impl AuthError {
             Self::NoMatchingKey => "Jwks doesn't have key to match kid or alg from Jwt",
             Self::VerificationFailed => "Jwt verification fails",
             Self::JwksFetchFailed => "Jwks remote fetch is failed",
-            Self::PeerAuthenticationFailed => "Peer authentication failed.",
+            Self::PeerAuthenticationFailed | Self::PeerUntrusted => "Peer authentication failed.",
             Self::Internal => "Authentication failed: internal error",
         }
     }
@@ -84,10 +103,30 @@ impl AuthError {
         }
     }
 
+    /// Which `REASON_KINDS` counter counts this failure.
+    pub fn kind(self) -> usize {
+        match self {
+            Self::Missing => 0,
+            Self::UnknownIssuer => 2,
+            Self::Expired => 3,
+            Self::NotYetValid => 4,
+            Self::AudienceNotAllowed => 5,
+            Self::NoMatchingKey => 6,
+            Self::VerificationFailed => 7,
+            Self::JwksFetchFailed => 8,
+            Self::PeerAuthenticationFailed => 9,
+            Self::PeerUntrusted => 10,
+            Self::Internal => 11,
+            _ => 1,
+        }
+    }
+
     /// The error code RFC 6750 (§3.1) gives this failure, for JSON bodies.
     pub fn rfc6750_error(self) -> &'static str {
         match self {
-            Self::Missing | Self::PeerAuthenticationFailed => "invalid_request",
+            Self::Missing | Self::PeerAuthenticationFailed | Self::PeerUntrusted => {
+                "invalid_request"
+            }
             Self::AudienceNotAllowed => "insufficient_scope",
             Self::Internal => "server_error",
             _ => "invalid_token",
@@ -97,7 +136,7 @@ impl AuthError {
     /// The `WWW-Authenticate` value for this failure; `realm` is the request's original URI.
     pub fn www_authenticate(self, realm: &str) -> Option<String> {
         match self {
-            Self::Internal | Self::PeerAuthenticationFailed => None,
+            Self::Internal | Self::PeerAuthenticationFailed | Self::PeerUntrusted => None,
             Self::Missing => Some(format!("Bearer realm=\"{realm}\"")),
             _ => Some(format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
         }

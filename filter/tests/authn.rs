@@ -768,7 +768,7 @@ fn peer_modes_and_principals() {
     ));
     assert_eq!(
         on_connection(&tds, mtls("spiffe://evil.local/ns/foo/sa/curl", 1), &[]),
-        Verdict::Deny(AuthError::PeerAuthenticationFailed)
+        Verdict::Deny(AuthError::PeerUntrusted)
     );
 }
 
@@ -958,20 +958,29 @@ fn connections_are_admitted_as_requests_are() {
         (
             plain(8080),
             false,
-            Admission::Refuse("plaintext under STRICT"),
+            Admission::Refuse(
+                AuthError::PeerAuthenticationFailed,
+                "plaintext under STRICT",
+            ),
         ),
         (plain(9000), false, Admission::Allow),
         (handshaking.clone(), false, Admission::AwaitHandshake),
         (
             handshaking.clone(),
             true,
-            Admission::Refuse("TLS without a client certificate under STRICT"),
+            Admission::Refuse(
+                AuthError::PeerAuthenticationFailed,
+                "TLS without a client certificate under STRICT",
+            ),
         ),
         (mtls(foo, 8080), false, Admission::Allow),
         (
             mtls(evil, 8080),
             true,
-            Admission::Refuse("the peer's trust domain is not in trustDomains"),
+            Admission::Refuse(
+                AuthError::PeerUntrusted,
+                "the peer's trust domain is not in trustDomains",
+            ),
         ),
         (mtls(evil, 9000), true, Admission::Allow),
     ] {

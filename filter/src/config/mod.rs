@@ -86,6 +86,9 @@ pub struct Config {
     pub jwt_cache_size: usize,
     pub max_paused_requests: usize,
     pub denial_body: DenialBody,
+    pub dry_run: bool,
+    /// `outputDecisionToHeader`.
+    pub decision_header: Option<String>,
     /// A field only an HTTP filter honours (`PluginConfig::http_only_field`); a connection-level
     /// plugin refuses every connection rather than enforce less than it was given.
     pub http_only_field: Option<&'static str>,
@@ -318,12 +321,28 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         ));
     }
     let per_rule_triggers = rules.iter().any(|r| !r.trigger_rules.is_empty());
+    let decision_header = match &raw.output_decision_to_header {
+        Some(h) => {
+            let h = header_name(h, "outputDecisionToHeader")?;
+            if output_headers.contains(&h) {
+                return Err(ConfigError::new(
+                    "outputDecisionToHeader",
+                    format!("header {h:?} is already an output header"),
+                ));
+            }
+            output_headers.push(h.clone());
+            Some(h)
+        }
+        None => None,
+    };
     Ok(Config {
         peer,
         signature_verifier: raw.signature_verifier,
         jwt_cache_size: raw.jwt_cache_size,
         max_paused_requests: raw.max_paused_requests,
         denial_body: raw.denial_body,
+        dry_run: raw.dry_run,
+        decision_header,
         rules,
         remotes,
         locations,

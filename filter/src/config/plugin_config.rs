@@ -91,6 +91,15 @@ pub struct PluginConfig {
     /// every 401 and 403 whatever the body.
     #[serde(default)]
     pub denial_body: DenialBody,
+    /// Run every check, refuse nothing: what enforcement would refuse is counted
+    /// (`dry_run_refused_<reason>`) and logged with its reason, and goes on. Output headers are
+    /// still set only from verified tokens. For rolling a policy out (see the README).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Header that gives the upstream the decision: `allow`, or in a dry run
+    /// `deny; reason="Jwt is expired"`. Stripped from incoming requests like every output header.
+    #[serde(default)]
+    pub output_decision_to_header: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -282,6 +291,10 @@ impl PluginConfig {
                 self.principal_binding != PrincipalBinding::UsePeer,
             ),
             ("denialBody", self.denial_body != DenialBody::Text),
+            (
+                "outputDecisionToHeader",
+                self.output_decision_to_header.is_some(),
+            ),
         ]
         .into_iter()
         .find_map(|(field, set)| set.then_some(field))

@@ -1,6 +1,9 @@
 //! The plugin's counters on the proxy's `/stats`: `mesh_authn.<plugin>.<name>`.
 
 use super::host::{Host, MetricKind};
+use crate::error::REASON_KINDS;
+
+const REASONS: usize = REASON_KINDS.len();
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Metrics {
@@ -13,6 +16,9 @@ pub struct Metrics {
     host_verify_failed: Option<u32>,
     connections_allowed: Option<u32>,
     connections_refused: Option<u32>,
+    /// Per reason (`REASON_KINDS`): what was refused, and what a dry run would have refused.
+    refused: [Option<u32>; REASONS],
+    dry_run_refused: [Option<u32>; REASONS],
     vm_memory: Option<u32>,
 }
 
@@ -27,6 +33,8 @@ pub struct Counts {
     pub host_verify_failed: u64,
     pub connections_allowed: u64,
     pub connections_refused: u64,
+    pub refused: [u64; REASONS],
+    pub dry_run_refused: [u64; REASONS],
 }
 
 impl Metrics {
@@ -51,6 +59,8 @@ impl Metrics {
             host_verify_failed: counter("host_verify_failed"),
             connections_allowed: counter("connections_allowed"),
             connections_refused: counter("connections_refused"),
+            refused: REASON_KINDS.map(|r| counter(&format!("refused_{r}"))),
+            dry_run_refused: REASON_KINDS.map(|r| counter(&format!("dry_run_refused_{r}"))),
             vm_memory: host.define_metric(MetricKind::Gauge, &format!("{prefix}.vm_memory_bytes")),
         }
     }
@@ -73,6 +83,12 @@ impl Metrics {
         Self::add(host, self.host_verify_failed, counts.host_verify_failed);
         Self::add(host, self.connections_allowed, counts.connections_allowed);
         Self::add(host, self.connections_refused, counts.connections_refused);
+        for (id, n) in self.refused.iter().zip(counts.refused) {
+            Self::add(host, *id, n);
+        }
+        for (id, n) in self.dry_run_refused.iter().zip(counts.dry_run_refused) {
+            Self::add(host, *id, n);
+        }
         // The main thread's VM serves no requests; its memory would overwrite the workers'.
         if let (Some(id), true) = (self.vm_memory, served) {
             host.record_metric(id, host.memory_bytes());

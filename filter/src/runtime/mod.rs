@@ -20,7 +20,7 @@ use std::rc::Rc;
 pub use host::{Host, HostError, MetricKind};
 
 use crate::authn::Verdict;
-use crate::config::{self, SignatureVerifier as Configured};
+use crate::config::{self, Config, SignatureVerifier as Configured};
 use crate::error::{AuthError, ConfigError, Denial, DenialBody};
 use crate::jwt::jwks::MAX_JWKS_BYTES;
 use crate::peer::Workload;
@@ -29,7 +29,7 @@ use crate::remote::fetch::{Outcome, Poll};
 use crate::remote::RemoteJwks;
 use crate::request::{strip_query, wire, Connection, Request};
 use metrics::Metrics;
-use root::{host_verifier_works, Call, Root, Shared, SignatureVerifier, Waiter};
+use root::{host_verifier_works, Call, Decision, Root, Shared, SignatureVerifier, Waiter};
 
 const TICK_IDLE_MS: u32 = 1_000;
 /// While requests wait or keys are missing, other workers' fetch results are picked up this fast.
@@ -214,7 +214,10 @@ impl<H: Host> Runtime<H> {
     pub fn on_request_headers(&self, context_id: u32) -> Action {
         match self.take_new_stream(context_id).map(|(_, root)| root) {
             Some(root) => self.request_headers(context_id, &root),
-            None => self.deny(&Request::default(), AuthError::Internal, DenialBody::Text),
+            None => {
+                self.deny(&Request::default(), AuthError::Internal, DenialBody::Text);
+                Action::Pause
+            }
         }
     }
 
@@ -360,18 +363,19 @@ impl<H: Host> Runtime<H> {
     }
 
     fn request_headers(&self, context_id: u32, root: &Rc<RefCell<Root>>) -> Action {
-        let style = root.borrow().config.denial_body;
+        let cfg = Rc::clone(&root.borrow().config);
         let (Some(req), Ok(now_ms)) = (self.current_request(root), self.host.now_ms()) else {
-            root.borrow_mut().count(false);
-            return self.deny(&Request::default(), AuthError::Internal, style);
+            let d = self.deny(&Request::default(), AuthError::Internal, cfg.denial_body);
+            root.borrow_mut().count(d);
+            return Action::Pause;
         };
         // The only host call made while the root is borrowed is verify_signature, which never
         // calls back into the VM.
         let verdict = root.borrow_mut().decide(&self.host, &req, now_ms);
         let Verdict::Wait { remote, refetch } = verdict else {
-            let action = self.apply(verdict, &req, style);
-            root.borrow_mut().count(action == Action::Continue);
-            return action;
+            let decision = self.apply(verdict, &req, &cfg);
+            root.borrow_mut().count(decision);
+            return action(decision);
         };
         {
             let mut r = root.borrow_mut();
@@ -388,9 +392,10 @@ impl<H: Host> Runtime<H> {
             };
             let found = config.remotes.get(remote).zip(r.sources.get_mut(remote));
             let (Some((spec, src)), None) = (found, refused) else {
-                r.count(false);
                 drop(r);
-                return self.deny(&req, refused.unwrap_or(AuthError::Internal), style);
+                let decision = self.refuse(&req, refused.unwrap_or(AuthError::Internal), &cfg);
+                root.borrow_mut().count(decision);
+                return action(decision);
             };
             if refetch {
                 src.want_refetch = true;
@@ -641,14 +646,14 @@ impl<H: Host> Runtime<H> {
         if ready.is_empty() {
             return;
         }
-        let style = root.borrow().config.denial_body;
+        let cfg = Rc::clone(&root.borrow().config);
         for w in ready {
             if self.host.set_effective_context(w.context_id).is_err() {
                 continue;
             }
             let Some(req) = self.current_request(root) else {
-                root.borrow_mut().count(false);
-                self.deny(&Request::default(), AuthError::Internal, style);
+                let d = self.deny(&Request::default(), AuthError::Internal, cfg.denial_body);
+                root.borrow_mut().count(d);
                 continue;
             };
             // Resumed requests never wait again.
@@ -657,17 +662,17 @@ impl<H: Host> Runtime<H> {
                 Verdict::Wait { .. } => Verdict::Deny(AuthError::JwksFetchFailed),
                 v => v,
             };
-            let action = self.apply(verdict, &req, style);
-            root.borrow_mut().count(action == Action::Continue);
-            if action == Action::Continue {
+            let decision = self.apply(verdict, &req, &cfg);
+            root.borrow_mut().count(decision);
+            if action(decision) == Action::Continue {
                 let _ = self.host.resume_request();
             }
         }
         let _ = self.host.set_effective_context(root_id);
     }
 
-    /// Applies a final verdict to the current request; `Continue` when it may go on.
-    fn apply(&self, verdict: Verdict, req: &Request, style: DenialBody) -> Action {
+    /// Applies a final verdict to the current request.
+    fn apply(&self, verdict: Verdict, req: &Request, cfg: &Config) -> Decision {
         match verdict {
             Verdict::Allow(fwd) => {
                 let applied = fwd
@@ -682,20 +687,53 @@ impl<H: Host> Runtime<H> {
                     .and_then(|()| match &fwd.path {
                         Some(path) => self.host.set_request_header(":path", path),
                         None => Ok(()),
+                    })
+                    .and_then(|()| match &cfg.decision_header {
+                        Some(h) => self.host.set_request_header(h, "allow"),
+                        None => Ok(()),
                     });
                 match applied {
-                    Ok(()) => Action::Continue,
+                    Ok(()) => Decision::Allowed,
                     // A spoofed output header that could not be removed must not reach the upstream.
-                    Err(_) => self.deny(req, AuthError::Internal, style),
+                    Err(_) => self.deny(req, AuthError::Internal, cfg.denial_body),
                 }
             }
-            Verdict::Deny(e) => self.deny(req, e, style),
-            Verdict::Wait { .. } => self.deny(req, AuthError::Internal, style),
+            Verdict::Deny(e) => self.refuse(req, e, cfg),
+            Verdict::Wait { .. } => self.deny(req, AuthError::Internal, cfg.denial_body),
         }
     }
 
-    /// Answers the current request with the error's local reply; always `Pause`.
-    fn deny(&self, req: &Request, error: AuthError, style: DenialBody) -> Action {
+    /// Refuses the current request; in a dry run lets it go on instead, with no identity from
+    /// it (every output header a client sent is removed) and the decision it would have had.
+    fn refuse(&self, req: &Request, error: AuthError, cfg: &Config) -> Decision {
+        if !cfg.dry_run || error == AuthError::Internal {
+            return self.deny(req, error, cfg.denial_body);
+        }
+        let passed = cfg
+            .output_headers
+            .iter()
+            .filter(|h| req.header(h).is_some())
+            .try_for_each(|h| self.host.remove_request_header(h))
+            .and_then(|()| match &cfg.decision_header {
+                Some(h) => self
+                    .host
+                    .set_request_header(h, &format!("deny; reason=\"{}\"", error.reason())),
+                None => Ok(()),
+            });
+        if passed.is_err() {
+            return self.deny(req, AuthError::Internal, cfg.denial_body);
+        }
+        log::info!(
+            "dry run: would refuse {} {}: {}",
+            error.http_status(),
+            strip_query(req.path()),
+            error.reason()
+        );
+        Decision::DryRun(error)
+    }
+
+    /// Answers the current request with the error's local reply.
+    fn deny(&self, req: &Request, error: AuthError, style: DenialBody) -> Decision {
         let d = Denial::new(error, &req.realm(), style);
         log::debug!(
             "{} {}: {}",
@@ -711,6 +749,14 @@ impl<H: Host> Runtime<H> {
         {
             log::error!("could not send the local reply");
         }
-        Action::Pause
+        Decision::Refused(error)
+    }
+}
+
+/// What the proxy does with a decided request: a refused one stays paused behind its reply.
+fn action(decision: Decision) -> Action {
+    match decision {
+        Decision::Allowed | Decision::DryRun(_) => Action::Continue,
+        Decision::Refused(_) => Action::Pause,
     }
 }

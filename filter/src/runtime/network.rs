@@ -12,9 +12,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::root::{Handshake, Root};
+use super::root::{Decision, Handshake, Root};
 use super::{Action, Host, Runtime, NETWORK_ROOT_ID};
 use crate::authn::{self, Admission};
+use crate::error::AuthError;
 
 /// How soon a held TLS connection is first asked whether its peer presented a certificate; the
 /// interval then doubles up to `MAX_POLL_MS`, so connections that stall cost little. Client-first
@@ -29,19 +30,24 @@ pub const MAX_PAUSED_CONNECTIONS: usize = 10_000;
 impl<H: Host> Runtime<H> {
     pub fn on_new_connection(&self, context_id: u32) -> Action {
         let Some((_, root)) = self.take_new_stream(context_id) else {
-            return self.refuse_connection(None, None, "no configured plugin");
+            return self.refuse_connection(None, None, AuthError::Internal, "no configured plugin");
         };
         if self.has_http_only_fields(&root) {
-            return self.refuse_connection(Some(&root), None, "HTTP-only fields in its config");
+            return self.refuse_connection(
+                Some(&root),
+                None,
+                AuthError::Internal,
+                "HTTP-only fields in its config",
+            );
         }
         let conn = self.connection(true);
         let admission = authn::admit_connection(&root.borrow().config, &conn, false);
         match admission {
             Admission::Allow => {
-                root.borrow_mut().count_connection(true);
+                root.borrow_mut().count_connection(Decision::Allowed);
                 Action::Continue
             }
-            Admission::Refuse(why) => self.refuse_connection(Some(&root), conn.port, why),
+            Admission::Refuse(e, why) => self.refuse_connection(Some(&root), conn.port, e, why),
             Admission::AwaitHandshake => self.await_handshake(context_id, &root, conn.port),
         }
     }
@@ -57,13 +63,16 @@ impl<H: Host> Runtime<H> {
         let admission = authn::admit_connection(&root.borrow().config, &conn, true);
         match admission {
             Admission::Allow => {
-                root.borrow_mut().count_connection(true);
+                root.borrow_mut().count_connection(Decision::Allowed);
                 Action::Continue
             }
-            Admission::Refuse(why) => self.refuse_connection(Some(&root), conn.port, why),
-            Admission::AwaitHandshake => {
-                self.refuse_connection(Some(&root), conn.port, "TLS state unknown")
-            }
+            Admission::Refuse(e, why) => self.refuse_connection(Some(&root), conn.port, e, why),
+            Admission::AwaitHandshake => self.refuse_connection(
+                Some(&root),
+                conn.port,
+                AuthError::Internal,
+                "TLS state unknown",
+            ),
         }
     }
 
@@ -81,13 +90,16 @@ impl<H: Host> Runtime<H> {
         let admission = authn::admit_connection(&root.borrow().config, &conn, false);
         match admission {
             Admission::Allow => {
-                root.borrow_mut().count_connection(true);
+                root.borrow_mut().count_connection(Decision::Allowed);
                 Action::Continue
             }
-            Admission::Refuse(why) => self.refuse_connection(Some(&root), conn.port, why),
-            Admission::AwaitHandshake => {
-                self.refuse_connection(Some(&root), conn.port, "TLS state unknown")
-            }
+            Admission::Refuse(e, why) => self.refuse_connection(Some(&root), conn.port, e, why),
+            Admission::AwaitHandshake => self.refuse_connection(
+                Some(&root),
+                conn.port,
+                AuthError::Internal,
+                "TLS state unknown",
+            ),
         }
     }
 
@@ -136,6 +148,7 @@ impl<H: Host> Runtime<H> {
                 return self.refuse_connection(
                     Some(root),
                     port,
+                    AuthError::Internal,
                     "too many connections awaiting their TLS handshake",
                 );
             }
@@ -189,14 +202,15 @@ impl<H: Host> Runtime<H> {
             }
             root.borrow_mut().handshakes.remove(&id);
             match admission {
-                Admission::Allow => root.borrow_mut().count_connection(true),
-                Admission::Refuse(why) => {
-                    self.refuse_connection(Some(root), None, why);
+                Admission::Allow => root.borrow_mut().count_connection(Decision::Allowed),
+                Admission::Refuse(e, why) => {
+                    self.refuse_connection(Some(root), None, e, why);
                 }
                 Admission::AwaitHandshake => {
                     self.refuse_connection(
                         Some(root),
                         None,
+                        AuthError::PeerAuthenticationFailed,
                         "no client certificate within the handshake timeout",
                     );
                 }
@@ -210,7 +224,12 @@ impl<H: Host> Runtime<H> {
         let paused = std::mem::take(&mut root.borrow_mut().handshakes);
         for id in paused.into_keys() {
             if self.host.set_effective_context(id).is_ok() {
-                self.refuse_connection(Some(root), None, "its plugin was removed");
+                self.refuse_connection(
+                    Some(root),
+                    None,
+                    AuthError::Internal,
+                    "its plugin was removed",
+                );
             }
         }
     }
@@ -221,23 +240,47 @@ impl<H: Host> Runtime<H> {
             .is_some_and(|b| crate::request::wire::decode_bool(&b))
     }
 
-    /// Closes the current connection; always `Pause`, so no later filter starts.
+    /// Closes the current connection (`Pause`: no later filter starts); in a dry run counts and
+    /// logs what enforcement would do, and lets it go on.
     fn refuse_connection(
         &self,
         root: Option<&Rc<RefCell<Root>>>,
         port: Option<u32>,
+        error: AuthError,
         why: &str,
     ) -> Action {
+        let dry_run =
+            error != AuthError::Internal && root.is_some_and(|r| r.borrow().config.dry_run);
         if let Some(root) = root {
-            root.borrow_mut().count_connection(false);
+            root.borrow_mut().count_connection(if dry_run {
+                Decision::DryRun(error)
+            } else {
+                Decision::Refused(error)
+            });
         }
-        if log::log_enabled!(log::Level::Debug) {
+        let level = if dry_run {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        if log::log_enabled!(level) {
             let peer = self
                 .host
                 .property(&["source", "address"])
                 .and_then(|b| String::from_utf8(b).ok())
                 .unwrap_or_default();
-            log::debug!("connection from {peer} to port {port:?} refused: {why}");
+            let what = if dry_run {
+                "dry run: would refuse"
+            } else {
+                "refused"
+            };
+            log::log!(
+                level,
+                "{what} connection from {peer} to port {port:?}: {why}"
+            );
+        }
+        if dry_run {
+            return Action::Continue;
         }
         if self.host.close_downstream().is_err() {
             log::error!("could not close a refused connection");

@@ -11,6 +11,7 @@ use super::metrics::{Counts, Metrics};
 use crate::authn::{self, Env, KeyStore, RemoteKeys, Verdict};
 use crate::config::Config;
 use crate::crypto::{self, verify_signature, Alg, InModule, Key, Verifier};
+use crate::error::AuthError;
 use crate::jwt::cache::TokenCache;
 use crate::remote::fetch::{Jitter, SharedStore, Source, Ticket};
 use crate::request::Request;
@@ -21,6 +22,15 @@ pub struct Waiter {
     pub context_id: u32,
     pub remote: usize,
     pub ticket: Ticket,
+}
+
+/// How a request or connection was decided, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Refused(AuthError),
+    /// Let through by `dryRun`; enforcement would have refused it.
+    DryRun(AuthError),
 }
 
 /// What a callout in flight fetches, for the source at `index`.
@@ -126,21 +136,46 @@ impl Root {
         verdict
     }
 
-    pub fn count(&mut self, allowed: bool) {
+    /// A request decided: let through, refused, or let through by a dry run that would have
+    /// refused it.
+    pub fn count(&mut self, decision: Decision) {
         self.served = true;
-        if allowed {
-            self.counts.allowed += 1;
-        } else {
-            self.counts.denied += 1;
+        match decision {
+            Decision::Allowed => self.counts.allowed += 1,
+            Decision::Refused(e) => {
+                self.counts.denied += 1;
+                self.count_reason(e, false);
+            }
+            Decision::DryRun(e) => {
+                self.counts.allowed += 1;
+                self.count_reason(e, true);
+            }
         }
     }
 
-    pub fn count_connection(&mut self, allowed: bool) {
+    pub fn count_connection(&mut self, decision: Decision) {
         self.served = true;
-        if allowed {
-            self.counts.connections_allowed += 1;
+        match decision {
+            Decision::Allowed => self.counts.connections_allowed += 1,
+            Decision::Refused(e) => {
+                self.counts.connections_refused += 1;
+                self.count_reason(e, false);
+            }
+            Decision::DryRun(e) => {
+                self.counts.connections_allowed += 1;
+                self.count_reason(e, true);
+            }
+        }
+    }
+
+    fn count_reason(&mut self, e: AuthError, dry_run: bool) {
+        let per_reason = if dry_run {
+            &mut self.counts.dry_run_refused
         } else {
-            self.counts.connections_refused += 1;
+            &mut self.counts.refused
+        };
+        if let Some(n) = per_reason.get_mut(e.kind()) {
+            *n += 1;
         }
     }
 

@@ -1190,3 +1190,142 @@ fn a_rule_without_issuer_accepts_any_iss() {
     assert_eq!(p.request(Some(&other)).1, Action::Continue);
     assert_eq!(p.request(Some(&token("a"))).1, Action::Continue);
 }
+
+// --------------------------------------------------------------------------- dry run, reasons
+
+impl Proxy {
+    fn request_with(&mut self, extra: &[(&str, &str)]) -> (u32, Action) {
+        let id = self.next_stream;
+        self.next_stream += 1;
+        let mut headers = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), "/ip".to_string()),
+            (":authority".to_string(), "example.com".to_string()),
+        ];
+        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        {
+            let mut f = self.fake();
+            f.headers.insert(id, headers);
+            f.current = id;
+        }
+        self.rt.on_context_create(id, ROOT);
+        (id, self.rt.on_request_headers(id))
+    }
+
+    fn header(&self, id: u32, name: &str) -> Vec<String> {
+        self.fake().headers[&id]
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+#[test]
+fn a_dry_run_refuses_nothing_and_says_what_it_would_have_refused() {
+    let cfg = json!({"jwtRules": [{"issuer": ISS, "jwks": jwks("a"),
+                     "outputClaimToHeaders": [{"header": "x-sub", "claim": "sub"}]}],
+                     "requireToken": true, "dryRun": true, "outputDecisionToHeader": "x-decision"});
+    let mut p = Proxy::new(cfg);
+    let forged = [("x-decision", "allow"), ("x-sub", "admin")];
+    let (missing, action) = p.request_with(&forged);
+    assert_eq!(action, Action::Continue);
+    assert!(p.replies_to(missing).is_empty());
+    assert_eq!(
+        p.header(missing, "x-decision"),
+        vec![r#"deny; reason="Jwt is missing""#]
+    );
+    assert!(
+        p.header(missing, "x-sub").is_empty(),
+        "no identity from a refused request"
+    );
+    let expired = hs256(
+        "a",
+        json!({"iss": ISS, "sub": "bob", "exp": NOW_MS / 1000 - 3600}),
+    );
+    let auth = format!("Bearer {expired}");
+    let (id, action) = p.request_with(&[("authorization", &auth), forged[0], forged[1]]);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        p.header(id, "x-decision"),
+        vec![r#"deny; reason="Jwt is expired""#]
+    );
+    assert!(p.header(id, "x-sub").is_empty());
+    let good = format!("Bearer {}", token("a"));
+    let (id, action) = p.request_with(&[("authorization", &good), forged[0], forged[1]]);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(p.header(id, "x-decision"), vec!["allow"]);
+    assert_eq!(p.header(id, "x-sub"), vec!["alice"]);
+    p.tick();
+    assert_eq!(p.metric("allowed"), 3);
+    assert_eq!(p.metric("denied"), 0);
+    assert_eq!(p.metric("dry_run_refused_missing"), 1);
+    assert_eq!(p.metric("dry_run_refused_expired"), 1);
+    assert_eq!(p.metric("refused_missing"), 0);
+}
+
+#[test]
+fn refusals_are_counted_by_reason() {
+    let cfg = json!({"jwtRules": [{"issuer": ISS, "jwks": jwks("a")}], "requireToken": true,
+                     "mtls": {"mode": "STRICT"}, "trustDomains": ["cluster.local"]});
+    let mut p = Proxy::with(cfg, |f| {
+        f.properties.insert("connection/mtls".into(), vec![1]);
+        f.properties.insert(
+            "connection/uri_san_peer_certificate".into(),
+            SPIFFE_FOO.as_bytes().to_vec(),
+        );
+    });
+    p.request(None);
+    p.request(Some("not-a-jwt"));
+    p.request(Some(&hs256(
+        "b",
+        json!({"iss": ISS, "exp": NOW_MS / 1000 + 60}),
+    )));
+    p.request(Some(&hs256(
+        "a",
+        json!({"iss": "other", "exp": NOW_MS / 1000 + 60}),
+    )));
+    p.fake()
+        .properties
+        .insert("connection/mtls".into(), vec![0]);
+    p.request(Some(&token("a")));
+    p.fake()
+        .properties
+        .insert("connection/mtls".into(), vec![1]);
+    p.fake().properties.insert(
+        "connection/uri_san_peer_certificate".into(),
+        b"spiffe://evil.local/ns/foo/sa/curl".to_vec(),
+    );
+    p.request(Some(&token("a")));
+    p.tick();
+    for (reason, n) in [
+        ("missing", 1),
+        ("malformed", 1),
+        ("key_not_found", 1),
+        ("issuer", 1),
+        ("peer_plaintext", 1),
+        ("peer_untrusted", 1),
+        ("expired", 0),
+    ] {
+        assert_eq!(p.metric(&format!("refused_{reason}")), n, "{reason}");
+    }
+    assert_eq!(p.metric("denied"), 6);
+}
+
+#[test]
+fn a_dry_run_lets_refused_connections_through() {
+    let mut cfg = strict();
+    cfg["dryRun"] = json!(true);
+    let mut p = Proxy::with(cfg, as_network);
+    let (_, action) = p.connect(Peer::Plaintext);
+    assert_eq!(action, Action::Continue);
+    let (foreign, _) = p.connect(Peer::Handshaking);
+    p.set_peer(foreign, Peer::Mtls("spiffe://evil.local/ns/foo/sa/curl"));
+    assert_eq!(p.data(foreign), Action::Continue);
+    assert!(p.closed().is_empty());
+    p.tick();
+    assert_eq!(p.metric("dry_run_refused_peer_plaintext"), 1);
+    assert_eq!(p.metric("dry_run_refused_peer_untrusted"), 1);
+    assert_eq!(p.metric("connections_refused"), 0);
+    assert_eq!(p.metric("connections_allowed"), 2);
+}
