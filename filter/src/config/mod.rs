@@ -54,12 +54,15 @@ pub struct Peer {
     pub output_request_principal: Option<String>,
     pub output_principal: Option<String>,
     pub binding: PrincipalBinding,
+    /// A peer policy is configured: plaintext callers under PERMISSIVE are counted.
+    pub census: bool,
 }
 
 impl Peer {
     /// Whether requests need the connection's peer properties at all.
     pub fn needs_connection(&self) -> bool {
-        self.policy.checks_anything()
+        self.census
+            || self.policy.checks_anything()
             || self.output_peer_principal.is_some()
             || (self.output_principal.is_some() && self.binding == PrincipalBinding::UsePeer)
     }
@@ -479,6 +482,9 @@ fn compile_peer(
         )?,
         output_principal: output(&raw.output_principal_to_header, "outputPrincipalToHeader")?,
         binding: raw.principal_binding,
+        census: raw.mtls.is_some()
+            || !raw.port_level_mtls.is_empty()
+            || raw.peer_authentications.is_some(),
     })
 }
 

@@ -39,14 +39,7 @@ pub struct Counts {
 
 impl Metrics {
     pub fn define(host: &impl Host) -> Self {
-        let prefix = host
-            .property(&["plugin_name"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|n| {
-                n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-            })
-            .map_or_else(|| "mesh_authn".to_string(), |n| format!("mesh_authn.{n}"));
+        let prefix = prefix(host);
         let counter =
             |name: &str| host.define_metric(MetricKind::Counter, &format!("{prefix}.{name}"));
         Self {
@@ -92,6 +85,76 @@ impl Metrics {
         // The main thread's VM serves no requests; its memory would overwrite the workers'.
         if let (Some(id), true) = (self.vm_memory, served) {
             host.record_metric(id, host.memory_bytes());
+        }
+    }
+}
+
+/// `mesh_authn.<plugin name>`, or `mesh_authn` for a name Envoy's stats would split.
+fn prefix(host: &impl Host) -> String {
+    host.property(&["plugin_name"])
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        })
+        .map_or_else(|| "mesh_authn".to_string(), |n| format!("mesh_authn.{n}"))
+}
+
+/// Ports with their own `plaintext_port_<port>` counter; later ones share `plaintext_port_other`.
+const CENSUS_PORTS: usize = 32;
+/// A plaintext caller's address is logged at most this often.
+const CENSUS_LOG_INTERVAL_MS: u64 = 60_000;
+
+/// The plaintext census: under PERMISSIVE, requests (HTTP plugin) or connections (NETWORK plugin)
+/// that came without mTLS, per destination port; what an operator watches fall to zero before
+/// switching to STRICT.
+#[derive(Debug, Default)]
+pub struct Census {
+    prefix: String,
+    /// (port, its counter, count not yet flushed)
+    ports: Vec<(u32, Option<u32>, u64)>,
+    other: Option<(Option<u32>, u64)>,
+    next_log_ms: u64,
+}
+
+impl Census {
+    pub fn new(host: &impl Host) -> Self {
+        Self {
+            prefix: prefix(host),
+            ..Self::default()
+        }
+    }
+
+    /// Counts one plaintext caller; true when its address should be logged now.
+    pub fn count(&mut self, host: &impl Host, port: Option<u32>, now_ms: u64) -> bool {
+        let port = port.unwrap_or(0);
+        if let Some(entry) = self.ports.iter_mut().find(|(p, ..)| *p == port) {
+            entry.2 += 1;
+        } else if self.ports.len() < CENSUS_PORTS {
+            let name = format!("{}.plaintext_port_{port}", self.prefix);
+            self.ports
+                .push((port, host.define_metric(MetricKind::Counter, &name), 1));
+        } else {
+            let prefix = &self.prefix;
+            let other = self.other.get_or_insert_with(|| {
+                let name = format!("{prefix}.plaintext_port_other");
+                (host.define_metric(MetricKind::Counter, &name), 0)
+            });
+            other.1 += 1;
+        }
+        if now_ms >= self.next_log_ms {
+            self.next_log_ms = now_ms.saturating_add(CENSUS_LOG_INTERVAL_MS);
+            return true;
+        }
+        false
+    }
+
+    pub fn flush(&mut self, host: &impl Host) {
+        for (_, id, n) in &mut self.ports {
+            Metrics::add(host, *id, std::mem::take(n));
+        }
+        if let Some((id, n)) = &mut self.other {
+            Metrics::add(host, *id, std::mem::take(n));
         }
     }
 }

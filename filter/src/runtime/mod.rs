@@ -23,12 +23,12 @@ use crate::authn::Verdict;
 use crate::config::{self, Config, SignatureVerifier as Configured};
 use crate::error::{AuthError, ConfigError, Denial, DenialBody};
 use crate::jwt::jwks::MAX_JWKS_BYTES;
-use crate::peer::Workload;
+use crate::peer::{Mode, Workload};
 use crate::remote::discovery::{self, KeysTarget};
 use crate::remote::fetch::{Outcome, Poll};
 use crate::remote::RemoteJwks;
 use crate::request::{strip_query, wire, Connection, Request};
-use metrics::Metrics;
+use metrics::{Census, Metrics};
 use root::{host_verifier_works, Call, Decision, Root, Shared, SignatureVerifier, Waiter};
 
 const TICK_IDLE_MS: u32 = 1_000;
@@ -291,6 +291,7 @@ impl<H: Host> Runtime<H> {
             cfg,
             verifier,
             Metrics::define(&self.host),
+            Census::new(&self.host),
             self.jitter_seed(),
         ))
     }
@@ -369,6 +370,9 @@ impl<H: Host> Runtime<H> {
             root.borrow_mut().count(d);
             return Action::Pause;
         };
+        if cfg.peer.census {
+            self.census(root, &cfg, req.connection(), now_ms);
+        }
         // The only host call made while the root is borrowed is verify_signature, which never
         // calls back into the VM.
         let verdict = root.borrow_mut().decide(&self.host, &req, now_ms);
@@ -508,6 +512,7 @@ impl<H: Host> Runtime<H> {
     fn flush_counters(&self, root: &Rc<RefCell<Root>>) {
         let (metrics, counts, served) = {
             let mut r = root.borrow_mut();
+            r.census.flush(&self.host);
             (r.metrics, std::mem::take(&mut r.counts), r.served)
         };
         metrics.flush(&self.host, &counts, served);
@@ -669,6 +674,30 @@ impl<H: Host> Runtime<H> {
             }
         }
         let _ = self.host.set_effective_context(root_id);
+    }
+
+    /// Counts a caller without mTLS on a PERMISSIVE port (the plaintext census); logs its address
+    /// now and then.
+    fn census(&self, root: &Rc<RefCell<Root>>, cfg: &Config, conn: &Connection, now_ms: u64) {
+        if conn.mtls || cfg.peer.policy.for_port(conn.port) != Mode::Permissive {
+            return;
+        }
+        let log_now = root
+            .borrow_mut()
+            .census
+            .count(&self.host, conn.port, now_ms);
+        if log_now && log::log_enabled!(log::Level::Info) {
+            let peer = self
+                .host
+                .property(&["source", "address"])
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default();
+            log::info!(
+                "plaintext census: {peer} called port {:?} without mTLS (PERMISSIVE); \
+                 STRICT would refuse it",
+                conn.port
+            );
+        }
     }
 
     /// Applies a final verdict to the current request.

@@ -41,8 +41,13 @@ impl<H: Host> Runtime<H> {
             );
         }
         let conn = self.connection(true);
-        let admission = authn::admit_connection(&root.borrow().config, &conn, false);
-        match admission {
+        let cfg = Rc::clone(&root.borrow().config);
+        // A TLS caller's certificate is not known yet: the census counts plaintext connections.
+        if !conn.tls {
+            let now = self.host.now_ms().unwrap_or(0);
+            self.census(&root, &cfg, &conn, now);
+        }
+        match authn::admit_connection(&cfg, &conn, false) {
             Admission::Allow => {
                 root.borrow_mut().count_connection(Decision::Allowed);
                 Action::Continue

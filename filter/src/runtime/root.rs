@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use super::host::Host;
-use super::metrics::{Counts, Metrics};
+use super::metrics::{Census, Counts, Metrics};
 use crate::authn::{self, Env, KeyStore, RemoteKeys, Verdict};
 use crate::config::Config;
 use crate::crypto::{self, verify_signature, Alg, InModule, Key, Verifier};
@@ -62,6 +62,7 @@ pub struct Root {
     pub calls: HashMap<u32, Call>,
     pub metrics: Metrics,
     pub counts: Counts,
+    pub census: Census,
     /// This VM has decided requests (the main thread's never does).
     pub served: bool,
     pub tick_ms: u32,
@@ -81,8 +82,15 @@ pub enum SignatureVerifier {
 
 impl Root {
     /// `seed` spreads this proxy's key refreshes and retries apart from other proxies'.
-    pub fn new(config: Config, verifier: SignatureVerifier, metrics: Metrics, seed: u64) -> Self {
+    pub fn new(
+        config: Config,
+        verifier: SignatureVerifier,
+        metrics: Metrics,
+        census: Census,
+        seed: u64,
+    ) -> Self {
         Self {
+            census,
             handshakes: BTreeMap::new(),
             http_only_logged: false,
             sources: (0..config.remotes.len() as u64)

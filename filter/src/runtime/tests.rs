@@ -1329,3 +1329,55 @@ fn a_dry_run_lets_refused_connections_through() {
     assert_eq!(p.metric("connections_refused"), 0);
     assert_eq!(p.metric("connections_allowed"), 2);
 }
+
+#[test]
+fn the_plaintext_census_counts_callers_without_mtls_under_permissive() {
+    let cfg =
+        json!({"mtls": {"mode": "PERMISSIVE"}, "portLevelMtls": {"9443": {"mode": "STRICT"}}});
+    let mut p = Proxy::with(cfg, |f| {
+        f.properties
+            .insert("destination/port".into(), 8080i64.to_le_bytes().to_vec());
+    });
+    p.request(None);
+    p.request(None);
+    p.fake()
+        .properties
+        .insert("connection/mtls".into(), vec![1]);
+    p.request(None);
+    p.fake()
+        .properties
+        .insert("connection/mtls".into(), vec![0]);
+    p.fake()
+        .properties
+        .insert("destination/port".into(), 9443i64.to_le_bytes().to_vec());
+    p.request(None);
+    p.tick();
+    assert_eq!(
+        p.metric("plaintext_port_8080"),
+        2,
+        "mTLS callers are not counted"
+    );
+    assert_eq!(
+        p.metric("plaintext_port_9443"),
+        0,
+        "STRICT refuses them instead"
+    );
+    assert_eq!(p.metric("refused_peer_plaintext"), 1);
+
+    // Without any peer policy there is no census (and no connection read per request).
+    let mut p = Proxy::new(inline_config());
+    p.request(None);
+    p.tick();
+    assert!(p
+        .fake()
+        .metrics
+        .iter()
+        .all(|(n, _)| !n.contains("plaintext_port")));
+
+    // The NETWORK plugin counts plaintext connections.
+    let mut p = Proxy::with(json!({"mtls": {"mode": "PERMISSIVE"}}), as_network);
+    p.connect(Peer::Plaintext);
+    p.connect(Peer::Handshaking);
+    p.tick();
+    assert_eq!(p.metric(&format!("plaintext_port_{APP_PORT}")), 1);
+}
