@@ -43,8 +43,10 @@ const JWT_RULE_FIELDS: &[&str] = &[
     "timeout",
 ];
 
-/// RequestAuthentications grouped by (namespace, selector): the selector, merged rules, names.
-type RequestAuthGroups = BTreeMap<(String, String), (Option<Value>, Vec<Value>, Vec<String>)>;
+/// RequestAuthentications grouped by (namespace, selector): the selector, merged rules, names,
+/// and whether each is a dry run.
+type RequestAuthGroups =
+    BTreeMap<(String, String), (Option<Value>, Vec<Value>, Vec<String>, Vec<bool>)>;
 
 struct Resource {
     api_version: String,
@@ -53,6 +55,8 @@ struct Resource {
     namespace: String,
     creation_timestamp: Option<String>,
     spec: Map<String, Value>,
+    /// Istio's `istio.io/dry-run: "true"` annotation.
+    dry_run: bool,
 }
 
 impl Resource {
@@ -82,6 +86,7 @@ impl Resource {
             namespace,
             creation_timestamp: s("/metadata/creationTimestamp"),
             spec,
+            dry_run: s("/metadata/annotations/istio.io~1dry-run").as_deref() == Some("true"),
         })
     }
 }
@@ -111,6 +116,7 @@ fn documents(yaml: &str) -> Result<Vec<Value>, String> {
 pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
     let mut request_auth = RequestAuthGroups::new();
     let mut peer_auth = Vec::new();
+    let mut peer_dry_run: Vec<(String, bool)> = Vec::new();
     let mut plugins = Vec::new();
 
     for doc in documents(yaml)? {
@@ -125,11 +131,15 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
                     selector.as_ref().map(Value::to_string).unwrap_or_default(),
                 );
                 let rules = jwt_rules(&r)?;
-                let entry = request_auth
-                    .entry(key)
-                    .or_insert((selector, Vec::new(), Vec::new()));
+                let entry = request_auth.entry(key).or_insert((
+                    selector,
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                ));
                 entry.1.extend(rules);
                 entry.2.push(r.name.clone());
+                entry.3.push(r.dry_run);
             }
             ("security.istio.io", "PeerAuthentication") => {
                 reject_target_refs(&r)?;
@@ -141,6 +151,7 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
                     "apiVersion": r.api_version, "kind": "PeerAuthentication",
                     "metadata": meta, "spec": r.spec,
                 }));
+                peer_dry_run.push((r.id(), r.dry_run));
             }
             ("authentication.istio.io", "Policy" | "MeshPolicy") => {
                 plugins.extend(legacy_policy(&r, opts)?);
@@ -150,23 +161,37 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
     }
 
     check_overlaps(&request_auth, &opts.root_namespace)?;
-    for ((namespace, _), (selector, rules, names)) in request_auth {
+    for ((namespace, _), (selector, rules, names, dry_runs)) in request_auth {
+        let ids: Vec<(String, bool)> = names
+            .iter()
+            .zip(&dry_runs)
+            .map(|(n, d)| (format!("RequestAuthentication {namespace}/{n}"), *d))
+            .collect();
+        let mut cfg = json!({"jwtRules": rules});
+        if one_dry_run_setting(&ids)? {
+            cfg["dryRun"] = json!(true);
+        }
         let name = format!("{}-jwt", names.join("-"));
         plugins.push(wasm_plugin(
             &name,
             &namespace,
             selector,
-            json!({"jwtRules": rules}),
+            cfg,
             Kind::Http,
             opts,
         ));
     }
     if !peer_auth.is_empty() {
+        let mut cfg =
+            json!({"peerAuthentications": peer_auth, "rootNamespace": opts.root_namespace});
+        if one_dry_run_setting(&peer_dry_run)? {
+            cfg["dryRun"] = json!(true);
+        }
         plugins.push(wasm_plugin(
             "mesh-authn-peer-authentication",
             &opts.root_namespace,
             None,
-            json!({"peerAuthentications": peer_auth, "rootNamespace": opts.root_namespace}),
+            cfg,
             Kind::Network,
             opts,
         ));
@@ -191,6 +216,28 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
             .map_err(|e| format!("WasmPlugin {name}: the filter refuses the result: {e}"))?;
     }
     Ok(plugins)
+}
+
+/// Resources that become one plugin must agree on `istio.io/dry-run`: a plugin runs dry or not.
+fn one_dry_run_setting(resources: &[(String, bool)]) -> Result<bool, String> {
+    let dry = resources.iter().filter(|(_, d)| *d).count();
+    if dry == 0 || dry == resources.len() {
+        return Ok(dry > 0);
+    }
+    let list = |want: bool| {
+        resources
+            .iter()
+            .filter(|(_, d)| *d == want)
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(format!(
+        "{} (istio.io/dry-run) and {} become one plugin, which runs dry or not; \
+         annotate all of them alike",
+        list(true),
+        list(false)
+    ))
 }
 
 fn reject_target_refs(r: &Resource) -> Result<(), String> {
@@ -250,7 +297,7 @@ fn check_overlaps(groups: &RequestAuthGroups, root_namespace: &str) -> Result<()
     let mesh_wide: Vec<&String> = groups
         .iter()
         .filter(|((ns, sel), _)| ns == root_namespace && sel.is_empty())
-        .flat_map(|(_, (_, _, names))| names)
+        .flat_map(|(_, (_, _, names, _))| names)
         .collect();
     if !mesh_wide.is_empty() && groups.len() > 1 {
         return Err(format!(
@@ -263,7 +310,7 @@ fn check_overlaps(groups: &RequestAuthGroups, root_namespace: &str) -> Result<()
                 .join(",")
         ));
     }
-    for ((ns, sel), (_, _, names)) in groups {
+    for ((ns, sel), (_, _, names, _)) in groups {
         if !sel.is_empty() && groups.contains_key(&(ns.clone(), String::new())) {
             return Err(format!(
                 "RequestAuthentication {ns}/{} selects workloads that the namespace-wide one in \
@@ -442,6 +489,13 @@ fn legacy_policy(r: &Resource, opts: &Options) -> Result<Vec<Value>, String> {
             target_name.map(|n| json!({"matchLabels": {"app": n}})),
         )
     };
+    if r.dry_run {
+        for c in [&mut peer_cfg, &mut cfg] {
+            if !c.is_empty() {
+                c.insert("dryRun".into(), json!(true));
+            }
+        }
+    }
     let mut plugins = Vec::new();
     if !peer_cfg.is_empty() {
         plugins.push(wasm_plugin(

@@ -260,3 +260,39 @@ spec:
     let err = convert(bad, &Options::default()).unwrap_err();
     assert!(err.contains("jwtRules[0].issuer"), "{err}");
 }
+
+#[test]
+fn the_dry_run_annotation_becomes_dry_run() {
+    let ra = |name: &str, ns: &str, dry: bool| {
+        let annotation = if dry {
+            "\n  annotations: {istio.io/dry-run: \"true\"}"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n\
+             metadata:\n  name: {name}\n  namespace: {ns}{annotation}\n\
+             spec:\n  jwtRules:\n  - issuer: i\n    jwksUri: https://idp.example.com/k\n---\n"
+        )
+    };
+    let plugins = convert(&ra("a", "foo", true), &Options::default()).unwrap();
+    assert_eq!(plugins[0]["spec"]["pluginConfig"]["dryRun"], true);
+    let plugins = convert(&ra("a", "foo", false), &Options::default()).unwrap();
+    assert!(plugins[0]["spec"]["pluginConfig"].get("dryRun").is_none());
+    let err = convert(
+        &format!("{}{}", ra("a", "foo", true), ra("b", "foo", false)),
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("istio.io/dry-run") && err.contains("foo/b"),
+        "{err}"
+    );
+
+    let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+              metadata:\n  name: default\n  namespace: istio-system\n  \
+              annotations: {istio.io/dry-run: \"true\"}\nspec: {mtls: {mode: STRICT}}\n";
+    let plugins = convert(pa, &Options::default()).unwrap();
+    assert_eq!(plugins[0]["spec"]["pluginConfig"]["dryRun"], true);
+    assert_eq!(plugins[0]["spec"]["type"], "NETWORK");
+}
