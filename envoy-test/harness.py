@@ -422,7 +422,7 @@ def wait_for_flush(envoy: "Envoy", plugin: str, timeout: float = 5.0) -> None:
 
 def filter_counter(envoy: "Envoy", plugin: str, name: str) -> int:
     """`mesh_authn.<plugin>.<name>`, a per-request count once it covers every request answered."""
-    if name in BATCHED_COUNTERS:
+    if name in BATCHED_COUNTERS or name.startswith(("refused_", "dry_run_refused_", "plaintext_port_")):
         wait_for_flush(envoy, plugin)
     # A read of its own: a flush adds the counts one at a time, so a poll may have caught it midway.
     return read_stats(envoy, filter_stat(plugin, name))[0]
