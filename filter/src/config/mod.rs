@@ -482,9 +482,11 @@ fn compile_peer(
         )?,
         output_principal: output(&raw.output_principal_to_header, "outputPrincipalToHeader")?,
         binding: raw.principal_binding,
-        census: raw.mtls.is_some()
-            || !raw.port_level_mtls.is_empty()
-            || raw.peer_authentications.is_some(),
+        // No PeerAuthentication applies on a gateway: nothing to migrate there.
+        census: !node.gateway
+            && (raw.mtls.is_some()
+                || !raw.port_level_mtls.is_empty()
+                || raw.peer_authentications.is_some()),
     })
 }
 

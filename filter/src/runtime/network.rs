@@ -48,63 +48,47 @@ impl<H: Host> Runtime<H> {
             self.census(&root, &cfg, &conn, now);
         }
         match authn::admit_connection(&cfg, &conn, false) {
-            Admission::Allow => {
-                root.borrow_mut().count_connection(Decision::Allowed);
-                Action::Continue
-            }
-            Admission::Refuse(e, why) => self.refuse_connection(Some(&root), conn.port, e, why),
             Admission::AwaitHandshake => self.await_handshake(context_id, &root, conn.port),
+            decided => self.settle(&root, conn.port, decided),
         }
     }
 
     /// Bytes from a held connection mean its TLS handshake is over: it is decided now. Any other
     /// connection was allowed already.
     pub fn on_downstream_data(&self, context_id: u32) -> Action {
-        let Some(root) = self.root_awaiting(context_id) else {
-            return Action::Continue;
-        };
-        root.borrow_mut().handshakes.remove(&context_id);
-        let conn = self.connection(true);
-        let admission = authn::admit_connection(&root.borrow().config, &conn, true);
-        match admission {
-            Admission::Allow => {
-                root.borrow_mut().count_connection(Decision::Allowed);
-                Action::Continue
-            }
-            Admission::Refuse(e, why) => self.refuse_connection(Some(&root), conn.port, e, why),
-            Admission::AwaitHandshake => self.refuse_connection(
-                Some(&root),
-                conn.port,
-                AuthError::Internal,
-                "TLS state unknown",
-            ),
+        match self.root_awaiting(context_id) {
+            Some(root) => self.decide_held(context_id, &root),
+            None => Action::Continue,
         }
     }
 
     /// The upstream's bytes reach a held connection only once it is decided; before its handshake
     /// ends the TLS socket keeps them.
     pub fn on_upstream_data(&self, context_id: u32) -> Action {
-        let Some(root) = self.root_awaiting(context_id) else {
-            return Action::Continue;
-        };
-        if !self.connection_mtls() {
-            return Action::Continue;
+        match self.root_awaiting(context_id) {
+            Some(root) if self.connection_mtls() => self.decide_held(context_id, &root),
+            _ => Action::Continue,
         }
+    }
+
+    /// Decides a held connection whose handshake is over.
+    fn decide_held(&self, context_id: u32, root: &Rc<RefCell<Root>>) -> Action {
         root.borrow_mut().handshakes.remove(&context_id);
         let conn = self.connection(true);
-        let admission = authn::admit_connection(&root.borrow().config, &conn, false);
+        let admission = authn::admit_connection(&root.borrow().config, &conn, true);
+        self.settle(root, conn.port, admission)
+    }
+
+    fn settle(&self, root: &Rc<RefCell<Root>>, port: Option<u32>, admission: Admission) -> Action {
         match admission {
             Admission::Allow => {
                 root.borrow_mut().count_connection(Decision::Allowed);
                 Action::Continue
             }
-            Admission::Refuse(e, why) => self.refuse_connection(Some(&root), conn.port, e, why),
-            Admission::AwaitHandshake => self.refuse_connection(
-                Some(&root),
-                conn.port,
-                AuthError::Internal,
-                "TLS state unknown",
-            ),
+            Admission::Refuse(e, why) => self.refuse_connection(Some(root), port, e, why),
+            Admission::AwaitHandshake => {
+                self.refuse_connection(Some(root), port, AuthError::Internal, "TLS state unknown")
+            }
         }
     }
 
