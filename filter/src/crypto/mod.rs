@@ -150,4 +150,30 @@ mod tests {
         assert!(!verify(Alg::Es384, &key, b"a.b", &sig));
         assert!(!verify(Alg::Es512, &key, b"a.b", &sig[..131]));
     }
+
+    /// RFC 7515 Appendix A.4: ES512 (P-521, SHA-512).
+    #[test]
+    fn rfc7515_a4_es512() {
+        use base64::Engine;
+        let b64 = |s: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .unwrap()
+        };
+        let key = Key::ec(
+            "P-521",
+            &b64("AekpBQ8ST8a8VcfVOTNl353vSrDCLLJXmPk06wTjxrrjcBpXp5EOnYG_NjFZ6OvLFV1jSfS9tsz4qUxcWceqwQGk"),
+            &b64("ADSmRA43Z1DSNx_RvcLI87cdL07l6jQyyBXMoxVg_l2Th-x3S1WDhjDly79ajL4Kkd0AZMaZmh9ubmf63e3kyMj2"),
+        )
+        .unwrap();
+        let input = b"eyJhbGciOiJFUzUxMiJ9.UGF5bG9hZA";
+        let mut sig = b64(
+            "AdwMgeerwtHoh-l192l60hp9wAHZFVJbLfD_UxMi70cwnZOYaRI1bKPWROc-mZZqwqT2SI-KGDKB34XO0aw_7XdtAG8\
+             GaSwFKdCAPZgoXD2YBJZCPEX3xKpRwcdOO8KpEHwJjyqOgzDO7iKvU8vcnwNrmxYbSW9ERBXukOXolLzeO_Jn",
+        );
+        assert!(verify(Alg::Es512, &key.material, input, &sig));
+        assert!(verify_signature::request(Alg::Es512, &key, input, &sig).is_some());
+        sig[40] ^= 1;
+        assert!(!verify(Alg::Es512, &key.material, input, &sig));
+    }
 }
