@@ -172,10 +172,25 @@ impl Source {
         cas
     }
 
+    /// Creates the shared record unless it exists. A compare-and-swap only guards an entry that
+    /// exists (a version of 0 writes unconditionally), so two workers that both found none could
+    /// both claim the fetch; Envoy configures a plugin on its main thread before the workers, and
+    /// that first configuration creates the record.
+    pub fn ensure_record(spec: &RemoteJwks, store: &mut dyn SharedStore) {
+        if store.get(&spec.shared_key()).is_none() {
+            let _ = write_record(spec, store, &Record::default(), 0);
+        }
+    }
+
     /// Syncs, then decides whether this worker should fetch now.
     pub fn poll(&mut self, spec: &RemoteJwks, store: &mut dyn SharedStore, now_ms: u64) -> Poll {
         let cas = self.sync(spec, store);
         if self.inflight {
+            return Poll::Idle;
+        }
+        if cas == 0 {
+            // No record yet: claims are exclusive only once it exists; the next poll claims.
+            Self::ensure_record(spec, store);
             return Poll::Idle;
         }
         let r = &self.record;
@@ -334,6 +349,23 @@ mod tests {
         }
     }
 
+    /// Shared data as a plugin's configuration leaves it.
+    fn configured() -> Mem {
+        let mut m = Mem::default();
+        Source::ensure_record(&spec(), &mut m);
+        m
+    }
+
+    #[test]
+    fn the_first_poll_without_a_record_creates_it_and_claims_nothing() {
+        let (s, mut store) = (spec(), Mem::default());
+        let (mut a, mut b) = (Source::default(), Source::default());
+        assert_eq!(a.poll(&s, &mut store, 0), Poll::Idle);
+        // The entry exists now: a claim is a compare-and-swap, and only one worker wins.
+        assert_eq!(b.poll(&s, &mut store, 1), Poll::Fetch);
+        assert_eq!(a.poll(&s, &mut store, 2), Poll::Idle);
+    }
+
     fn spec() -> RemoteJwks {
         RemoteJwks {
             uri: "http://idp/jwks".into(),
@@ -352,7 +384,7 @@ mod tests {
 
     #[test]
     fn one_worker_fetches_others_adopt() {
-        let (s, mut store) = (spec(), Mem::default());
+        let (s, mut store) = (spec(), configured());
         let (mut a, mut b) = (Source::default(), Source::default());
         assert_eq!(a.poll(&s, &mut store, 1_000), Poll::Fetch);
         assert_eq!(b.poll(&s, &mut store, 1_001), Poll::Idle, "lease is held");
@@ -374,7 +406,7 @@ mod tests {
 
     #[test]
     fn refreshes_before_expiry_once() {
-        let (s, mut store) = (spec(), Mem::default());
+        let (s, mut store) = (spec(), configured());
         let (mut a, mut b) = (Source::default(), Source::default());
         assert_eq!(a.poll(&s, &mut store, 0), Poll::Fetch);
         a.complete(&s, &mut store, 0, Ok(GOOD));
@@ -385,7 +417,7 @@ mod tests {
 
     #[test]
     fn failures_keep_good_keys_and_back_off() {
-        let (s, mut store) = (spec(), Mem::default());
+        let (s, mut store) = (spec(), configured());
         let mut a = Source::default();
         assert_eq!(a.poll(&s, &mut store, 0), Poll::Fetch);
         a.complete(&s, &mut store, 0, Ok(GOOD));
@@ -425,7 +457,7 @@ mod tests {
 
     #[test]
     fn never_loaded_then_failed_then_recovers() {
-        let (s, mut store) = (spec(), Mem::default());
+        let (s, mut store) = (spec(), configured());
         let (mut a, mut b) = (Source::default(), Source::default());
         assert_eq!(a.poll(&s, &mut store, 0), Poll::Fetch);
         let t = b.ticket(&s, false, 0);
@@ -442,7 +474,7 @@ mod tests {
 
     #[test]
     fn unknown_kid_refetch_is_rate_limited() {
-        let (s, mut store) = (spec(), Mem::default());
+        let (s, mut store) = (spec(), configured());
         let mut a = Source::default();
         a.poll(&s, &mut store, 0);
         a.complete(&s, &mut store, 0, Ok(GOOD));
@@ -462,7 +494,7 @@ mod tests {
 
     #[test]
     fn lease_expires_when_holder_vanishes() {
-        let (s, mut store) = (spec(), Mem::default());
+        let (s, mut store) = (spec(), configured());
         let (mut a, mut b) = (Source::default(), Source::default());
         assert_eq!(a.poll(&s, &mut store, 0), Poll::Fetch);
         let t = b.ticket(&s, false, 0);
@@ -487,7 +519,7 @@ mod tests {
         let nominal = refresh_after_ms(&s);
         let (mut refresh, mut retry) = (Vec::new(), Vec::new());
         for seed in 0..1_000u64 {
-            let mut store = Mem::default();
+            let mut store = configured();
             let mut w = Source {
                 jitter: Jitter::seeded(seed.wrapping_mul(0x2545_F491_4F6C_DD1D)),
                 ..Source::default()

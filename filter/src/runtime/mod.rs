@@ -25,7 +25,7 @@ use crate::error::{AuthError, ConfigError, Denial, DenialBody};
 use crate::jwt::jwks::MAX_JWKS_BYTES;
 use crate::peer::{Mode, Workload};
 use crate::remote::discovery::{self, KeysTarget};
-use crate::remote::fetch::{Outcome, Poll};
+use crate::remote::fetch::{Outcome, Poll, Source};
 use crate::remote::RemoteJwks;
 use crate::request::{strip_query, wire, Connection, Request};
 use metrics::{Census, Metrics};
@@ -114,6 +114,9 @@ impl<H: Host> Runtime<H> {
             contexts.roots.push((root_id, Rc::clone(&root)));
             previous
         };
+        for spec in &root.borrow().config.remotes {
+            Source::ensure_record(spec, &mut Shared(&self.host));
+        }
         let has_remotes = !root.borrow().config.remotes.is_empty();
         if has_remotes {
             self.kick(&root);
