@@ -428,6 +428,16 @@ def filter_counter(envoy: "Envoy", plugin: str, name: str) -> int:
     return read_stats(envoy, filter_stat(plugin, name))[0]
 
 
+def eventually(check, timeout: float = 15.0, interval: float = 0.1):
+    """`check()` once it is truthy, or its last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
 def static_cluster(name: str, port: int) -> dict:
     return {
         "name": name,

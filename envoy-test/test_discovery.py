@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 import harness
+from harness import eventually
 from jwt_mint import claims, ec_key, jwks, mint
 
 FETCH_FAILED = "Jwks remote fetch is failed"
@@ -120,15 +120,6 @@ def token(provider: Provider, key=K1, **fields) -> dict:
 
 def stat(gw, scenario: str, name: str) -> int:
     return harness.filter_counter(gw.envoy, scenario, name)
-
-
-def eventually(check, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)
 
 
 def test_down_from_start_then_recovers(gw):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import harness
+from harness import eventually
 from bench import direct_response_listener
 from jwt_mint import claims, jwks, mint, rsa_key
 
@@ -31,15 +31,6 @@ def write_lds(path, listener: dict) -> None:
 
 def status(port: int, token: str) -> int:
     return harness.request(port, headers={"Authorization": f"Bearer {token}"}).status
-
-
-def eventually(check, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_plugin_config_replaced_repeatedly(tmp_path):

@@ -147,40 +147,34 @@ impl Root {
     /// A request decided: let through, refused, or let through by a dry run that would have
     /// refused it.
     pub fn count(&mut self, decision: Decision) {
-        self.served = true;
-        match decision {
-            Decision::Allowed => self.counts.allowed += 1,
-            Decision::Refused(e) => {
-                self.counts.denied += 1;
-                self.count_reason(e, false);
-            }
-            Decision::DryRun(e) => {
-                self.counts.allowed += 1;
-                self.count_reason(e, true);
-            }
-        }
+        self.tally(decision, false);
     }
 
     pub fn count_connection(&mut self, decision: Decision) {
-        self.served = true;
-        match decision {
-            Decision::Allowed => self.counts.connections_allowed += 1,
-            Decision::Refused(e) => {
-                self.counts.connections_refused += 1;
-                self.count_reason(e, false);
-            }
-            Decision::DryRun(e) => {
-                self.counts.connections_allowed += 1;
-                self.count_reason(e, true);
-            }
-        }
+        self.tally(decision, true);
     }
 
-    fn count_reason(&mut self, e: AuthError, dry_run: bool) {
-        let per_reason = if dry_run {
-            &mut self.counts.dry_run_refused
+    fn tally(&mut self, decision: Decision, connection: bool) {
+        self.served = true;
+        let c = &mut self.counts;
+        let (allowed, refused) = if connection {
+            (&mut c.connections_allowed, &mut c.connections_refused)
         } else {
-            &mut self.counts.refused
+            (&mut c.allowed, &mut c.denied)
+        };
+        let (per_reason, e) = match decision {
+            Decision::Allowed => {
+                *allowed += 1;
+                return;
+            }
+            Decision::Refused(e) => {
+                *refused += 1;
+                (&mut c.refused, e)
+            }
+            Decision::DryRun(e) => {
+                *allowed += 1;
+                (&mut c.dry_run_refused, e)
+            }
         };
         if let Some(n) = per_reason.get_mut(e.kind()) {
             *n += 1;

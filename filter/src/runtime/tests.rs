@@ -271,23 +271,10 @@ impl Proxy {
 
     /// A request on a new stream; its context id and what the filter answered.
     fn request(&mut self, token: Option<&str>) -> (u32, Action) {
-        let id = self.next_stream;
-        self.next_stream += 1;
-        let mut headers = vec![
-            (":method".to_string(), "GET".to_string()),
-            (":path".to_string(), "/ip".to_string()),
-            (":authority".to_string(), "example.com".to_string()),
-        ];
-        if let Some(t) = token {
-            headers.push(("authorization".into(), format!("Bearer {t}")));
-        }
-        {
-            let mut f = self.fake();
-            f.headers.insert(id, headers);
-            f.current = id;
-        }
-        self.rt.on_context_create(id, ROOT);
-        (id, self.rt.on_request_headers(id))
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        self.request_with(&headers)
     }
 
     fn done(&self, id: u32) {
