@@ -428,6 +428,11 @@ def filter_counter(envoy: "Envoy", plugin: str, name: str) -> int:
     return read_stats(envoy, filter_stat(plugin, name))[0]
 
 
+def assert_no_vm_crash(log: str, where: object) -> None:
+    """A Rust panic or a V8 exception in the module shows in Envoy's log."""
+    assert "panicked" not in log and "Uncaught" not in log, f"the wasm VM crashed: {where}"
+
+
 def eventually(check, timeout: float = 15.0, interval: float = 0.1):
     """`check()` once it is truthy, or its last value after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -543,6 +543,11 @@ class Mesh:
             app.__exit__(None, None, None)
         self._apps.clear()
 
+    def assert_no_vm_crash(self) -> None:
+        """Every server sidecar generation's log, once the mesh has stopped."""
+        for envoy_dir in sorted(self.workdir.glob("httpbin.*/gen-*")):
+            harness.assert_no_vm_crash((envoy_dir / "envoy.log").read_text(errors="replace"), envoy_dir)
+
     def __enter__(self) -> "Mesh":
         return self.start()
 

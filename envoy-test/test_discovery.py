@@ -109,8 +109,7 @@ def gw(upstream, wasm_module, tmp_path_factory):
     gateway.envoy.stop()
     for p in providers.values():
         p.stop()
-    log = gateway.envoy.log_text()
-    assert "panicked" not in log and "Uncaught" not in log, "the wasm VM crashed"
+    harness.assert_no_vm_crash(gateway.envoy.log_text(), gateway.envoy.log_path)
 
 
 def token(provider: Provider, key=K1, **fields) -> dict:

@@ -94,6 +94,7 @@ def mesh(wasm_module, tmp_path_factory):
     m.start("{}")
     yield m
     m.stop()
+    m.assert_no_vm_crash()
 
 
 def stat_now(envoy: harness.Envoy, name: str) -> int:
@@ -170,6 +171,7 @@ def tcp_dry(wasm_module, tmp_path_factory):
     services = TcpServices(tmp_path_factory.mktemp("tcp-dry"), pki, cfg)
     yield services
     services.stop()
+    harness.assert_no_vm_crash(services.envoy.log_text(), services.envoy.log_path)
 
 
 def test_a_tcp_service_under_strict_in_dry_run(tcp_dry):

@@ -44,9 +44,7 @@ def mesh(wasm_module, tmp_path_factory):
         pytest.fail(f"the mesh did not start:\n{err}", pytrace=False)
     yield m
     m.stop()
-    for envoy_dir in sorted(m.workdir.glob("httpbin.*/gen-*")):
-        log = (envoy_dir / "envoy.log").read_text(errors="replace")
-        assert "panicked" not in log and "Uncaught" not in log, f"the wasm VM crashed: {envoy_dir}"
+    m.assert_no_vm_crash()
 
 
 def apply(mesh, http: dict | None, network: dict | None) -> None:
@@ -369,7 +367,7 @@ def tcp(request, wasm_module, pki, tmp_path_factory):
     services.mode = request.param
     yield services
     services.stop()
-    assert "panicked" not in services.envoy.log_text()
+    harness.assert_no_vm_crash(services.envoy.log_text(), services.envoy.log_path)
 
 
 def test_tcp_echo(tcp, clients, pki):

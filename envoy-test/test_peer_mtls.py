@@ -34,9 +34,7 @@ def mesh(wasm_module, tmp_path_factory):
         pytest.fail(f"the mesh did not start with pluginConfig {{}}:\n{err}", pytrace=False)
     yield m
     m.stop()
-    for envoy_dir in sorted(m.workdir.glob("httpbin.*/gen-*")):
-        log = (envoy_dir / "envoy.log").read_text(errors="replace")
-        assert "panicked" not in log and "Uncaught" not in log, f"the wasm VM crashed: {envoy_dir}"
+    m.assert_no_vm_crash()
 
 
 def server_logs(mesh, lines: int = 25) -> str:
