@@ -502,7 +502,8 @@ def test_cors_preflight_passes_without_token(gateway, scenario):
 @pytest.mark.parametrize("mutate, fragments", [
     (lambda cfg: cfg["jwtRules"][0].update(audience=["svc-a"]), ["jwtRules[0]", "audience"]),
     (lambda cfg: cfg.update(requireToken="yes"), ["requireToken"]),
-], ids=["unknown-field-audience", "requireToken-wrong-type"])
+    (lambda cfg: cfg.update(jwtCacheBytes=1 << 30), ["jwtCacheBytes", "at most"]),
+], ids=["unknown-field-audience", "requireToken-wrong-type", "jwtCacheBytes-over-the-cap"])
 def test_bad_plugin_config_refused_by_envoy(scratch_envoy, wasm_module, keys, upstream, mutate, fragments):
     cfg = {"jwtRules": [{"issuer": ISSUER, "jwks": keys.jwks()}]}
     mutate(cfg)

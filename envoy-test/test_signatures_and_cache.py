@@ -1,9 +1,11 @@
 """Issue 6 behaviour in a real Envoy: signatures checked by the host (Envoy's verify_signature,
 BoringSSL) and in the module give identical verdicts on one corpus; the verified-token cache is hit,
-rechecks expiry, and skips oversized tokens."""
+rechecks expiry, and skips oversized tokens. Issue 16: it keeps popular tokens while new ones pass,
+and holds no more than its memory budget (`jwtCacheBytes`) and entry cap (`jwtCacheSize`)."""
 
 from __future__ import annotations
 
+import http.client
 import time
 
 import pytest
@@ -22,7 +24,13 @@ def envoy_scenarios(keys) -> dict:
         "sig-wasm": {"jwtRules": [rule], "signatureVerifier": "wasm", "jwtCacheSize": 0},
         "cache-on": {"jwtRules": [rule], "clockSkewSeconds": 0},
         "cache-off": {"jwtRules": [rule], "jwtCacheSize": 0},
+        "cache-small": {"jwtRules": [rule], "jwtCacheSize": SMALL},
+        "cache-budget": {"jwtRules": [rule], "jwtCacheBytes": BUDGET},
     }
+
+
+SMALL = 8
+BUDGET = 16_384
 
 
 def corpus(keys) -> list[tuple[str, str]]:
@@ -105,3 +113,65 @@ def test_oversized_tokens_are_not_cached(gateway, keys):
     for _ in range(6):
         assert gateway.get("cache-on", "/", bearer(token)).status == 200
     assert stat(gateway, "cache-on", "jwt_cache_miss") - misses == 6
+
+
+class KeptAlive:
+    """Requests on one connection, so one worker (one VM, one cache) answers them all."""
+
+    def __init__(self, gateway, scenario: str) -> None:
+        self.conn = http.client.HTTPConnection(harness.HOST, gateway.ports[scenario], timeout=10)
+
+    def status(self, token: str) -> int:
+        self.conn.request("GET", "/", headers=bearer(token))
+        resp = self.conn.getresponse()
+        resp.read()
+        assert resp.getheader("connection", "").lower() != "close"
+        return resp.status
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def users(keys, prefix: str, n: int) -> list[str]:
+    return [mint(keys.rsa, "RS256", keys.rsa_kid("RS256"), claims(sub=f"{prefix}-{i}")) for i in range(n)]
+
+
+def cache_gauges(gateway, scenario: str) -> tuple[int, int]:
+    harness.wait_for_flush(gateway.envoy, scenario)
+    return tuple(harness.read_stats(gateway.envoy, *(harness.filter_stat(scenario, g)
+                                                     for g in ("jwt_cache_entries", "jwt_cache_bytes"))))
+
+
+def test_popular_token_stays_while_many_new_users_pass(gateway, keys):
+    """First-in first-out would evict the popular token every SMALL new users; SIEVE keeps it."""
+    hot, cold = users(keys, "hot", 1)[0], users(keys, "passing", 6 * SMALL)
+    hits, misses = stat(gateway, "cache-small", "jwt_cache_hit"), stat(gateway, "cache-small", "jwt_cache_miss")
+    client = KeptAlive(gateway, "cache-small")
+    try:
+        assert client.status(hot) == 200
+        for token in cold:
+            assert (client.status(token), client.status(hot)) == (200, 200)
+    finally:
+        client.close()
+    assert stat(gateway, "cache-small", "jwt_cache_hit") - hits == len(cold), "every later hot request hit"
+    assert stat(gateway, "cache-small", "jwt_cache_miss") - misses == len(cold) + 1
+    entries, held = cache_gauges(gateway, "cache-small")
+    assert 0 < entries <= SMALL and held > 0
+
+
+def test_cache_holds_no_more_than_its_budget(gateway, keys):
+    tokens = users(keys, "budget", 60)
+    client = KeptAlive(gateway, "cache-budget")
+    try:
+        for token in tokens:
+            assert client.status(token) == 200
+        hits = stat(gateway, "cache-budget", "jwt_cache_hit")
+        assert client.status(tokens[-1]) == 200
+        assert stat(gateway, "cache-budget", "jwt_cache_hit") == hits + 1, "the newest token is cached"
+    finally:
+        client.close()
+    entries, held = cache_gauges(gateway, "cache-budget")
+    per_entry = held / entries
+    assert len(tokens[0]) < per_entry < 4 * len(tokens[0]), "the accounting counts the token and its claims"
+    assert held <= BUDGET and entries < len(tokens)
+    assert held + per_entry > BUDGET * 0.9, f"{entries} entries, {held} bytes: the budget is used"

@@ -18,9 +18,23 @@ use crate::request::{path, trigger, Connection, Request};
 pub struct Forward {
     /// Removed first: every output header (so none is forged) and token headers not forwarded.
     pub remove: Vec<String>,
+    /// The verified tokens, whose output headers are set first, shared with the cache.
+    pub verified: Vec<Rc<Verified>>,
+    /// Then these: the principals.
     pub set: Vec<(String, String)>,
     /// The new `:path` when query parameters that carried verified tokens are removed from it.
     pub path: Option<String>,
+}
+
+impl Forward {
+    /// Every header to set, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.verified
+            .iter()
+            .flat_map(|v| v.set.iter())
+            .chain(self.set.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,9 +282,11 @@ fn authenticate_jwt(
                 _ => {}
             }
         }
-        fwd.set.extend(verified.set.iter().cloned());
         if principal.is_none() {
             principal.clone_from(&verified.principal);
+        }
+        if !verified.set.is_empty() {
+            fwd.verified.push(verified);
         }
     }
     if !params_to_remove.is_empty() {
@@ -279,8 +295,9 @@ fn authenticate_jwt(
     Ok(principal)
 }
 
-/// A token's verification, from the cache when it holds it: there only time and audiences are
-/// checked again.
+/// A token's verification, from the cache when it holds it: there only time is checked again.
+/// Audiences need not be: the cache lives and dies with this config, and the entry's rule accepted
+/// them when it was verified.
 fn verified_token(
     cfg: &Config,
     location: usize,
@@ -295,18 +312,15 @@ fn verified_token(
             if !applies(hit.rule) {
                 return Err(AuthError::UnknownIssuer.into());
             }
-            let rechecked = cfg.rules.get(hit.rule).map(|rule| {
-                hit.claims
-                    .check_time(now, cfg.clock_skew_seconds, cfg.require_expiration)
-                    .and_then(|()| hit.claims.check_audience(&rule.audiences))
-            });
-            return match rechecked {
-                Some(Ok(())) => Ok(Rc::clone(hit)),
-                Some(Err(e)) => {
+            return match hit
+                .claims
+                .check_time(now, cfg.clock_skew_seconds, cfg.require_expiration)
+            {
+                Ok(()) => Ok(Rc::clone(hit)),
+                Err(e) => {
                     cache.remove(token);
                     Err(e.into())
                 }
-                None => Err(AuthError::Internal.into()),
             };
         }
     }

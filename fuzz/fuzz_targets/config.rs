@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let _ = cfg.peer.needs_connection();
+    let _ = cfg.peer.needs_connection;
     let requests = [
         Request::new(vec![(":path".into(), "/".into())]),
         Request::new(vec![

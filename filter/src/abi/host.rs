@@ -114,6 +114,10 @@ impl Host for AbiHost {
         imports::record_metric(id, value);
     }
 
+    fn add_to_gauge(&self, id: u32, delta: i64) {
+        imports::increment_metric(id, delta);
+    }
+
     fn call_foreign_function(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
         imports::call_foreign_function(name, args)
     }

@@ -399,9 +399,14 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> Result<Vec<u8>, HostErr
 }
 
 pub fn increment_counter(id: u32, by: u64) {
+    increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+}
+
+/// Envoy adds a negative offset to a gauge as a subtraction.
+pub fn increment_metric(id: u32, offset: i64) {
     // SAFETY: plain value call.
     unsafe {
-        proxy_increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        proxy_increment_metric(id, offset);
     }
 }
 

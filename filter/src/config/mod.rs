@@ -22,6 +22,8 @@ use crate::request::trigger::{PathMatcher, StringMatch, Trigger};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_CACHE_DURATION_S: u64 = 600;
+/// The verified-token cache's budget per VM is at most this (`jwtCacheBytes`).
+pub const MAX_JWT_CACHE_BYTES: usize = 256 << 20;
 
 /// One issuer, ready to verify tokens.
 #[derive(Debug)]
@@ -56,15 +58,17 @@ pub struct Peer {
     pub binding: PrincipalBinding,
     /// A peer policy is configured: plaintext callers under PERMISSIVE are counted.
     pub census: bool,
+    /// Requests need the connection's peer properties at all (each costs host calls).
+    pub needs_connection: bool,
 }
 
 impl Peer {
-    /// Whether requests need the connection's peer properties at all.
-    pub fn needs_connection(&self) -> bool {
-        self.census
+    fn with_needs_connection(mut self) -> Self {
+        self.needs_connection = self.census
             || self.policy.checks_anything()
             || self.output_peer_principal.is_some()
-            || (self.output_principal.is_some() && self.binding == PrincipalBinding::UsePeer)
+            || (self.output_principal.is_some() && self.binding == PrincipalBinding::UsePeer);
+        self
     }
 }
 
@@ -86,6 +90,8 @@ pub struct Config {
     pub per_rule_triggers: bool,
     pub peer: Peer,
     pub signature_verifier: SignatureVerifier,
+    pub jwt_cache_bytes: usize,
+    /// Entries, besides the bytes; `usize::MAX` when only the bytes bound it.
     pub jwt_cache_size: usize,
     pub max_paused_requests: usize,
     pub denial_body: DenialBody,
@@ -292,7 +298,11 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         rules.push(Rule {
             trigger_rules: compile_trigger_rules(&r.trigger_rules, &at("triggerRules"))?,
             issuer: r.issuer.clone().filter(|i| !i.is_empty()),
-            audiences: r.audiences.iter().map(|a| sanitize_audience(a)).collect(),
+            audiences: r
+                .audiences
+                .iter()
+                .map(|a| sanitize_audience(a).to_string())
+                .collect(),
             keys,
             forward_original_token: r.forward_original_token,
             output_payload_to_header,
@@ -314,8 +324,14 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         }
     }
 
-    if raw.jwt_cache_size > 1_000_000 {
+    if raw.jwt_cache_size.is_some_and(|n| n > 1_000_000) {
         return Err(ConfigError::new("jwtCacheSize", "must be at most 1000000"));
+    }
+    if raw.jwt_cache_bytes > MAX_JWT_CACHE_BYTES {
+        return Err(ConfigError::new(
+            "jwtCacheBytes",
+            format!("must be at most {MAX_JWT_CACHE_BYTES} (256 MiB)"),
+        ));
     }
     if raw.max_paused_requests > plugin_config::MAX_MAX_PAUSED_REQUESTS {
         return Err(ConfigError::new(
@@ -341,7 +357,8 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
     Ok(Config {
         peer,
         signature_verifier: raw.signature_verifier,
-        jwt_cache_size: raw.jwt_cache_size,
+        jwt_cache_bytes: raw.jwt_cache_bytes,
+        jwt_cache_size: raw.jwt_cache_size.unwrap_or(usize::MAX),
         max_paused_requests: raw.max_paused_requests,
         denial_body: raw.denial_body,
         dry_run: raw.dry_run,
@@ -487,7 +504,9 @@ fn compile_peer(
             && (raw.mtls.is_some()
                 || !raw.port_level_mtls.is_empty()
                 || raw.peer_authentications.is_some()),
-    })
+        needs_connection: false,
+    }
+    .with_needs_connection())
 }
 
 /// `uri` is `jwksUri`, or with `discovery` the issuer's discovery document; `uri_field` names the
@@ -578,6 +597,16 @@ mod tests {
         let cases = [
             (rule(r#","audience":["a"]"#), "jwtRules[0].audience"),
             (r#"{"requireToken":"yes"}"#.to_string(), "requireToken"),
+            (
+                r#"{"jwtCacheBytes":268435457}"#.to_string(),
+                "jwtCacheBytes",
+            ),
+            (
+                r#"{"jwtCacheBytes":1099511627776}"#.to_string(),
+                "jwtCacheBytes",
+            ),
+            (r#"{"jwtCacheBytes":-1}"#.to_string(), "jwtCacheBytes"),
+            (r#"{"jwtCacheSize":1000001}"#.to_string(), "jwtCacheSize"),
             (
                 rule(r#","fromHeaders":[{"name":"a b"}]"#),
                 "jwtRules[0].fromHeaders[0].name",

@@ -74,11 +74,16 @@ pub struct PluginConfig {
     /// FIPS-pinned deployments). Other algorithms are always checked in the module.
     #[serde(default)]
     pub signature_verifier: SignatureVerifier,
-    /// Verified tokens remembered per VM (exp, nbf and audiences are checked on every use; the
-    /// cache empties when keys change; tokens over 4 KiB are not cached). 0 disables it.
-    #[serde(default = "default_jwt_cache_size")]
-    #[cfg_attr(feature = "schema", schemars(default = "default_jwt_cache_size"))]
-    pub jwt_cache_size: usize,
+    /// Memory the verified-token cache of one VM may hold, in bytes (default 4 MiB; each worker
+    /// has its own VM). `exp` and `nbf` are checked on every use; the cache empties when keys
+    /// change; tokens over 4 KiB are not cached. 0 disables it.
+    #[serde(default = "default_jwt_cache_bytes")]
+    #[cfg_attr(feature = "schema", schemars(default = "default_jwt_cache_bytes"))]
+    pub jwt_cache_bytes: usize,
+    /// At most this many verified tokens per VM besides the memory bound (unset: the memory
+    /// bound alone). 0 disables the cache.
+    #[serde(default)]
+    pub jwt_cache_size: Option<usize>,
     /// Requests one plugin keeps paused per VM while its remote keys are fetched; past it a
     /// request is answered at once as a failed fetch would be (401). A paused request costs the
     /// module a few dozen bytes: its headers are read again from Envoy when it resumes.
@@ -119,8 +124,8 @@ fn default_max_paused_requests() -> usize {
     DEFAULT_MAX_PAUSED_REQUESTS
 }
 
-fn default_jwt_cache_size() -> usize {
-    crate::jwt::cache::DEFAULT_CAPACITY
+fn default_jwt_cache_bytes() -> usize {
+    crate::jwt::cache::DEFAULT_BUDGET_BYTES
 }
 
 /// The older authentication policy's `principalBinding`.

@@ -65,7 +65,7 @@ impl Claims {
             || self
                 .aud
                 .iter()
-                .any(|a| allowed.contains(&sanitize_audience(a)))
+                .any(|a| allowed.contains(sanitize_audience(a)))
         {
             Ok(())
         } else {
@@ -75,12 +75,12 @@ impl Claims {
 }
 
 /// Envoy compares audiences without scheme and trailing slash.
-pub fn sanitize_audience(aud: &str) -> String {
+pub fn sanitize_audience(aud: &str) -> &str {
     let a = aud
         .strip_prefix("https://")
         .or_else(|| aud.strip_prefix("http://"))
         .unwrap_or(aud);
-    a.strip_suffix('/').unwrap_or(a).to_string()
+    a.strip_suffix('/').unwrap_or(a)
 }
 
 /// A NumericDate: a non-negative JSON number below 2^64; fractions are truncated. Larger values are

@@ -57,6 +57,8 @@ pub trait Host {
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
     fn increment_metric(&self, id: u32, by: u64);
     fn record_metric(&self, id: u32, value: u64);
+    /// A gauge every VM of the plugin adds its share to.
+    fn add_to_gauge(&self, id: u32, delta: i64);
 
     /// A host extension, e.g. Envoy's `verify_signature`.
     fn call_foreign_function(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, HostError>;

@@ -20,6 +20,8 @@ pub struct Metrics {
     refused: [Option<u32>; REASONS],
     dry_run_refused: [Option<u32>; REASONS],
     vm_memory: Option<u32>,
+    cache_entries: Option<u32>,
+    cache_bytes: Option<u32>,
 }
 
 /// Per-request counts, added to the host's counters on each tick (at most a second late) rather
@@ -42,6 +44,7 @@ impl Metrics {
         let prefix = prefix(host);
         let counter =
             |name: &str| host.define_metric(MetricKind::Counter, &format!("{prefix}.{name}"));
+        let gauge = |name: &str| host.define_metric(MetricKind::Gauge, &format!("{prefix}.{name}"));
         Self {
             allowed: counter("allowed"),
             denied: counter("denied"),
@@ -54,7 +57,9 @@ impl Metrics {
             connections_refused: counter("connections_refused"),
             refused: REASON_KINDS.map(|r| counter(&format!("refused_{r}"))),
             dry_run_refused: REASON_KINDS.map(|r| counter(&format!("dry_run_refused_{r}"))),
-            vm_memory: host.define_metric(MetricKind::Gauge, &format!("{prefix}.vm_memory_bytes")),
+            vm_memory: gauge("vm_memory_bytes"),
+            cache_entries: gauge("jwt_cache_entries"),
+            cache_bytes: gauge("jwt_cache_bytes"),
         }
     }
 
@@ -68,7 +73,19 @@ impl Metrics {
         }
     }
 
-    pub fn flush(self, host: &impl Host, counts: &Counts, served: bool) {
+    /// `cache`: how the token cache's entries and bytes changed since the last flush; the
+    /// gauges are the sums over every VM of the plugin.
+    pub fn flush(self, host: &impl Host, counts: &Counts, served: bool, cache: (i64, i64)) {
+        // Gauges first: once the counters show a request, the gauges show what it left.
+        for (id, delta) in [(self.cache_entries, cache.0), (self.cache_bytes, cache.1)] {
+            if let (Some(id), false) = (id, delta == 0) {
+                host.add_to_gauge(id, delta);
+            }
+        }
+        // The main thread's VM serves no requests; its memory would overwrite the workers'.
+        if let (Some(id), true) = (self.vm_memory, served) {
+            host.record_metric(id, host.memory_bytes());
+        }
         Self::add(host, self.allowed, counts.allowed);
         Self::add(host, self.denied, counts.denied);
         Self::add(host, self.cache_hit, counts.cache_hit);
@@ -81,10 +98,6 @@ impl Metrics {
         }
         for (id, n) in self.dry_run_refused.iter().zip(counts.dry_run_refused) {
             Self::add(host, *id, n);
-        }
-        // The main thread's VM serves no requests; its memory would overwrite the workers'.
-        if let (Some(id), true) = (self.vm_memory, served) {
-            host.record_metric(id, host.memory_bytes());
         }
     }
 }

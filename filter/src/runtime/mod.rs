@@ -183,6 +183,8 @@ impl<H: Host> Runtime<H> {
         };
         if let Some(root) = root {
             self.close_paused_connections(&root);
+            // Its share of the cache gauges goes with it.
+            root.borrow_mut().cache.clear();
             self.flush_counters(&root);
             log::debug!("plugin root {context_id} done; its keys, cache and counts are freed");
         }
@@ -359,7 +361,7 @@ impl<H: Host> Runtime<H> {
     /// The current stream's request, with its connection when the config needs it.
     fn current_request(&self, root: &Rc<RefCell<Root>>) -> Option<Request> {
         let req = Request::from_wire(self.host.request_headers().ok()?)?;
-        Some(if root.borrow().config.peer.needs_connection() {
+        Some(if root.borrow().config.peer.needs_connection {
             req.with_connection(self.connection(false))
         } else {
             req
@@ -513,12 +515,15 @@ impl<H: Host> Runtime<H> {
     }
 
     fn flush_counters(&self, root: &Rc<RefCell<Root>>) {
-        let (metrics, counts, served) = {
+        let (metrics, counts, served, cache) = {
             let mut r = root.borrow_mut();
             r.census.flush(&self.host);
-            (r.metrics, std::mem::take(&mut r.counts), r.served)
+            let now = (r.cache.len() as i64, r.cache.bytes() as i64);
+            let before = std::mem::replace(&mut r.cache_reported, now);
+            let delta = (now.0 - before.0, now.1 - before.1);
+            (r.metrics, std::mem::take(&mut r.counts), r.served, delta)
         };
-        metrics.flush(&self.host, &counts, served);
+        metrics.flush(&self.host, &counts, served, cache);
     }
 
     /// Runs in root-context callbacks only. Starts the fetches this worker won, resumes the
@@ -712,8 +717,7 @@ impl<H: Host> Runtime<H> {
                     .iter()
                     .try_for_each(|h| self.host.remove_request_header(h))
                     .and_then(|()| {
-                        fwd.set
-                            .iter()
+                        fwd.headers()
                             .try_for_each(|(k, v)| self.host.set_request_header(k, v))
                     })
                     .and_then(|()| match &fwd.path {

@@ -67,6 +67,8 @@ pub struct Root {
     pub served: bool,
     pub tick_ms: u32,
     pub cache: TokenCache,
+    /// The cache's entries and bytes as last added to the plugin's gauges.
+    pub cache_reported: (i64, i64),
     pub verifier: SignatureVerifier,
 }
 
@@ -99,7 +101,8 @@ impl Root {
                     ..Source::default()
                 })
                 .collect(),
-            cache: TokenCache::new(config.jwt_cache_size),
+            cache: TokenCache::new(config.jwt_cache_bytes, config.jwt_cache_size),
+            cache_reported: (0, 0),
             config: Rc::new(config),
             waiters: Vec::new(),
             calls: HashMap::new(),

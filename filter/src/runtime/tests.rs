@@ -214,6 +214,13 @@ impl Host for FakeHost {
         self.0.borrow_mut().metrics[id as usize].1 = value;
     }
 
+    fn add_to_gauge(&self, id: u32, delta: i64) {
+        let gauge = &mut self.0.borrow_mut().metrics[id as usize].1;
+        *gauge = gauge
+            .checked_add_signed(delta)
+            .expect("a gauge never goes below 0");
+    }
+
     fn call_foreign_function(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
         assert_eq!(name, verify_signature::FUNCTION);
         let mut f = self.0.borrow_mut();
@@ -597,8 +604,28 @@ fn counters_are_flushed_on_tick() {
         [3, 1, 2, 2]
     );
     assert_eq!(p.metric("vm_memory_bytes"), 1 << 20);
+    assert_eq!(p.metric("jwt_cache_entries"), 1);
+    let bytes = p.metric("jwt_cache_bytes");
+    assert!(
+        (good.len() as u64..4096).contains(&bytes),
+        "one entry: {bytes} bytes"
+    );
     p.tick();
     assert_eq!(p.metric("allowed"), 3, "each count is added once");
+    assert_eq!(p.metric("jwt_cache_bytes"), bytes, "and each gauge share");
+    let bob = hs256(
+        "a",
+        json!({"iss": ISS, "sub": "bob", "exp": NOW_MS / 1000 + 3600}),
+    );
+    assert_eq!(p.request(Some(&bob)).1, Action::Continue);
+    p.tick();
+    assert_eq!(p.metric("jwt_cache_entries"), 2);
+    p.rt.on_done(ROOT);
+    assert_eq!(
+        [p.metric("jwt_cache_entries"), p.metric("jwt_cache_bytes")],
+        [0, 0],
+        "a plugin that goes takes its share of the gauges"
+    );
 }
 
 #[test]
