@@ -131,18 +131,21 @@ pub fn authenticate(cfg: &Config, req: &Request, now: u64, env: &mut Env<'_>) ->
         Ok(p) => p,
         Err(v) => return v,
     };
+    let request_principal = request_principal
+        .as_deref()
+        .and_then(|v| v.principal.as_deref());
     let p = &cfg.peer;
     let chosen = match p.binding {
-        PrincipalBinding::UsePeer => peer_principal.as_ref(),
-        PrincipalBinding::UseOrigin => request_principal.as_ref(),
+        PrincipalBinding::UsePeer => peer_principal.as_deref(),
+        PrincipalBinding::UseOrigin => request_principal,
     };
     for (header, value) in [
-        (&p.output_peer_principal, peer_principal.as_ref()),
-        (&p.output_request_principal, request_principal.as_ref()),
+        (&p.output_peer_principal, peer_principal.as_deref()),
+        (&p.output_request_principal, request_principal),
         (&p.output_principal, chosen),
     ] {
         if let (Some(h), Some(v)) = (header, value) {
-            fwd.set.push((h.clone(), v.clone()));
+            fwd.set.push((h.clone(), v.to_string()));
         }
     }
     Verdict::Allow(fwd)
@@ -204,14 +207,15 @@ pub fn admit_connection(cfg: &Config, conn: &Connection, handshake_done: bool) -
     }
 }
 
-/// Verifies end-user tokens; the request principal (`iss/sub` of the first token) on success.
+/// Verifies end-user tokens; on success the first token's verification, which carries the request
+/// principal.
 fn authenticate_jwt(
     cfg: &Config,
     req: &Request,
     now: u64,
     env: &mut Env<'_>,
     fwd: &mut Forward,
-) -> Result<Option<String>, Verdict> {
+) -> Result<Option<Rc<Verified>>, Verdict> {
     if cfg.rules.is_empty()
         || req.is_cors_preflight()
         || !trigger::triggered(&cfg.trigger_rules, req.path())
@@ -254,7 +258,7 @@ fn authenticate_jwt(
     if let Some(cache) = env.cache.as_deref_mut() {
         cache.keys_generation(env.keys.generation());
     }
-    let mut principal = None;
+    let mut first = None;
     let mut params_to_remove: Vec<&str> = Vec::new();
     // Every token present must verify: one bad token fails the request, whatever else it carries.
     for f in found {
@@ -282,17 +286,17 @@ fn authenticate_jwt(
                 _ => {}
             }
         }
-        if principal.is_none() {
-            principal.clone_from(&verified.principal);
-        }
         if !verified.set.is_empty() {
-            fwd.verified.push(verified);
+            fwd.verified.push(Rc::clone(&verified));
+        }
+        if first.is_none() {
+            first = Some(verified);
         }
     }
     if !params_to_remove.is_empty() {
         fwd.path = token::without_params(req.path(), &params_to_remove);
     }
-    Ok(principal)
+    Ok(first)
 }
 
 /// A token's verification, from the cache when it holds it: there only time is checked again.
