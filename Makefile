@@ -61,11 +61,17 @@ oci: build
 pin: build
 	$(PY) envoy-test/oci_image.py --pin wasm-plugin.yaml
 
-# Side-by-side with Envoy's native jwt_authn (a command, not a test): prints req/s, p50, p99, ratios.
-bench: build
+# Side-by-side with Envoy's native jwt_authn (a command, not a test): prints req/s, p50, p99, cache
+# hit ratios and ratios; writes target/bench/bench.md and bench.png. Then the cache policies' hit ratios.
+bench: build $(VENV)/.bench-installed
 	cargo build --release --target $(TARGET) -p wasm-floor
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) envoy-test/bench.py
+	$(PY) envoy-test/cache_policies.py
+
+$(VENV)/.bench-installed: envoy-test/bench-requirements.txt $(VENV)/.installed
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r envoy-test/bench-requirements.txt
+	touch $@
 
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP=1 (set by fuzz/run.sh) unlocks them on stable.
 fuzz-tools:

@@ -1,40 +1,110 @@
-"""Side-by-side benchmark: mesh-authn against Envoy's native jwt_authn in ONE Envoy (one worker).
+"""Side-by-side benchmark: mesh-authn against Envoy's native jwt_authn, one token and many users.
 
     python envoy-test/bench.py [--seconds 5] [--rounds 3] [--connections 32] [--soak 1000000]
+                               [--users 20000] [--zipf-s 1.0] [--native-large-size N]
+                               [--only one-token|many-users|all]
 
-Listeners, all answering with a direct response so only the filters differ:
-  none           no filter
-  native         jwt_authn, no cache
-  native-cache   jwt_authn with jwt_cache_config
-  wasm-floor     a wasm module that makes the host calls wasm-cache makes and does nothing else
-                 (envoy-test/floor): the cost of the proxy-wasm ABI itself
-  wasm-cache     mesh-authn, defaults (host verify_signature, jwtCacheSize 1024)
-  wasm-nocache   mesh-authn, jwtCacheSize 0 (every request verified by the host)
-  wasm-module    mesh-authn, signatureVerifier "wasm", jwtCacheSize 0 (verified in the module)
+One token: one Envoy (--concurrency 1) with a listener per row, all answering with a direct
+response so only the filters differ:
+  none            no filter
+  native          jwt_authn, no cache
+  native-cache    jwt_authn with jwt_cache_config (jwt_cache_size 1024)
+  wasm-floor      a wasm module that makes the host calls wasm-cache makes and does nothing else
+                  (envoy-test/floor): the cost of the proxy-wasm ABI itself
+  wasm-cache      mesh-authn, defaults (host verify_signature, jwtCacheBytes 4 MiB)
+  wasm-nocache    mesh-authn, jwtCacheSize 0 (every request verified by the host)
+  wasm-module     mesh-authn, signatureVerifier "wasm", jwtCacheSize 0 (verified in the module)
 Each is driven by wrk in interleaved rounds with the same token, for RS256-2048 and ES256. Prints
-req/s (median of rounds), p50 and p99 latency, and ratios to the native rows; then the module size
-and the VM's linear memory before and after a soak of --soak requests.
+req/s (median of rounds), p50 and p99 latency, ratios to the native rows and to the floor; then
+the VM's linear memory before and after a soak of --soak requests on wasm-cache.
+
+Many users: --users RS256 tokens of one key, a `sub` each, sent by envoy-test/bench_zipf.lua with
+Zipf(--zipf-s) popularity (the user of rank i with weight 1/i^s), to the rows
+  istio           jwt_authn without jwt_cache_config: what istiod renders for RequestAuthentication
+  native-default  jwt_authn with jwt_cache_config {} (Envoy's default: 100 tokens per worker)
+  native-large    jwt_authn with jwt_cache_size = the entries mesh-authn's cache holds when full on
+                  this workload (probed first on an Envoy of its own; --native-large-size overrides)
+  wasm            mesh-authn, defaults
+on Envoy --concurrency 1 (pinned like the one-token run), then on a fresh Envoy --concurrency 2
+(not pinned). Every row is warmed for 3 s before the interleaved rounds. Prints req/s, p50, p99,
+the cache hit ratio over the measured rounds and wasm's ratio to each native row; then VM memory
+and the cache's bytes against its budget around a soak of --soak requests on wasm.
+
+The tables also go to target/bench/bench.md, and a chart of every row's req/s to
+target/bench/bench.png (matplotlib, from envoy-test/bench-requirements.txt).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
-from jwt_mint import ISSUER, claims, ec_key, jwks, mint, rsa_key  # noqa: E402
+from jwt_mint import ISSUER, Key, claims, ec_key, jwks, mint, rsa_key  # noqa: E402
 
-ROWS = ["none", "native", "native-cache", "wasm-floor", "wasm-cache", "wasm-nocache", "wasm-module"]
+ONE_TOKEN_ROWS = ["none", "native", "native-cache", "wasm-floor", "wasm-cache", "wasm-nocache", "wasm-module"]
+MANY_USERS_ROWS = ["istio", "native-default", "native-large", "wasm"]
+CACHED_ROWS = ["native-default", "native-large", "wasm"]
 FLOOR = harness.REPO / "target" / "wasm32-wasip1" / "release" / "wasm_floor.wasm"
-RATIOS = [("wasm-cache", "native-cache"), ("wasm-nocache", "native"), ("wasm-module", "native")]
+ZIPF_LUA = Path(__file__).resolve().parent / "bench_zipf.lua"
+OUT = harness.REPO / "target" / "bench"
+WARMUP_SECONDS = 3
+CACHE_BUDGET = 4 << 20  # mesh-authn's default jwtCacheBytes
+LARGE_FALLBACK = 1024
+TOKEN_LIFETIME = 7200
+
+# With two or more CPUs, a one-worker Envoy runs on CPU 0 and wrk on CPU 1, so they do not trade
+# places between rounds; that halves the spread between rounds on a 2-core machine.
+CAN_PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+TIMES: dict[str, float] = {}
+
+
+@contextmanager
+def timed(part: str):
+    start = time.monotonic()
+    yield
+    TIMES[part] = time.monotonic() - start
+
+
+# --------------------------------------------------------------------------- Envoy
+
+
+@dataclass
+class Bench:
+    """One Envoy with a direct-response listener per row."""
+    envoy: harness.Envoy
+    ports: dict[str, int]
+    pinned: bool
+
+    @property
+    def threads(self) -> int:  # one wrk thread per Envoy worker
+        return self.envoy.concurrency
+
+    def conditions(self, args) -> str:
+        return (f"{args.rounds} interleaved rounds of {args.seconds}s, wrk -t{self.threads} "
+                f"-c{args.connections}, Envoy --concurrency {self.envoy.concurrency}"
+                + (", Envoy on CPU 0 and wrk on CPU 1" if self.pinned else ""))
+
+    def __enter__(self) -> "Bench":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.envoy.stop()
 
 
 def direct_response_listener(name: str, port: int, filters: list[dict]) -> dict:
@@ -45,11 +115,11 @@ def direct_response_listener(name: str, port: int, filters: list[dict]) -> dict:
     return lst
 
 
-def native(jwks_json: str, cache: bool) -> list[dict]:
+def native(jwks_json: str, cache: dict | None = None) -> list[dict]:
     f = harness.jwt_authn_filter({"jwtRules": [{"issuer": ISSUER, "jwks": jwks_json}], "requireToken": True})
-    if cache:
+    if cache is not None:
         for p in f["typed_config"]["providers"].values():
-            p["jwt_cache_config"] = {"jwt_cache_size": 1024}
+            p["jwt_cache_config"] = cache
     return [f]
 
 
@@ -58,41 +128,66 @@ def wasm(name: str, jwks_json: str, **extra) -> list[dict]:
     return [harness.wasm_filter(name, cfg)]
 
 
-def start(jwks_json: str, workdir: Path) -> tuple[harness.Envoy, dict[str, int]]:
-    filters = {
-        "none": [],
-        "native": native(jwks_json, cache=False),
-        "native-cache": native(jwks_json, cache=True),
-        "wasm-floor": [harness.wasm_filter("wasm-floor", {}, FLOOR)],
-        "wasm-cache": wasm("wasm-cache", jwks_json),
-        "wasm-nocache": wasm("wasm-nocache", jwks_json, jwtCacheSize=0),
-        "wasm-module": wasm("wasm-module", jwks_json, jwtCacheSize=0, signatureVerifier="wasm"),
-    }
-    ports = {name: harness.free_port() for name in ROWS}
+def start(filters: dict[str, list[dict]], concurrency: int) -> Bench:
+    ports = {name: harness.free_port() for name in filters}
     admin = harness.free_port()
-    config = harness.bootstrap(admin, [direct_response_listener(n, ports[n], filters[n]) for n in ROWS], [])
-    config["admin"]["address"]["socket_address"]["port_value"] = admin
-    envoy = harness.Envoy(config, workdir, admin, concurrency=1).start()
-    envoy.wait_ready()
-    if PINNED:
-        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(envoy.proc.pid)], check=True, capture_output=True)
-    for port in ports.values():
-        harness.wait_for_port(port)
-    return envoy, ports
+    config = harness.bootstrap(admin, [direct_response_listener(n, ports[n], f) for n, f in filters.items()], [])
+    envoy = harness.Envoy(config, harness.scratch_dir("mesh-authn-bench-"), admin, concurrency).start()
+    pinned = CAN_PIN and concurrency == 1
+    try:
+        envoy.wait_ready()
+        if pinned:
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(envoy.proc.pid)], check=True, capture_output=True)
+        for port in ports.values():
+            harness.wait_for_port(port)
+    except BaseException:
+        envoy.stop()
+        raise
+    return Bench(envoy, ports, pinned)
 
 
-# With two or more CPUs, Envoy runs on CPU 0 and wrk on CPU 1, so they do not trade places between
-# rounds; that halves the spread between rounds on a 2-core machine.
-PINNED = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+def stats(envoy: harness.Envoy, *names: str) -> list[int | None]:
+    """Envoy's stats by exact name, None for one it does not have (unlike harness.read_stats)."""
+    pattern = "^(" + "|".join(re.escape(name) for name in names) + ")$"
+    _, text = envoy.admin_get("/stats?filter=" + urllib.parse.quote(pattern))
+    values = dict(line.rsplit(": ", 1) for line in text.splitlines() if ": " in line)
+    return [int(values[name]) if name in values else None for name in names]
 
 
-def wrk(port: int, token: str, seconds: int, connections: int) -> dict:
-    out = subprocess.run(
-        (["taskset", "-c", "1"] if PINNED else []) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-H", f"Authorization: Bearer {token}", f"http://{harness.HOST}:{port}/"],
-        capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out:
-        raise SystemExit(f"non-2xx answers on port {port}:\n{out}")
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class Load:
+    """What wrk sends: its extra arguments, and the environment its Lua script reads."""
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def one_token(token: str) -> Load:
+    return Load(["-H", f"Authorization: Bearer {token}"])
+
+
+def zipf(tokens: Path, s: float) -> Load:
+    return Load(["-s", str(ZIPF_LUA)], {"BENCH_TOKENS": str(tokens), "BENCH_ZIPF_S": str(s)})
+
+
+def in_order(tokens: Path, start: int) -> Load:
+    return Load(["-s", str(ZIPF_LUA)], {"BENCH_TOKENS": str(tokens), "BENCH_ORDER": "seq", "BENCH_START": str(start)})
+
+
+_SEEDS = itertools.count(1)  # every run its own Zipf stream, the same ones from one bench to the next
+
+
+def wrk(bench: Bench, row: str, load: Load, seconds: int, connections: int) -> dict:
+    cmd = (["taskset", "-c", "1"] if bench.pinned else []) + [
+        "wrk", f"-t{bench.threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *load.args,
+        f"http://{harness.HOST}:{bench.ports[row]}/"]
+    env = {**os.environ, **load.env, "BENCH_SEED": str(next(_SEEDS))}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = done.stdout
+    if done.returncode != 0 or "Non-2xx" in out:
+        raise SystemExit(f"wrk on {row} (port {bench.ports[row]}) failed:\n{out}{done.stderr}")
 
     def latency(pct: str) -> float:
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -106,32 +201,272 @@ def wrk(port: int, token: str, seconds: int, connections: int) -> dict:
             "requests": int(total.group(1)) if total else 0}
 
 
-def run(title: str, envoy_ports: dict[str, int], token: str, args) -> dict[str, dict]:
-    samples: dict[str, list[dict]] = {name: [] for name in ROWS}
+def measure(bench: Bench, rows: list[str], load: Load, args) -> dict[str, dict]:
+    """Medians over interleaved rounds, so that drift on the machine spreads over every row."""
+    samples: dict[str, list[dict]] = {name: [] for name in rows}
     for _ in range(args.rounds):
-        for name in ROWS:
-            samples[name].append(wrk(envoy_ports[name], token, args.seconds, args.connections))
-    table = {name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99")}
-             for name, runs in samples.items()}
-    print(f"\n{title}: {args.rounds} interleaved rounds of {args.seconds}s, wrk -t1 -c{args.connections}, "
-          "Envoy --concurrency 1" + (", Envoy on CPU 0 and wrk on CPU 1" if PINNED else ""))
-    print(f"{'listener':<14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}   vs native")
-    for name in ROWS:
-        row = table[name]
+        for name in rows:
+            samples[name].append(wrk(bench, name, load, args.seconds, args.connections))
+    return {name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99")}
+            for name, runs in samples.items()}
+
+
+def soak(bench: Bench, row: str, load: Load, total: int, connections: int) -> int:
+    sent = 0
+    while sent < total:
+        sent += wrk(bench, row, load, 10, connections)["requests"]
+    return sent
+
+
+# --------------------------------------------------------------------------- output
+
+
+@dataclass
+class Table:
+    """One benchmark's rows: printed, written as markdown, and drawn (req/s with `ratios`)."""
+    name: str
+    conditions: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str]
+    rps: dict[str, float]
+    ratios: dict[str, str]
+
+    def text(self) -> str:
+        widths = [max(len(row[i]) for row in [self.header, *self.rows]) for i in range(len(self.header))]
+
+        def line(cells: list[str]) -> str:  # the first and last columns are words, the rest numbers
+            inner = "".join(f"{c:>{w + 2}}" for c, w in zip(cells[1:-1], widths[1:-1]))
+            return f"{cells[0]:<{widths[0]}}{inner}   {cells[-1]}".rstrip()
+
+        return "\n".join([f"\n{self.name}: {self.conditions}", line(self.header), *map(line, self.rows), *self.notes])
+
+    def markdown(self) -> str:
+        align = ["---", *["--:"] * (len(self.header) - 2), "---"]
+        lines = [f"### {self.name}", "", self.conditions, "", *("| " + " | ".join(r) + " |" for r in (self.header, align, *self.rows))]
+        return "\n".join([*lines, "", *(f"{note}  " for note in self.notes)])
+
+
+def latency_cells(row: dict) -> list[str]:
+    return [f"{row['rps']:.0f}", f"{row['p50']:.3f}", f"{row['p99']:.3f}"]
+
+
+def write_markdown(tables: list[Table], memory: list[str]) -> Path:
+    path = OUT / "bench.md"
+    parts = [t.markdown() for t in tables]
+    if memory:
+        parts.append("### Memory\n\n" + "\n".join(f"{line}  " for line in memory))
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
+
+
+def chart(tables: list[Table]) -> Path | None:
+    try:
+        import matplotlib
+    except ImportError:
+        print("no chart: matplotlib is not installed (pip install -r envoy-test/bench-requirements.txt)")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(tables), 1, figsize=(10, 1.2 + 0.45 * sum(len(t.rps) + 1 for t in tables)),
+                             gridspec_kw={"height_ratios": [len(t.rps) + 1 for t in tables]}, squeeze=False)
+    for ax, table in zip(axes[:, 0], tables):
+        names = list(table.rps)[::-1]
+        values = [table.rps[n] for n in names]
+        bars = ax.barh(names, values, color=["tab:orange" if n.startswith("wasm") else "tab:blue" for n in names])
+        for bar, name in zip(bars, names):
+            label = f" {table.rps[name]:,.0f}" + (f"  ({table.ratios[name]})" if name in table.ratios else "")
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=8)
+        ax.set_xlim(0, max(values) * 1.6)
+        ax.set_title(table.name, fontsize=9, loc="left")
+        ax.tick_params(labelsize=8)
+    axes[-1, 0].set_xlabel("requests per second (median of rounds)")
+    fig.tight_layout()
+    path = OUT / "bench.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- one token
+
+
+def one_token_filters(jwks_json: str) -> dict[str, list[dict]]:
+    return {
+        "none": [],
+        "native": native(jwks_json),
+        "native-cache": native(jwks_json, {"jwt_cache_size": 1024}),
+        "wasm-floor": [harness.wasm_filter("wasm-floor", {}, FLOOR)],
+        "wasm-cache": wasm("wasm-cache", jwks_json),
+        "wasm-nocache": wasm("wasm-nocache", jwks_json, jwtCacheSize=0),
+        "wasm-module": wasm("wasm-module", jwks_json, jwtCacheSize=0, signatureVerifier="wasm"),
+    }
+
+
+def one_token_table(title: str, bench: Bench, token: str, args) -> Table:
+    table = measure(bench, ONE_TOKEN_ROWS, one_token(token), args)
+    rows, ratios = [], {}
+    for name in ONE_TOKEN_ROWS:
         base = "native-cache" if name in ("wasm-cache", "wasm-floor") else "native"
-        ratio = f"{row['rps'] / table[base]['rps']:.2f}x {base}" if name.startswith("wasm") else ""
-        print(f"{name:<14}{row['rps']:>10.0f}{row['p50']:>9.3f}{row['p99']:>9.3f}   {ratio}")
+        if name.startswith("wasm"):
+            ratios[name] = f"{table[name]['rps'] / table[base]['rps']:.2f}x {base}"
+        rows.append([name, *latency_cells(table[name]), ratios.get(name, "")])
     over_none = {n: 1e6 / table[n]["rps"] - 1e6 / table["none"]["rps"] for n in ("native-cache", "wasm-floor", "wasm-cache")}
-    print(f"per request over `none`: native-cache {over_none['native-cache']:.2f} us, wasm-floor "
-          f"{over_none['wasm-floor']:.2f} us, wasm-cache {over_none['wasm-cache']:.2f} us "
-          f"(filter logic {over_none['wasm-cache'] - over_none['wasm-floor']:.2f} us above the floor)")
-    return table
+    notes = [f"per request over `none`: native-cache {over_none['native-cache']:.2f} us, wasm-floor "
+             f"{over_none['wasm-floor']:.2f} us, wasm-cache {over_none['wasm-cache']:.2f} us "
+             f"(filter logic {over_none['wasm-cache'] - over_none['wasm-floor']:.2f} us above the floor)",
+             f"wasm-cache / wasm-floor: {table['wasm-cache']['rps'] / table['wasm-floor']['rps']:.2f}x"]
+    return Table(f"One token, {title}", bench.conditions(args), ["listener", "req/s", "p50 ms", "p99 ms", "vs native"],
+                 rows, notes, {n: table[n]["rps"] for n in ONE_TOKEN_ROWS}, ratios)
 
 
-def memory(envoy: harness.Envoy) -> int:
-    _, text = envoy.admin_get("/stats?filter=mesh_authn\\.wasm-cache\\.vm_memory_bytes$")
-    values = [int(l.rsplit(":", 1)[1]) for l in text.splitlines() if l.strip()]
-    return max(values) if values else -1
+def vm_memory(envoy: harness.Envoy, plugin: str) -> int | None:
+    return stats(envoy, harness.filter_stat(plugin, "vm_memory_bytes"))[0]
+
+
+def kib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 1024:.0f} KiB"
+
+
+def run_one_token(jwks_json: str, rsa: Key, ec: Key, args) -> tuple[list[Table], list[str]]:
+    with start(one_token_filters(jwks_json), 1) as bench:
+        rs256 = mint(rsa, "RS256", rsa.kid, claims(sub="bench", lifetime=TOKEN_LIFETIME))
+        es256 = mint(ec, "ES256", ec.kid, claims(sub="bench", lifetime=TOKEN_LIFETIME))
+        for name, port in bench.ports.items():  # warm-up, and every listener must accept the tokens
+            for token in (rs256, es256):
+                status = harness.request(port, headers={"Authorization": f"Bearer {token}"}).status
+                assert status == 200, (name, status)
+        tables = []
+        for title, token in (("RS256-2048", rs256), ("ES256", es256)):
+            tables.append(one_token_table(title, bench, token, args))
+            print(tables[-1].text())
+
+        before = vm_memory(bench.envoy, "wasm-cache")
+        sent = soak(bench, "wasm-cache", one_token(rs256), args.soak, args.connections)
+        memory = [f"VM linear memory (one token, wasm-cache): {kib(before)} before, "
+                  f"{kib(vm_memory(bench.envoy, 'wasm-cache'))} after {sent} more requests"]
+    print("\n" + memory[0])
+    return tables, memory
+
+
+# --------------------------------------------------------------------------- many users
+
+
+def mint_users(key: Key, users: int, path: Path) -> None:
+    """One token per user, `sub` user-<rank>, the most active first; one a line."""
+    def one(rank: int) -> str:
+        return mint(key, "RS256", key.kid, claims(sub=f"user-{rank}", lifetime=TOKEN_LIFETIME))
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # signing releases the GIL
+        path.write_text("\n".join(pool.map(one, range(1, users + 1))) + "\n")
+
+
+def many_users_filters(jwks_json: str, large: int) -> dict[str, list[dict]]:
+    return {
+        "istio": native(jwks_json),
+        "native-default": native(jwks_json, {}),  # an empty jwt_cache_config: 100 tokens per worker
+        "native-large": native(jwks_json, {"jwt_cache_size": large}),
+        "wasm": wasm("wasm", jwks_json),
+    }
+
+
+def fill_cache(bench: Bench, tokens: Path, users: int, connections: int) -> None:
+    """Send every token at least once, then wait until the filter has counted every request."""
+    sent = 0
+    while sent < users:
+        sent += wrk(bench, "wasm", in_order(tokens, sent), 1, connections)["requests"]
+    harness.wait_for_flush(bench.envoy, "wasm")
+
+
+def cache_gauges(envoy: harness.Envoy) -> list[int | None]:
+    return stats(envoy, *(harness.filter_stat("wasm", f"jwt_cache_{g}") for g in ("entries", "bytes")))
+
+
+def probe_capacity(jwks_json: str, tokens: Path, args) -> int:
+    """How many of these tokens mesh-authn's cache holds (one worker, defaults) once every one was sent."""
+    with start({"wasm": wasm("wasm", jwks_json)}, 1) as bench:
+        fill_cache(bench, tokens, args.users, args.connections)
+        entries, size = cache_gauges(bench.envoy)
+    if entries is None:
+        print(f"the filter has no jwt_cache_entries gauge: native-large falls back to jwt_cache_size {LARGE_FALLBACK}")
+        return LARGE_FALLBACK
+    print(f"mesh-authn's cache holds {entries} of the {args.users} tokens in {kib(size)}: "
+          f"native-large gets jwt_cache_size {entries}")
+    return entries
+
+
+def cache_counts(bench: Bench, row: str) -> tuple[int, int] | None:
+    """(hits, misses) so far, or None where the filter does not count them."""
+    if row == "wasm":
+        harness.wait_for_flush(bench.envoy, row)  # the module adds its counts once a second
+        names = [harness.filter_stat(row, f"jwt_cache_{c}") for c in ("hit", "miss")]
+    else:
+        names = [f"http.{row}.jwt_authn.jwt_cache_{c}" for c in ("hit", "miss")]
+    hits, misses = stats(bench.envoy, *names)
+    return None if hits is None or misses is None else (hits, misses)
+
+
+def hit_ratio(before, after) -> str:
+    if before is None or after is None:
+        return "n/a"
+    hits, misses = after[0] - before[0], after[1] - before[1]
+    return f"{100 * hits / (hits + misses):.1f}%" if hits + misses else "n/a"
+
+
+def many_users_table(bench: Bench, tokens: Path, large: int, args) -> Table:
+    load = zipf(tokens, args.zipf_s)
+    for name in MANY_USERS_ROWS:  # caches at their steady state before anything is measured
+        wrk(bench, name, load, WARMUP_SECONDS, args.connections)
+    before = {name: cache_counts(bench, name) for name in CACHED_ROWS}
+    table = measure(bench, MANY_USERS_ROWS, load, args)
+    hits = {name: hit_ratio(before[name], cache_counts(bench, name)) for name in CACHED_ROWS}
+    what = {"istio": "native, no cache (Istio as deployed)",
+            "native-default": "native, jwt_cache_config {} (100 per worker)",
+            "native-large": f"native, jwt_cache_size {large} (as many as mesh-authn holds)",
+            "wasm": f"mesh-authn, defaults (jwtCacheBytes {CACHE_BUDGET >> 20} MiB per VM)"}
+    rows = [[name, *latency_cells(table[name]), hits.get(name, "-"), what[name]] for name in MANY_USERS_ROWS]
+    wasm_over = {name: table["wasm"]["rps"] / table[name]["rps"] for name in MANY_USERS_ROWS[:-1]}
+    notes = [", ".join(f"wasm / {name} {ratio:.2f}x" for name, ratio in wasm_over.items())]
+    conditions = (f"{args.users} RS256 tokens, Zipf s={args.zipf_s}; {bench.conditions(args)}, "
+                  f"after a {WARMUP_SECONDS}s warm-up per row")
+    return Table(f"Many users, --concurrency {bench.envoy.concurrency}", conditions, ["listener", "req/s", "p50 ms", "p99 ms", "cache hits", "what"], rows, notes,
+                 {n: table[n]["rps"] for n in MANY_USERS_ROWS}, {n: f"wasm {r:.2f}x" for n, r in wasm_over.items()})
+
+
+def many_users_soak(jwks_json: str, tokens: Path, args) -> list[str]:
+    """VM memory and the cache's bytes, full of these tokens and after --soak more requests."""
+    with start({"wasm": wasm("wasm", jwks_json)}, 1) as bench:
+        fill_cache(bench, tokens, args.users, args.connections)
+        memory, (_, cached) = vm_memory(bench.envoy, "wasm"), cache_gauges(bench.envoy)
+        sent = soak(bench, "wasm", zipf(tokens, args.zipf_s), args.soak, args.connections)
+        harness.wait_for_flush(bench.envoy, "wasm")
+        memory_after, (entries, cached_after) = vm_memory(bench.envoy, "wasm"), cache_gauges(bench.envoy)
+
+    return [f"VM linear memory (many users, wasm, --concurrency 1): {kib(memory)} with every token sent once, "
+            f"{kib(memory_after)} after {sent} more requests",
+            f"its token cache (jwt_cache_bytes): {kib(cached)} then {kib(cached_after)} "
+            f"({'n/a' if entries is None else entries} entries), budget {kib(CACHE_BUDGET)} (jwtCacheBytes)"]
+
+
+def run_many_users(jwks_json: str, rsa: Key, args) -> tuple[list[Table], list[str]]:
+    tokens = harness.scratch_dir("mesh-authn-bench-tokens-") / "tokens.txt"
+    with timed("minting"):
+        mint_users(rsa, args.users, tokens)
+    print(f"\nminted {args.users} RS256 tokens in {TIMES['minting']:.1f} s")
+    large = args.native_large_size
+    if large is None:
+        with timed("probe"):
+            large = probe_capacity(jwks_json, tokens, args)
+    tables = []
+    for concurrency in (1, 2):
+        with timed(f"many users c{concurrency}"), start(many_users_filters(jwks_json, large), concurrency) as bench:
+            tables.append(many_users_table(bench, tokens, large, args))
+        print(tables[-1].text())
+    with timed("many-users soak"):
+        memory = many_users_soak(jwks_json, tokens, args)
+    print("\n" + "\n".join(memory))
+    return tables, memory
 
 
 def main() -> int:
@@ -140,6 +475,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--soak", type=int, default=1_000_000)
+    ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--zipf-s", type=float, default=1.0)
+    ap.add_argument("--native-large-size", type=int, help="jwt_cache_size of native-large (default: probed)")
+    ap.add_argument("--only", choices=["one-token", "many-users", "all"], default="all")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk (or `make bench`, which does)")
@@ -148,25 +487,22 @@ def main() -> int:
 
     rsa, ec = rsa_key("bench-rsa"), ec_key("bench-ec")
     set_json = jwks(rsa.jwk(), ec.jwk())
-    envoy, ports = start(set_json, harness.scratch_dir("mesh-authn-bench-"))
-    try:
-        rs256 = mint(rsa, "RS256", rsa.kid, claims(sub="bench", lifetime=7200))
-        es256 = mint(ec, "ES256", ec.kid, claims(sub="bench", lifetime=7200))
-        for name, port in ports.items():  # warm-up, and every listener must accept the tokens
-            for token in (rs256, es256):
-                status = harness.request(port, headers={"Authorization": f"Bearer {token}"}).status
-                assert status == 200, (name, status)
-        run("RS256-2048", ports, rs256, args)
-        run("ES256", ports, es256, args)
+    tables, memory = [], []
+    if args.only in ("one-token", "all"):
+        with timed("one token"):
+            part = run_one_token(set_json, rsa, ec, args)
+        tables += part[0]
+        memory += part[1]
+    if args.only in ("many-users", "all"):
+        part = run_many_users(set_json, rsa, args)
+        tables += part[0]
+        memory += part[1]
 
-        before = memory(envoy)
-        sent = 0
-        while sent < args.soak:
-            sent += wrk(ports["wasm-cache"], rs256, 10, args.connections)["requests"]
-        print(f"\nVM linear memory (wasm-cache): {before / 1024:.0f} KiB before, "
-              f"{memory(envoy) / 1024:.0f} KiB after {sent} more requests")
-    finally:
-        envoy.stop()
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"\ntables: {write_markdown(tables, memory)}")
+    if png := chart(tables):
+        print(f"chart: {png}")
+    print("time: " + ", ".join(f"{part} {seconds:.0f} s" for part, seconds in TIMES.items()))
     return 0
 
 
