@@ -243,8 +243,11 @@ class Table:
 
     def markdown(self) -> str:
         align = ["---", *["--:"] * (len(self.header) - 2), "---"]
-        lines = [f"### {self.name}", "", self.conditions, "", *("| " + " | ".join(r) + " |" for r in (self.header, align, *self.rows))]
-        return "\n".join([*lines, "", *(f"{note}  " for note in self.notes)])
+        grid = ("| " + " | ".join(row) + " |" for row in (self.header, align, *self.rows))
+        return "\n".join([f"### {self.name}", "", self.conditions, "", *grid, "", *(f"{n}  " for n in self.notes)])
+
+
+LATENCY_HEADER = ["listener", "req/s", "p50 ms", "p99 ms"]
 
 
 def latency_cells(row: dict) -> list[str]:
@@ -317,7 +320,7 @@ def one_token_table(title: str, bench: Bench, token: str, args) -> Table:
              f"{over_none['wasm-floor']:.2f} us, wasm-cache {over_none['wasm-cache']:.2f} us "
              f"(filter logic {over_none['wasm-cache'] - over_none['wasm-floor']:.2f} us above the floor)",
              f"wasm-cache / wasm-floor: {table['wasm-cache']['rps'] / table['wasm-floor']['rps']:.2f}x"]
-    return Table(f"One token, {title}", bench.conditions(args), ["listener", "req/s", "p50 ms", "p99 ms", "vs native"],
+    return Table(f"One token, {title}", bench.conditions(args), [*LATENCY_HEADER, "vs native"],
                  rows, notes, {n: table[n]["rps"] for n in ONE_TOKEN_ROWS}, ratios)
 
 
@@ -339,13 +342,15 @@ def run_one_token(jwks_json: str, rsa: Key, ec: Key, args) -> tuple[list[Table],
                 assert status == 200, (name, status)
         tables = []
         for title, token in (("RS256-2048", rs256), ("ES256", es256)):
-            tables.append(one_token_table(title, bench, token, args))
+            with timed(f"one token {title}"):
+                tables.append(one_token_table(title, bench, token, args))
             print(tables[-1].text())
 
-        before = vm_memory(bench.envoy, "wasm-cache")
-        sent = soak(bench, "wasm-cache", one_token(rs256), args.soak, args.connections)
-        memory = [f"VM linear memory (one token, wasm-cache): {kib(before)} before, "
-                  f"{kib(vm_memory(bench.envoy, 'wasm-cache'))} after {sent} more requests"]
+        with timed("one-token soak"):
+            before = vm_memory(bench.envoy, "wasm-cache")
+            sent = soak(bench, "wasm-cache", one_token(rs256), args.soak, args.connections)
+            memory = [f"VM linear memory (one token, wasm-cache): {kib(before)} before, "
+                      f"{kib(vm_memory(bench.envoy, 'wasm-cache'))} after {sent} more requests"]
     print("\n" + memory[0])
     return tables, memory
 
@@ -430,8 +435,9 @@ def many_users_table(bench: Bench, tokens: Path, large: int, args) -> Table:
     notes = [", ".join(f"wasm / {name} {ratio:.2f}x" for name, ratio in wasm_over.items())]
     conditions = (f"{args.users} RS256 tokens, Zipf s={args.zipf_s}; {bench.conditions(args)}, "
                   f"after a {WARMUP_SECONDS}s warm-up per row")
-    return Table(f"Many users, --concurrency {bench.envoy.concurrency}", conditions, ["listener", "req/s", "p50 ms", "p99 ms", "cache hits", "what"], rows, notes,
-                 {n: table[n]["rps"] for n in MANY_USERS_ROWS}, {n: f"wasm {r:.2f}x" for n, r in wasm_over.items()})
+    return Table(f"Many users, --concurrency {bench.envoy.concurrency}", conditions,
+                 [*LATENCY_HEADER, "cache hits", "what"], rows, notes, {n: table[n]["rps"] for n in MANY_USERS_ROWS},
+                 {n: f"wasm / this {r:.2f}x" for n, r in wasm_over.items()})
 
 
 def many_users_soak(jwks_json: str, tokens: Path, args) -> list[str]:
@@ -489,8 +495,7 @@ def main() -> int:
     set_json = jwks(rsa.jwk(), ec.jwk())
     tables, memory = [], []
     if args.only in ("one-token", "all"):
-        with timed("one token"):
-            part = run_one_token(set_json, rsa, ec, args)
+        part = run_one_token(set_json, rsa, ec, args)
         tables += part[0]
         memory += part[1]
     if args.only in ("many-users", "all"):
