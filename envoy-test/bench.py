@@ -11,7 +11,7 @@ response so only the filters differ:
   native-cache    jwt_authn with jwt_cache_config (jwt_cache_size 1024)
   wasm-floor      a wasm module that makes the host calls wasm-cache makes and does nothing else
                   (envoy-test/floor): the cost of the proxy-wasm ABI itself
-  wasm-cache      mesh-authn, defaults (host verify_signature, jwtCacheBytes 4 MiB)
+  wasm-cache      mesh-authn, defaults (host verify_signature, verified-token cache)
   wasm-nocache    mesh-authn, jwtCacheSize 0 (every request verified by the host)
   wasm-module     mesh-authn, signatureVerifier "wasm", jwtCacheSize 0 (verified in the module)
 Each is driven by wrk in interleaved rounds with the same token, for RS256-2048 and ES256. Prints
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import re
 import shutil
@@ -63,7 +64,9 @@ FLOOR = harness.REPO / "target" / "wasm32-wasip1" / "release" / "wasm_floor.wasm
 ZIPF_LUA = Path(__file__).resolve().parent / "bench_zipf.lua"
 OUT = harness.REPO / "target" / "bench"
 WARMUP_SECONDS = 3
-CACHE_BUDGET = 4 << 20  # mesh-authn's default jwtCacheBytes
+# mesh-authn's default jwtCacheBytes, as the generated schema states it.
+CACHE_BUDGET = json.loads((harness.REPO / "config-schema" / "plugin-config.schema.json").read_text())[
+    "properties"]["jwtCacheBytes"]["default"]
 LARGE_FALLBACK = 1024
 TOKEN_LIFETIME = 7200
 

@@ -74,7 +74,7 @@ pub struct PluginConfig {
     /// FIPS-pinned deployments). Other algorithms are always checked in the module.
     #[serde(default)]
     pub signature_verifier: SignatureVerifier,
-    /// Memory the verified-token cache of one VM may hold, in bytes (default 4 MiB; each worker
+    /// Memory the verified-token cache of one VM may hold, in bytes (default 8 MiB; each worker
     /// has its own VM). `exp` and `nbf` are checked on every use; the cache empties when keys
     /// change; tokens over 4 KiB are not cached. 0 disables it.
     #[serde(default = "default_jwt_cache_bytes")]
