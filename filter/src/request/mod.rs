@@ -49,10 +49,17 @@ impl Request {
         }
     }
 
-    /// From the host's encoded header map, without copying it when it is valid UTF-8 (it nearly
-    /// always is); otherwise invalid bytes become U+FFFD, which can never form a valid token.
-    pub fn from_wire(bytes: Vec<u8>) -> Option<Self> {
+    /// From the host's encoded header map, without copying it when its names and values are
+    /// valid UTF-8 (they nearly always are); otherwise invalid bytes become U+FFFD, which can
+    /// never form a valid token.
+    pub fn from_wire(mut bytes: Vec<u8>) -> Option<Self> {
         let ranges = wire::map_ranges(&bytes)?;
+        // The length table before the names is binary (a length byte of 0x80 or more is not
+        // UTF-8): blanked, so that only the names and values decide.
+        let table = ranges.first().map_or(bytes.len(), |(k, _)| k.start);
+        if let Some(t) = bytes.get_mut(..table) {
+            t.fill(0);
+        }
         match String::from_utf8(bytes) {
             Ok(text)
                 if ranges.iter().all(|(k, v)| {
@@ -65,8 +72,8 @@ impl Request {
                     connection: Connection::default(),
                 })
             }
-            Ok(text) => wire::decode_map(text.as_bytes()).map(Self::new),
-            Err(e) => wire::decode_map(e.as_bytes()).map(Self::new),
+            Ok(text) => Some(Self::new(wire::decode_ranges(text.as_bytes(), ranges))),
+            Err(e) => Some(Self::new(wire::decode_ranges(e.as_bytes(), ranges))),
         }
     }
 
@@ -189,6 +196,18 @@ mod tests {
         let r = Request::from_wire(bad).unwrap();
         assert_eq!(r.header("authorization"), Some("Bearer \u{fffd}"));
         assert!(Request::from_wire(vec![9, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn from_wire_keeps_the_hosts_buffer_whatever_the_lengths() {
+        // 0xFD and 0x80 in the length table: not UTF-8, and no reason to copy every header.
+        let token = format!("Bearer {}", "t".repeat(246));
+        let name = "x".repeat(128);
+        let encoded = wire::encode_map(&[("authorization", &token), (&name, "v")]);
+        let r = Request::from_wire(encoded.clone()).unwrap();
+        assert_eq!(r.text.len(), encoded.len(), "the host's buffer, not a copy");
+        assert_eq!(r.header("authorization"), Some(token.as_str()));
+        assert_eq!(r.header(&name), Some("v"));
     }
 
     #[test]

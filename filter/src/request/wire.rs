@@ -55,13 +55,19 @@ pub fn map_ranges(bytes: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
 
 /// Inverse of `encode_map`; invalid UTF-8 becomes U+FFFD, which can never form a valid token.
 pub fn decode_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    Some(decode_ranges(bytes, map_ranges(bytes)?))
+}
+
+/// The pairs at `ranges` (from `map_ranges`), invalid UTF-8 as U+FFFD.
+pub fn decode_ranges(
+    bytes: &[u8],
+    ranges: Vec<(Range<usize>, Range<usize>)>,
+) -> Vec<(String, String)> {
     let text = |r: Range<usize>| String::from_utf8_lossy(bytes.get(r).unwrap_or(&[])).into_owned();
-    Some(
-        map_ranges(bytes)?
-            .into_iter()
-            .map(|(k, v)| (text(k), text(v)))
-            .collect(),
-    )
+    ranges
+        .into_iter()
+        .map(|(k, v)| (text(k), text(v)))
+        .collect()
 }
 
 /// A boolean property value: Envoy serializes it as one byte.
