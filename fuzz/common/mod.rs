@@ -72,7 +72,7 @@ pub fn header_lines(text: &str) -> Vec<(String, String)> {
 /// (cold, then warm) as without it.
 pub fn decide(cfg: &Config, req: &Request) -> Verdict {
     let v = authn::authenticate(cfg, req, NOW, &mut Env::new(&NoRemotes));
-    let mut cache = TokenCache::new(8);
+    let mut cache = TokenCache::new(1 << 20, 8);
     for round in ["cold", "warm"] {
         let mut env = Env::new(&NoRemotes);
         env.cache = Some(&mut cache);
