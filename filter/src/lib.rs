@@ -1,7 +1,7 @@
 //! mesh-authn: Istio's end-user (JWT) and peer authentication as a proxy-wasm HTTP filter.
 //!
 //! Layers, each using only those above it:
-//! - `error`: why a request or a configuration was refused;
+//! - `error`: why a request or a configuration was refused; `json`: JSON with one meaning;
 //! - `crypto`: signature algorithms, keys, and who verifies (the module or the host);
 //! - `jwt`: compact JWS parsing, claims, key sets, the verified-token cache;
 //! - `request`: the header view, the wire encoding it comes in, token locations, trigger paths;
@@ -19,6 +19,7 @@ pub mod authn;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod json;
 pub mod jwt;
 pub mod peer;
 pub mod remote;

@@ -103,6 +103,8 @@ pub struct Config {
     pub http_only_field: Option<&'static str>,
     /// Keys that were skipped while loading JWKS, for the configure-time log.
     pub warnings: Vec<String>,
+    /// Inline key sets longer than `jwks::MAX_KEYS`, counted once configured.
+    pub keys_cut: u64,
 }
 
 /// Parses and compiles `pluginConfig` for the workload `node` describes (its namespace and the
@@ -123,6 +125,9 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
     } else {
         bytes
     };
+    if let Err((path, why)) = crate::json::check_unique_members(bytes) {
+        return Err(ConfigError::new(path.trim_start_matches('.'), why));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(&mut de);
     let cfg = parsed.map_err(|e| {
@@ -140,6 +145,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
     let mut locations: Vec<Location> = Vec::new();
     let mut output_headers: Vec<String> = Vec::new();
     let mut warnings = Vec::new();
+    let mut keys_cut = 0;
 
     for (i, r) in raw.jwt_rules.iter().enumerate() {
         let at = |f: &str| format!("jwtRules[{i}].{f}");
@@ -166,6 +172,10 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
                 let (jwks, skipped) =
                     jwks::parse(inline.as_bytes()).map_err(|e| e.within(&at("jwks")))?;
                 warnings.extend(skipped.into_iter().map(|w| format!("{}: {w}", at("jwks"))));
+                if let Some(n) = jwks.cut_from {
+                    warnings.push(format!("{}: {}", at("jwks"), jwks::cut_warning(n)));
+                    keys_cut += 1;
+                }
                 KeySource::Inline(jwks)
             }
             (None, uri) => {
@@ -374,6 +384,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         trigger_rules,
         http_only_field: raw.http_only_field(),
         warnings,
+        keys_cut,
     })
 }
 
@@ -656,6 +667,40 @@ mod tests {
                 "{json}: {err} does not name {field}"
             );
         }
+    }
+
+    #[test]
+    fn repeated_members_are_refused_naming_them() {
+        let cases = [
+            (rule(r#","issuer":"other""#), "jwtRules[0].issuer"),
+            (
+                r#"{"portLevelMtls":{"8080":{"mode":"STRICT"},"8080":{"mode":"DISABLE"}}}"#
+                    .to_string(),
+                "portLevelMtls.8080",
+            ),
+            (
+                r#"{"requireToken":true,"requireToken":false}"#.to_string(),
+                "requireToken",
+            ),
+            (
+                r#"{"peerAuthentications":[{"metadata":{"name":"a","name":"b"},"spec":{}}]}"#
+                    .to_string(),
+                "peerAuthentications[0].metadata.name",
+            ),
+        ];
+        for (json, field) in cases {
+            let err = cfg(&json).unwrap_err();
+            assert_eq!(err.field, field, "{json}: {err}");
+            assert!(err.message.contains("twice"), "{err}");
+        }
+        let dup_key = JWKS.replace(r#""kid":"k""#, r#""kid":"k","kid":"j""#);
+        let inline = format!(
+            r#"{{"jwtRules":[{{"issuer":"i","jwks":{}}}]}}"#,
+            serde_json::to_string(&dup_key).unwrap()
+        );
+        let err = cfg(&inline).unwrap_err();
+        assert!(err.field.starts_with("jwtRules[0].jwks"), "{err}");
+        assert!(err.message.contains("duplicate member"), "{err}");
     }
 
     #[test]

@@ -56,9 +56,26 @@ impl Key {
         })
     }
 
-    /// From the curve's JOSE name and the point's big-endian coordinates.
+    /// From the curve's JOSE name and the point's big-endian coordinates. RFC 7518 §6.2.1.2 asks
+    /// for the full field size, but some libraries drop leading zero bytes (about one P-256 key in
+    /// 128 then has a 31-byte coordinate), and Envoy reads the coordinates as integers, so shorter
+    /// ones are left-padded; longer ones are refused. The point is checked to be on the curve.
     pub fn ec(crv: &str, x: &[u8], y: &[u8]) -> Result<Self, String> {
-        let sec1 = [&[0x04][..], x, y].concat();
+        let field_bytes = match crv {
+            "P-256" => 32,
+            "P-384" => 48,
+            "P-521" => 66,
+            other => return Err(format!("EC curve {other:?} is not supported")),
+        };
+        let mut sec1 = Vec::with_capacity(1 + 2 * field_bytes);
+        sec1.push(0x04);
+        for (name, c) in [("x", x), ("y", y)] {
+            let pad = field_bytes.checked_sub(c.len()).ok_or_else(|| {
+                format!("[{name}] is longer than {crv}'s {field_bytes}-byte coordinates")
+            })?;
+            sec1.resize(sec1.len() + pad, 0);
+            sec1.extend_from_slice(c);
+        }
         let (material, host_der) = match crv {
             "P-256" => {
                 let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
@@ -180,8 +197,31 @@ mod tests {
             key.host_der.unwrap(),
             [&prefix[..], &[0], point.as_bytes()].concat()
         );
-        // Coordinates of another length are not a point of the curve.
-        assert!(Key::ec("P-521", &point.x().unwrap()[1..], point.y().unwrap()).is_err());
+        // Coordinates longer than the field are refused; a P-521 point is not a P-384 one.
+        let long_x = [&[0u8][..], point.x().unwrap()].concat();
+        assert!(Key::ec("P-521", &long_x, point.y().unwrap()).is_err());
         assert!(Key::ec("P-384", point.x().unwrap(), point.y().unwrap()).is_err());
+    }
+
+    #[test]
+    fn short_coordinates_are_left_padded() {
+        // A P-256 key whose x starts with a zero byte, written without it.
+        let (sk, x, y) = (1u32..100_000)
+            .find_map(|seed| {
+                let mut scalar = [7u8; 32];
+                scalar[28..].copy_from_slice(&seed.to_be_bytes());
+                let sk = p256::ecdsa::SigningKey::from_slice(&scalar).ok()?;
+                let p = sk.verifying_key().to_encoded_point(false);
+                let (x, y) = (p.x()?.to_vec(), p.y()?.to_vec());
+                (x[0] == 0).then_some((sk, x, y))
+            })
+            .unwrap();
+        let short = Key::ec("P-256", &x[1..], &y).unwrap();
+        let full = Key::ec("P-256", &x, &y).unwrap();
+        assert_eq!(short.host_der, full.host_der);
+        assert!(matches!(short.material, KeyMaterial::P256(k) if k == *sk.verifying_key()));
+        // Not on the curve once padded: still refused.
+        assert!(Key::ec("P-256", &x[1..], &[1u8; 31]).is_err());
+        assert!(Key::ec("P-256", &[], &y).is_err());
     }
 }

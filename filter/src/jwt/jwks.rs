@@ -6,11 +6,14 @@ use serde_json::{Map, Value};
 use super::B64URL;
 use crate::crypto::{Alg, Key};
 use crate::error::ConfigError;
+use crate::json;
 
 /// A JWKS larger than this is refused unread.
 pub const MAX_JWKS_BYTES: usize = 512 * 1024;
-/// Keys beyond this count are ignored.
-pub const MAX_KEYS: usize = 256;
+/// Keys beyond this count are not used, and the cut is logged and counted (`jwks_keys_cut`).
+/// Envoy takes every key; within `MAX_JWKS_BYTES` only a set of small keys can be longer (about
+/// 1 300 RSA-2048 or 4 000 P-256 keys fit), and no published set comes near it.
+pub const MAX_KEYS: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct Jwk {
@@ -22,6 +25,8 @@ pub struct Jwk {
 #[derive(Debug, Clone, Default)]
 pub struct Jwks {
     pub keys: Vec<Jwk>,
+    /// How many keys the document had, when that was more than `MAX_KEYS`.
+    pub cut_from: Option<usize>,
 }
 
 impl Jwks {
@@ -49,7 +54,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Jwks, Vec<String>), ConfigError> {
             "JWKS larger than {MAX_JWKS_BYTES} bytes"
         )));
     }
-    let doc: Value = serde_json::from_slice(bytes)
+    let doc = json::from_slice(bytes)
         .map_err(|e| ConfigError::here(format!("JWKS is not valid JSON: {e}")))?;
     let Some(Value::Array(raw_keys)) = doc.get("keys") else {
         return Err(ConfigError::here(
@@ -68,9 +73,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Jwks, Vec<String>), ConfigError> {
             Err(e) => skipped.push(format!("keys[{i}] skipped: {e}")),
         }
     }
-    if raw_keys.len() > MAX_KEYS {
-        skipped.push(format!("keys beyond the first {MAX_KEYS} ignored"));
-    }
+    let cut_from = (raw_keys.len() > MAX_KEYS).then_some(raw_keys.len());
     if keys.is_empty() {
         let why = if skipped.is_empty() {
             String::new()
@@ -82,7 +85,12 @@ pub fn parse(bytes: &[u8]) -> Result<(Jwks, Vec<String>), ConfigError> {
             format!("JWKS has no usable key{why}"),
         ));
     }
-    Ok((Jwks { keys }, skipped))
+    Ok((Jwks { keys, cut_from }, skipped))
+}
+
+/// What is logged when a set is cut.
+pub fn cut_warning(keys_in_document: usize) -> String {
+    format!("the key set has {keys_in_document} keys; only the first {MAX_KEYS} are used")
 }
 
 fn field<'a>(k: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
@@ -101,9 +109,11 @@ fn bytes(k: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
 }
 
 fn parse_key(k: &Map<String, Value>) -> Result<Jwk, String> {
+    // `jwt-svid` marks a SPIFFE trust bundle's JWT signing keys (SPIFFE Trust Domain and Bundle
+    // §4.2.2); `x509-svid` and `enc` keys must not verify JWTs.
     if let Some(usage) = field(k, "use")? {
-        if usage != "sig" {
-            return Err(format!("[use] is {usage:?}, not \"sig\""));
+        if usage != "sig" && usage != "jwt-svid" {
+            return Err(format!("[use] is {usage:?}, not \"sig\" or \"jwt-svid\""));
         }
     }
     let kid = field(k, "kid")?.map(String::from);
@@ -172,6 +182,41 @@ mod tests {
         let (j, skipped) = parse(set(&all).as_bytes()).unwrap();
         assert_eq!(j.keys.len(), 1);
         assert_eq!(skipped.len(), bad.len(), "{skipped:?}");
+    }
+
+    #[test]
+    fn spiffe_bundle_signing_keys_are_used() {
+        let bundle = format!(
+            r#"{{"keys":[{},{}],"spiffe_sequence":3,"spiffe_refresh_hint":300}}"#,
+            EC.replace(r#""kid":"ec1""#, r#""kid":"ec1","use":"jwt-svid""#),
+            r#"{"kty":"EC","crv":"P-256","use":"x509-svid","x5c":["AA=="],"x":"AA","y":"AA"}"#
+        );
+        let (j, skipped) = parse(bundle.as_bytes()).unwrap();
+        assert_eq!(j.keys.len(), 1);
+        assert_eq!(j.keys[0].kid.as_deref(), Some("ec1"));
+        assert!(skipped[0].contains("x509-svid"), "{skipped:?}");
+    }
+
+    #[test]
+    fn long_sets_are_cut_and_say_so() {
+        let keys = vec![OCT; MAX_KEYS + 5];
+        let (j, _) = parse(set(&keys).as_bytes()).unwrap();
+        assert_eq!(j.keys.len(), MAX_KEYS);
+        assert_eq!(j.cut_from, Some(MAX_KEYS + 5));
+        let (j, _) = parse(set(&keys[..MAX_KEYS]).as_bytes()).unwrap();
+        assert_eq!((j.keys.len(), j.cut_from), (MAX_KEYS, None));
+    }
+
+    #[test]
+    fn repeated_members_refuse_the_set() {
+        for doc in [
+            r#"{"keys":[],"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#,
+            r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","k":"b3RoZXI"}]}"#,
+            r#"{"keys":[{"kty":"oct","kid":"a","kid":"b","k":"c2VjcmV0"}]}"#,
+        ] {
+            let e = parse(doc.as_bytes()).unwrap_err();
+            assert!(e.message.contains("duplicate member"), "{doc}: {e}");
+        }
     }
 
     #[test]

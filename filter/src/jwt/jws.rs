@@ -8,6 +8,7 @@ use super::claims::Claims;
 use super::B64URL;
 use crate::crypto::{Alg, Key, Verifier};
 use crate::error::AuthError;
+use crate::json;
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
@@ -76,8 +77,9 @@ fn decode_object(
     bad_json: AuthError,
 ) -> Result<Map<String, Value>, AuthError> {
     let bytes = B64URL.decode(segment).map_err(|_| bad_base64)?;
-    // serde_json bounds nesting depth (128), so hostile JSON cannot exhaust the stack.
-    match serde_json::from_slice::<Value>(&bytes) {
+    // Bounded nesting (128), so hostile JSON cannot exhaust the stack; a member named twice is
+    // refused, as Envoy's parser refuses it.
+    match json::from_slice(&bytes) {
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(bad_json),
     }
@@ -144,6 +146,26 @@ mod tests {
             ),
             (
                 format!("{}.{}.c", seg(ok_h), seg("\"s\"")),
+                AuthError::PayloadBadJson,
+            ),
+            (
+                tok(r#"{"alg":"none","alg":"RS256"}"#, ok_p),
+                AuthError::HeaderBadJson,
+            ),
+            (
+                tok(r#"{"alg":"RS256","kid":"a","kid":"b"}"#, ok_p),
+                AuthError::HeaderBadJson,
+            ),
+            (
+                tok(ok_h, r#"{"iss":"i","exp":1,"exp":99999999999}"#),
+                AuthError::PayloadBadJson,
+            ),
+            (
+                tok(ok_h, r#"{"iss":"a","iss":"i"}"#),
+                AuthError::PayloadBadJson,
+            ),
+            (
+                tok(ok_h, r#"{"iss":"i","x":{"y":1,"y":2}}"#),
                 AuthError::PayloadBadJson,
             ),
             (

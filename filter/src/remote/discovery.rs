@@ -17,7 +17,7 @@ pub struct KeysTarget {
 /// The document's `jwks_uri`, as an http(s) URL, and the cluster it is fetched through
 /// (`jwksCluster` when the rule names one, else Istio's cluster for its host and port).
 pub fn keys_target(spec: &RemoteJwks, document: &[u8]) -> Result<KeysTarget, String> {
-    let doc: Value = serde_json::from_slice(document)
+    let doc = crate::json::from_slice(document)
         .map_err(|e| format!("the discovery document is not JSON: {e}"))?;
     let uri = match doc.get("jwks_uri") {
         Some(Value::String(u)) => u,

@@ -107,8 +107,15 @@ pub enum Poll {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Published { keys: usize },
-    Failed { reason: String, retry_in_ms: u64 },
+    /// `cut_from`: the document's key count, when it had more than `jwks::MAX_KEYS`.
+    Published {
+        keys: usize,
+        cut_from: Option<usize>,
+    },
+    Failed {
+        reason: String,
+        retry_in_ms: u64,
+    },
 }
 
 /// A paused request's claim on a source.
@@ -238,6 +245,7 @@ impl Source {
         let outcome = match &parsed {
             Ok((jwks, _)) => Outcome::Published {
                 keys: jwks.keys.len(),
+                cut_from: jwks.cut_from,
             },
             Err(reason) => Outcome::Failed {
                 reason: reason.clone(),
@@ -397,7 +405,10 @@ mod tests {
         assert!(!b.ready(&t, 1_002));
         assert_eq!(
             a.complete(&s, &mut store, 1_100, Ok(GOOD)),
-            Outcome::Published { keys: 1 }
+            Outcome::Published {
+                keys: 1,
+                cut_from: None
+            }
         );
         assert_eq!(b.poll(&s, &mut store, 1_200), Poll::Idle);
         assert!(b.keys.is_some() && b.ready(&t, 1_200));

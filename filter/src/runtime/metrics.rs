@@ -11,6 +11,8 @@ pub struct Metrics {
     denied: Option<u32>,
     pub fetch_success: Option<u32>,
     pub fetch_failed: Option<u32>,
+    /// Key sets longer than `jwks::MAX_KEYS` (each fetch, each inline set once configured).
+    pub keys_cut: Option<u32>,
     cache_hit: Option<u32>,
     cache_miss: Option<u32>,
     host_verify_failed: Option<u32>,
@@ -50,6 +52,7 @@ impl Metrics {
             denied: counter("denied"),
             fetch_success: counter("jwks_fetch_success"),
             fetch_failed: counter("jwks_fetch_failed"),
+            keys_cut: counter("jwks_keys_cut"),
             cache_hit: counter("jwt_cache_hit"),
             cache_miss: counter("jwt_cache_miss"),
             host_verify_failed: counter("host_verify_failed"),
@@ -67,7 +70,7 @@ impl Metrics {
         Self::add(host, id, 1);
     }
 
-    fn add(host: &impl Host, id: Option<u32>, by: u64) {
+    pub fn add(host: &impl Host, id: Option<u32>, by: u64) {
         if let (Some(id), 1..) = (id, by) {
             host.increment_metric(id, by);
         }

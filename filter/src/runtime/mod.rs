@@ -22,7 +22,7 @@ pub use host::{Host, HostError, MetricKind};
 use crate::authn::Verdict;
 use crate::config::{self, Config, SignatureVerifier as Configured};
 use crate::error::{AuthError, ConfigError, Denial, DenialBody};
-use crate::jwt::jwks::MAX_JWKS_BYTES;
+use crate::jwt::jwks::{self, MAX_JWKS_BYTES};
 use crate::peer::{Mode, Workload};
 use crate::remote::discovery::{self, KeysTarget};
 use crate::remote::fetch::{Outcome, Poll, Source};
@@ -292,10 +292,12 @@ impl<H: Host> Runtime<H> {
         if network {
             log::info!("loaded as the connection-level (NETWORK) plugin: peer authentication only");
         }
+        let metrics = Metrics::define(&self.host);
+        Metrics::add(&self.host, metrics.keys_cut, cfg.keys_cut);
         Ok(Root::new(
             cfg,
             verifier,
-            Metrics::define(&self.host),
+            metrics,
             Census::new(&self.host),
             self.jitter_seed(),
         ))
@@ -490,9 +492,13 @@ impl<H: Host> Runtime<H> {
             (spec.uri.clone(), outcome, r.metrics)
         };
         match outcome {
-            Outcome::Published { keys } => {
+            Outcome::Published { keys, cut_from } => {
                 Metrics::bump(&self.host, metrics.fetch_success);
                 log::info!("jwks {uri}: fetched {keys} key(s)");
+                if let Some(n) = cut_from {
+                    Metrics::bump(&self.host, metrics.keys_cut);
+                    log::warn!("jwks {uri}: {}", jwks::cut_warning(n));
+                }
             }
             Outcome::Failed {
                 reason,
