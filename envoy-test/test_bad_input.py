@@ -41,6 +41,10 @@ SUB_TYPE = "Jwt payload [sub] field is not a string"
 AUD_TYPE = "Jwt payload [aud] field is not a string or string list"
 EXP_TYPE = "Jwt payload [exp] field is not an integer"
 NBF_TYPE = "Jwt payload [nbf] field is not an integer"
+IAT_TYPE = "Jwt payload [iat] field is not an integer"
+EXP_RANGE = "Jwt payload [exp] field is not a positive 64 bit integer"
+NBF_RANGE = "Jwt payload [nbf] field is not a positive 64 bit integer"
+IAT_RANGE = "Jwt payload [iat] field is not a positive 64 bit integer"
 SIG_B64 = "Jwt signature is an invalid Base64url encoded"
 ISSUER_UNKNOWN = "Jwt issuer is not configured"
 NO_KEY = "Jwks doesn't have key to match kid or alg from Jwt"
@@ -102,6 +106,12 @@ def hs256(secret: bytes, kid: str | None) -> str:
     header = {"alg": "HS256", "typ": "JWT", **({"kid": kid} if kid else {})}
     signing_input = f"{enc(header)}.{enc(claims())}"
     return f"{signing_input}.{b64url(sign(secret, 'HS256', signing_input.encode()))}"
+
+
+def with_member(obj: dict, raw_member: str, first: bool = False) -> str:
+    """`obj` as compact JSON with one more raw member (which may repeat a name) before or after."""
+    body = json.dumps(obj, separators=(",", ":"))[1:-1]
+    return "{" + (f"{raw_member},{body}" if first else f"{body},{raw_member}") + "}"
 
 
 def rsa_pem(keys) -> bytes:
@@ -252,15 +262,58 @@ CASES = [
     Case("valid-header-bad-query", "every token present must verify: a bad ?access_token= fails the "
          "request even with a valid Authorization token",
          lambda k: ("/bad?access_token=deadbeef", [("Authorization", f"Bearer {valid(k)}")]), 401, NOT_JWS),
+    # a member named twice (validly signed): Envoy's parser refuses it, serde_json would keep the last
+    Case("header-alg-none-then-rs256", "alg twice: a reader taking the first sees 'none'",
+         in_header(lambda k: rs256(k, with_member({"alg": "RS256", "kid": "rsa"}, '"alg":"none"', first=True),
+                                   claims())), 401, HEADER_JSON),
+    Case("header-alg-rs256-then-none", "alg twice, the other order",
+         in_header(lambda k: rs256(k, with_member({"alg": "RS256", "kid": "rsa"}, '"alg":"none"'), claims())),
+         401, HEADER_JSON),
+    Case("header-kid-twice", "kid twice: which key is meant depends on the reader",
+         in_header(lambda k: rs256(k, with_member({"alg": "RS256", "kid": "rsa"}, '"kid":"other"'), claims())),
+         401, HEADER_JSON),
+    Case("payload-exp-twice", "an expired exp, then a future one",
+         in_header(lambda k: rs256(k, {"alg": "RS256", "kid": "rsa"},
+                                   with_member(claims(), f'"exp":{int(time.time()) - 86400}', first=True))),
+         401, PAYLOAD_JSON),
+    Case("payload-iss-twice", "another issuer first, the configured one last",
+         in_header(lambda k: rs256(k, {"alg": "RS256", "kid": "rsa"},
+                                   with_member(claims(), '"iss":"https://evil.example"', first=True))),
+         401, PAYLOAD_JSON),
+    Case("payload-aud-twice", "an allowed audience and another",
+         in_header(lambda k: rs256(k, {"alg": "RS256", "kid": "rsa"},
+                                   with_member(claims(aud="svc-a"), '"aud":"svc-b"'))), 401, PAYLOAD_JSON, AUD),
+    Case("payload-sub-twice", "the request principal would depend on the reader",
+         in_header(lambda k: rs256(k, {"alg": "RS256", "kid": "rsa"},
+                                   with_member(claims(), '"sub":"admin"'))), 401, PAYLOAD_JSON),
+    Case("payload-nested-member-twice", "a member twice inside a claim's object",
+         in_header(lambda k: rs256(k, {"alg": "RS256", "kid": "rsa"},
+                                   with_member(claims(), '"groups":{"role":"user","role":"admin"}'))),
+         401, PAYLOAD_JSON),
+    # NumericDates as Envoy reads them: a double in [0, 2^64), truncated
+    Case("exp-u64-max", "18446744073709551615 is 2^64 as a double: out of range, not 'never expires'",
+         in_header(lambda k: valid(k, lifetime=None, exp=2**64 - 1)), 401, EXP_RANGE),
+    Case("exp-2-to-64", "2^64 itself",
+         in_header(lambda k: valid(k, lifetime=None, exp=2**64)), 401, EXP_RANGE),
+    Case("iat-negative", "iat is parsed like exp",
+         in_header(lambda k: valid(k, iat=-1)), 401, IAT_RANGE),
+    Case("nbf-huge", "nbf beyond 2^64",
+         in_header(lambda k: valid(k, nbf=1e20)), 401, NBF_RANGE),
+    Case("iat-string", "iat must be a NumericDate",
+         in_header(lambda k: valid(k, iat="now")), 401, IAT_TYPE),
+    Case("exp-fraction", "a fractional exp in the future is truncated, and the token passes",
+         in_header(lambda k: valid(k, lifetime=None, exp=time.time() + 3600.75)), 200, None),
+    Case("exp-fraction-past", "a fractional exp in the past",
+         in_header(lambda k: valid(k, lifetime=None, exp=time.time() - 7200.5)), 401, "Jwt is expired"),
     # claims of the wrong type (all validly signed)
     Case("exp-string", "exp must be a NumericDate",
          in_header(lambda k: valid(k, lifetime=None, exp=str(int(time.time()) + 3600))), 401, EXP_TYPE),
     Case("exp-negative", "a negative NumericDate",
-         in_header(lambda k: valid(k, lifetime=None, exp=-1)), 401, EXP_TYPE),
+         in_header(lambda k: valid(k, lifetime=None, exp=-1)), 401, EXP_RANGE),
     Case("exp-float-huge", "1e300 is beyond any integer time",
-         in_header(lambda k: valid(k, lifetime=None, exp=1e300)), 401, EXP_TYPE),
+         in_header(lambda k: valid(k, lifetime=None, exp=1e300)), 401, EXP_RANGE),
     Case("exp-1e30", "a validly signed token whose exp is 1e30 (a float beyond uint64)",
-         in_header(lambda k: valid(k, lifetime=None, exp=1e30)), 401, EXP_TYPE),
+         in_header(lambda k: valid(k, lifetime=None, exp=1e30)), 401, EXP_RANGE),
     Case("nbf-bool", "nbf must be a NumericDate",
          in_header(lambda k: valid(k, nbf=True)), 401, NBF_TYPE),
     Case("aud-object", "aud is a string or a string list",
@@ -311,16 +364,12 @@ TYP_ACCEPTED = {
 }
 
 # Where Envoy's jwt_authn answers differently: (status, body, why). See DIFFERENTIAL.md.
-EXP_RANGE = "Jwt payload [exp] field is not a positive 64 bit integer"
 REF_DIFFERS: dict[str, tuple[int, str | None, str]] = {
     "only-dots": (401, NOT_JWS, "Envoy checks for empty segments first; same status"),
     "header-bad-base64": (401, NOT_JWS, "Envoy reports any undecodable header as a shape error; same status"),
     "alg-none-no-signature": (401, NOT_JWS, "README: alg none says 'alg not supported' even with an empty "
                               "signature segment; Envoy fails the shape check on the empty segment"),
     "alg-NONE-uppercase": (401, NOT_JWS, "as alg-none-no-signature (empty signature segment)"),
-    "exp-negative": (401, EXP_RANGE, "Envoy's wording for an out-of-range exp; same status"),
-    "exp-float-huge": (401, EXP_RANGE, "as exp-negative: beyond 2^64, refused by both"),
-    "exp-1e30": (401, EXP_RANGE, "as exp-negative: beyond 2^64, refused by both"),
     "space-inside-payload": (401, BAD_SIGNATURE, "Envoy's base64 decoder skips whitespace, so it gets as far "
                              "as the signature, which covers the segment with the space; same status"),
     "newline-in-query-token": (401, BAD_SIGNATURE, "as space-inside-payload ('%0A' is not decoded by either)"),

@@ -35,13 +35,25 @@ impl Claims {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(AuthError::AudNotStringList),
         };
-        numeric_date(p.get("iat"), AuthError::IatNotInteger)?;
+        numeric_date(
+            p.get("iat"),
+            AuthError::IatNotInteger,
+            AuthError::IatOutOfRange,
+        )?;
         Ok(Self {
             iss: string("iss", AuthError::IssNotString)?,
             sub: string("sub", AuthError::SubNotString)?,
             aud,
-            exp: numeric_date(p.get("exp"), AuthError::ExpNotInteger)?,
-            nbf: numeric_date(p.get("nbf"), AuthError::NbfNotInteger)?,
+            exp: numeric_date(
+                p.get("exp"),
+                AuthError::ExpNotInteger,
+                AuthError::ExpOutOfRange,
+            )?,
+            nbf: numeric_date(
+                p.get("nbf"),
+                AuthError::NbfNotInteger,
+                AuthError::NbfOutOfRange,
+            )?,
         })
     }
 
@@ -56,6 +68,15 @@ impl Claims {
             Some(exp) if exp.saturating_add(skew) < now => Err(AuthError::Expired),
             None if require_exp => Err(AuthError::ExpirationMissing),
             _ => Ok(()),
+        }
+    }
+
+    /// Envoy's `max_lifetime`: what is left of the token's life (`exp` - now, to the millisecond)
+    /// must be under `max_ms`; a token without `exp` fails.
+    pub fn check_lifetime(&self, now_ms: u64, max_ms: u64) -> Result<(), AuthError> {
+        match self.exp {
+            Some(exp) if exp.saturating_mul(1000).saturating_sub(now_ms) < max_ms => Ok(()),
+            _ => Err(AuthError::VerificationFailed),
         }
     }
 
@@ -83,27 +104,22 @@ pub fn sanitize_audience(aud: &str) -> &str {
     a.strip_suffix('/').unwrap_or(a)
 }
 
-/// A NumericDate: a non-negative JSON number below 2^64; fractions are truncated. Larger values are
-/// refused rather than saturated, or `exp: 1e30` would mean "never expires".
-fn numeric_date(v: Option<&Value>, err: AuthError) -> Result<Option<u64>, AuthError> {
+/// A NumericDate as Envoy reads it (jwt_verify_lib's `GetUInt64`): any JSON number, taken as a
+/// double, in [0, 2^64), truncated toward zero. So `1.5e9` is 1500000000, while `-1`, `1e30` and
+/// 18446744073709551615 (2^64 as a double) are out of range, not saturated into "never expires".
+fn numeric_date(
+    v: Option<&Value>,
+    not_integer: AuthError,
+    out_of_range: AuthError,
+) -> Result<Option<u64>, AuthError> {
     match v {
         None => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(u) = n.as_u64() {
-                Ok(Some(u))
-            } else {
-                match n.as_f64() {
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    Some(f)
-                        if f.is_finite() && (0.0..18_446_744_073_709_551_616.0).contains(&f) =>
-                    {
-                        Ok(Some(f as u64))
-                    }
-                    _ => Err(err),
-                }
-            }
-        }
-        Some(_) => Err(err),
+        Some(Value::Number(n)) => match n.as_f64() {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Some(f) if (0.0..18_446_744_073_709_551_616.0).contains(&f) => Ok(Some(f as u64)),
+            _ => Err(out_of_range),
+        },
+        Some(_) => Err(not_integer),
     }
 }
 
@@ -127,18 +143,23 @@ mod tests {
             (json!({"aud": {"a": 1}}), Some(AuthError::AudNotStringList)),
             (json!({"aud": ["a", 1]}), Some(AuthError::AudNotStringList)),
             (json!({"exp": "1700000000"}), Some(AuthError::ExpNotInteger)),
-            (json!({"exp": -5}), Some(AuthError::ExpNotInteger)),
+            (json!({"exp": -5}), Some(AuthError::ExpOutOfRange)),
+            (json!({"exp": -0.5}), Some(AuthError::ExpOutOfRange)),
+            (json!({"exp": null}), Some(AuthError::ExpNotInteger)),
             (json!({"nbf": true}), Some(AuthError::NbfNotInteger)),
             (json!({"iat": "x"}), Some(AuthError::IatNotInteger)),
             (json!({"exp": 1.5e9}), None),
-            (json!({"exp": 1e30}), Some(AuthError::ExpNotInteger)),
+            (json!({"exp": 1e30}), Some(AuthError::ExpOutOfRange)),
             (
                 json!({"exp": 1.8446744073709552e19}),
-                Some(AuthError::ExpNotInteger),
+                Some(AuthError::ExpOutOfRange),
             ),
-            (json!({"nbf": 1e300}), Some(AuthError::NbfNotInteger)),
-            (json!({"iat": 1e20}), Some(AuthError::IatNotInteger)),
-            (json!({"exp": u64::MAX}), None),
+            (json!({"nbf": 1e300}), Some(AuthError::NbfOutOfRange)),
+            (json!({"iat": 1e20}), Some(AuthError::IatOutOfRange)),
+            (json!({"iat": -1}), Some(AuthError::IatOutOfRange)),
+            // 2^64 - 1 is 2^64 as a double.
+            (json!({"exp": u64::MAX}), Some(AuthError::ExpOutOfRange)),
+            (json!({"exp": u64::MAX - 4096}), None),
             (
                 json!({"aud": "a", "iss": "i", "exp": 5, "nbf": 1, "iat": 1}),
                 None,
@@ -148,6 +169,18 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(claims(v.clone()).err(), want, "{v}");
         }
+    }
+
+    #[test]
+    fn numeric_dates_as_envoy_reads_them() {
+        let exp = |v: Value| claims(json!({ "exp": v })).map(|c| c.exp);
+        assert_eq!(exp(json!(1.9)), Ok(Some(1)));
+        assert_eq!(exp(json!(1_700_000_000.999)), Ok(Some(1_700_000_000)));
+        assert_eq!(exp(json!(-0.0)), Ok(Some(0)));
+        assert_eq!(
+            exp(json!(9_007_199_254_740_993u64)),
+            Ok(Some(9_007_199_254_740_992))
+        );
     }
 
     #[test]
@@ -185,6 +218,44 @@ mod tests {
         for (c, skew, req, want) in cases {
             assert_eq!(c.check_time(now, skew, req), want, "{c:?} skew {skew}");
         }
+    }
+
+    #[test]
+    fn lifetime_left_is_bounded() {
+        let now_ms = 1_000_000_500;
+        let exp = |e: Option<u64>| Claims {
+            exp: e,
+            ..Claims::default()
+        };
+        let hour = 3_600_000;
+        // exp - now = 3599.5 s < 3600 s.
+        assert_eq!(
+            exp(Some(1_000_000 + 3600)).check_lifetime(now_ms, hour),
+            Ok(())
+        );
+        assert_eq!(
+            exp(Some(1_000_000 + 3601)).check_lifetime(now_ms, hour),
+            Err(AuthError::VerificationFailed)
+        );
+        assert_eq!(
+            exp(Some(1_000_000 + 3600)).check_lifetime(1_000_000_000, hour),
+            Err(AuthError::VerificationFailed),
+            "exactly the maximum is not under it"
+        );
+        assert_eq!(
+            exp(None).check_lifetime(now_ms, hour),
+            Err(AuthError::VerificationFailed)
+        );
+        // A huge exp is a huge lifetime (Envoy's int64 conversion wraps it to the past).
+        assert_eq!(
+            exp(Some(1 << 63)).check_lifetime(now_ms, hour),
+            Err(AuthError::VerificationFailed)
+        );
+        assert_eq!(
+            exp(Some(5)).check_lifetime(now_ms, hour),
+            Ok(()),
+            "expired: time's verdict"
+        );
     }
 
     #[test]
