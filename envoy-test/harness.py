@@ -303,7 +303,7 @@ def jwt_authn_filter(plugin_config: dict) -> dict:
     providers = {}
     for index, rule in enumerate(plugin_config["jwtRules"]):
         provider = {
-            "issuer": rule["issuer"],
+            "issuer": rule.get("issuer", ""),
             "audiences": rule.get("audiences", []),
             "local_jwks": {"inline_string": rule["jwks"]},
             "forward": rule.get("forwardOriginalToken", False),
@@ -320,11 +320,26 @@ def jwt_authn_filter(plugin_config: dict) -> dict:
         }
         if rule.get("outputPayloadToHeader"):
             provider["forward_payload_header"] = rule["outputPayloadToHeader"]
+        if "subjects" in rule:
+            provider["subjects"] = _string_matcher(rule["subjects"])
+        if "maxLifetime" in rule:
+            provider["max_lifetime"] = rule["maxLifetime"]
         providers[f"rule{index}"] = provider
-    requirements = [{"provider_name": name} for name in providers]
-    if not plugin_config.get("requireToken", False):
-        requirements.append({"allow_missing": {}})
-    requires = requirements[0] if len(requirements) == 1 else {"requires_any": {"requirements": requirements}}
+    required = [f"rule{i}" for i, r in enumerate(plugin_config["jwtRules"]) if r.get("presence") == "REQUIRED"]
+    if required:
+        # As istiod renders `presence: REQUIRED` (istio/istio #60830): each required provider on its
+        # own, the optional ones each with allow_missing, all of them together.
+        requires = {"requires_all": {"requirements": [
+            {"provider_name": name} if name in required else
+            {"requires_any": {"requirements": [{"provider_name": name}, {"allow_missing": {}}]}}
+            for name in providers]}}
+        if len(providers) == 1:
+            requires = {"provider_name": required[0]}
+    else:
+        requirements = [{"provider_name": name} for name in providers]
+        if not plugin_config.get("requireToken", False):
+            requirements.append({"allow_missing": {}})
+        requires = requirements[0] if len(requirements) == 1 else {"requires_any": {"requirements": requirements}}
     typed_config = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
         "providers": providers,
@@ -334,6 +349,15 @@ def jwt_authn_filter(plugin_config: dict) -> dict:
     if plugin_config.get("denialBody") == "none":
         typed_config["strip_failure_response"] = True
     return {"name": "envoy.filters.http.jwt_authn", "typed_config": typed_config}
+
+
+def _string_matcher(m: dict) -> dict:
+    """A `subjects` match as Envoy's StringMatcher."""
+    out = {("safe_regex" if k == "regex" else k): ({"regex": v} if k == "regex" else v)
+           for k, v in m.items() if k != "ignoreCase"}
+    if m.get("ignoreCase"):
+        out["ignore_case"] = True
+    return out
 
 
 ROUTER = {

@@ -41,6 +41,8 @@ const JWT_RULE_FIELDS: &[&str] = &[
     "forwardOriginalToken",
     "outputClaimToHeaders",
     "timeout",
+    "spaceDelimitedClaims",
+    "presence",
 ];
 
 /// RequestAuthentications grouped by (namespace, selector): the selector, merged rules, names,
@@ -124,8 +126,7 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
         let group = r.api_version.split('/').next().unwrap_or("");
         match (group, r.kind.as_str()) {
             ("security.istio.io", "RequestAuthentication") => {
-                reject_target_refs(&r)?;
-                let selector = selector(&r)?;
+                let selector = attachment(&r)?;
                 let key = (
                     r.namespace.clone(),
                     selector.as_ref().map(Value::to_string).unwrap_or_default(),
@@ -142,6 +143,7 @@ pub fn convert(yaml: &str, opts: &Options) -> Result<Vec<Value>, String> {
                 entry.3.push(r.dry_run);
             }
             ("security.istio.io", "PeerAuthentication") => {
+                // Istio's PeerAuthentication has no targetRefs (its API refuses them).
                 reject_target_refs(&r)?;
                 let mut meta = json!({"name": r.name, "namespace": r.namespace});
                 if let Some(ts) = &r.creation_timestamp {
@@ -244,25 +246,78 @@ fn reject_target_refs(r: &Resource) -> Result<(), String> {
     for f in ["targetRef", "targetRefs"] {
         if r.spec.contains_key(f) {
             return Err(format!(
-                "{}: spec.{f} is not supported; use spec.selector",
-                r.id()
+                "{}: spec.{f}: Istio's {} has no {f}; use spec.selector",
+                r.id(),
+                r.kind
             ));
         }
     }
     Ok(())
 }
 
-fn selector(r: &Resource) -> Result<Option<Value>, String> {
-    match r.spec.get("selector") {
-        None | Some(Value::Null) => Ok(None),
+/// What the resource is attached to, as the WasmPlugin's fields: `{"selector": …}` or
+/// `{"targetRefs": […]}` (a Gateway, GatewayClass, Service or ServiceEntry, which WasmPlugins take
+/// as RequestAuthentications do; the hidden singular `targetRef` becomes a list of one); none for
+/// the whole namespace. Istio allows only one of them.
+fn attachment(r: &Resource) -> Result<Option<Value>, String> {
+    let selector = match r.spec.get("selector") {
+        None | Some(Value::Null) => None,
         Some(s) => match s.get("matchLabels") {
-            Some(Value::Object(m)) if !m.is_empty() => Ok(Some(json!({"matchLabels": m}))),
-            Some(Value::Object(_)) | None => Ok(None),
-            Some(_) => Err(format!(
-                "{}: spec.selector.matchLabels is not a map",
-                r.id()
-            )),
+            Some(Value::Object(m)) if !m.is_empty() => Some(json!({"matchLabels": m})),
+            Some(Value::Object(_)) | None => None,
+            Some(_) => {
+                return Err(format!(
+                    "{}: spec.selector.matchLabels is not a map",
+                    r.id()
+                ))
+            }
         },
+    };
+    let refs = match (r.spec.get("targetRef"), r.spec.get("targetRefs")) {
+        (None | Some(Value::Null), None | Some(Value::Null)) => None,
+        (Some(one), None | Some(Value::Null)) => Some(vec![one.clone()]),
+        (None | Some(Value::Null), Some(Value::Array(list))) => Some(list.clone()),
+        (None | Some(Value::Null), Some(_)) => {
+            return Err(format!("{}: spec.targetRefs is not a list", r.id()))
+        }
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "{}: only one of targetRefs or selector can be set (targetRef and targetRefs are \
+                 both)",
+                r.id()
+            ))
+        }
+    };
+    match (selector, refs) {
+        (Some(_), Some(_)) => Err(format!(
+            "{}: only one of targetRefs or selector can be set",
+            r.id()
+        )),
+        (Some(s), None) => Ok(Some(json!({ "selector": s }))),
+        (None, Some(refs)) if refs.is_empty() => Err(format!(
+            "{}: spec.targetRefs is empty: name a target, or leave it out for the namespace",
+            r.id()
+        )),
+        (None, Some(refs)) => {
+            for (i, t) in refs.iter().enumerate() {
+                let field = |f: &str| t.get(f).and_then(Value::as_str).unwrap_or("");
+                if field("kind").is_empty() || field("name").is_empty() {
+                    return Err(format!(
+                        "{}: spec.targetRefs[{i}] needs a kind and a name",
+                        r.id()
+                    ));
+                }
+                if !field("namespace").is_empty() {
+                    return Err(format!(
+                        "{}: spec.targetRefs[{i}].namespace: cross namespace referencing is not \
+                         supported",
+                        r.id()
+                    ));
+                }
+            }
+            Ok(Some(json!({ "targetRefs": refs })))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -329,6 +384,7 @@ enum Kind {
     Network,
 }
 
+/// `attach`: the plugin's `selector` or `targetRefs`, as `attachment` gives them.
 fn wasm_plugin(
     name: &str,
     namespace: &str,
@@ -347,8 +403,10 @@ fn wasm_plugin(
         spec["type"] = json!("NETWORK");
         spec["pluginName"] = json!(mesh_authn::runtime::NETWORK_ROOT_ID);
     }
-    if let Some(s) = selector {
-        spec["selector"] = s;
+    if let Some(Value::Object(attach)) = selector {
+        for (k, v) in attach {
+            spec[k] = v;
+        }
     }
     if let Some(sha) = &opts.sha256 {
         spec["sha256"] = json!(sha);
@@ -486,7 +544,7 @@ fn legacy_policy(r: &Resource, opts: &Options) -> Result<Vec<Value>, String> {
     } else {
         (
             r.namespace.clone(),
-            target_name.map(|n| json!({"matchLabels": {"app": n}})),
+            target_name.map(|n| json!({"selector": {"matchLabels": {"app": n}}})),
         )
     };
     if r.dry_run {

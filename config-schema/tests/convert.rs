@@ -26,7 +26,12 @@ fn named<'a>(plugins: &'a [Value], name: &str) -> &'a Value {
 #[test]
 fn request_authentications_become_selected_plugins() {
     let plugins = convert(&example("request-authentication.yaml"), &Options::default()).unwrap();
-    assert_eq!(plugins.len(), 2);
+    assert_eq!(plugins.len(), 3);
+    let gateway_api = named(&plugins, "public-api-jwt");
+    assert_eq!(
+        gateway_api["spec"]["targetRefs"],
+        json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public"}])
+    );
     let gw = named(&plugins, "jwt-example-jwt");
     assert_eq!(gw["metadata"]["namespace"], "istio-system");
     assert_eq!(
@@ -145,7 +150,7 @@ fn output_is_yaml_the_filter_accepts() {
         example("peer-authentication.yaml")
     );
     let yaml = to_yaml(&convert(&all, &Options::default()).unwrap()).unwrap();
-    assert_eq!(yaml.matches("kind: WasmPlugin").count(), 3);
+    assert_eq!(yaml.matches("kind: WasmPlugin").count(), 4);
     assert!(
         yaml.contains("creationTimestamp: '2026-01-01T00:00:00Z'"),
         "{yaml}"
@@ -182,6 +187,33 @@ fn what_cannot_be_expressed_is_refused_with_a_reason() {
             "jwtRules[0].outputClaimToHeader",
         ),
         (ra("foo", "a", "targetRefs: []", ""), "targetRefs"),
+        (
+            ra(
+                "foo",
+                "a",
+                "targetRefs: [{kind: Gateway, name: gw}]\n  selector: {matchLabels: {app: x}}",
+                "",
+            ),
+            "only one of targetRefs or selector",
+        ),
+        (
+            ra("foo", "a", "targetRefs: [{kind: Service, name: w, namespace: bar}]", ""),
+            "cross namespace",
+        ),
+        (
+            format!(
+                "{}{}",
+                ra("foo", "a", "", ""),
+                ra("foo", "b", "targetRefs: [{kind: Gateway, name: gw}]", "")
+            ),
+            "merge",
+        ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p, namespace: foo}\n\
+             spec:\n  targetRefs: [{kind: Service, name: w}]\n  mtls: {mode: STRICT}\n"
+                .to_string(),
+            "PeerAuthentication has no targetRefs",
+        ),
         (
             ra("foo", "a", "", "    fromHeaders: [{name: 'bad header'}]"),
             "fromHeaders[0].name",
@@ -295,4 +327,53 @@ fn the_dry_run_annotation_becomes_dry_run() {
     let plugins = convert(pa, &Options::default()).unwrap();
     assert_eq!(plugins[0]["spec"]["pluginConfig"]["dryRun"], true);
     assert_eq!(plugins[0]["spec"]["type"], "NETWORK");
+}
+
+#[test]
+fn target_refs_and_new_jwt_rule_fields_are_carried() {
+    let yaml = r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ingress, namespace: istio-ingress}
+spec:
+  targetRefs:
+  - {kind: Gateway, group: gateway.networking.k8s.io, name: public}
+  jwtRules:
+  - issuer: https://idp.example.com
+    jwksUri: https://idp.example.com/keys
+    spaceDelimitedClaims: [scope, roles]
+    presence: REQUIRED
+    outputClaimToHeaders: [{header: x-scope, claim: scope}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: waypoint, namespace: foo}
+spec:
+  targetRef: {kind: Service, name: reviews}
+  jwtRules:
+  - issuer: https://idp.example.com
+    jwksUri: https://idp.example.com/keys
+"#;
+    let plugins = convert(yaml, &Options::default()).unwrap();
+    assert_eq!(plugins.len(), 2);
+    let named = |n: &str| {
+        plugins
+            .iter()
+            .find(|p| p["metadata"]["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let spec = &named("ingress-jwt")["spec"];
+    assert_eq!(
+        spec["targetRefs"],
+        json!([{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "public"}])
+    );
+    assert!(spec.get("selector").is_none());
+    let rule = &spec["pluginConfig"]["jwtRules"][0];
+    assert_eq!(rule["spaceDelimitedClaims"], json!(["scope", "roles"]));
+    assert_eq!(rule["presence"], json!("REQUIRED"));
+    assert_eq!(
+        named("waypoint-jwt")["spec"]["targetRefs"],
+        json!([{"kind": "Service", "name": "reviews"}])
+    );
 }

@@ -99,6 +99,14 @@ impl KeyStore for NoRemotes {
     }
 }
 
+/// The time, in whole seconds (what `exp` and `nbf` are compared with) and in milliseconds (what
+/// `maxLifetime` is).
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    s: u64,
+    ms: u64,
+}
+
 enum Failure {
     Deny(AuthError),
     Wait { remote: usize, refetch: bool },
@@ -110,9 +118,13 @@ impl From<AuthError> for Failure {
     }
 }
 
-/// Decides a request: peer first, then end-user tokens, as Istio does. `now` is seconds since the
-/// Unix epoch.
-pub fn authenticate(cfg: &Config, req: &Request, now: u64, env: &mut Env<'_>) -> Verdict {
+/// Decides a request: peer first, then end-user tokens, as Istio does. `now_ms`: milliseconds
+/// since the Unix epoch.
+pub fn authenticate(cfg: &Config, req: &Request, now_ms: u64, env: &mut Env<'_>) -> Verdict {
+    let now = Now {
+        s: now_ms / 1000,
+        ms: now_ms,
+    };
     // Only headers that are there cost a host call to remove.
     let mut fwd = Forward {
         remove: cfg
@@ -212,7 +224,7 @@ pub fn admit_connection(cfg: &Config, conn: &Connection, handshake_done: bool) -
 fn authenticate_jwt(
     cfg: &Config,
     req: &Request,
-    now: u64,
+    now: Now,
     env: &mut Env<'_>,
     fwd: &mut Forward,
 ) -> Result<Option<Rc<Verified>>, Verdict> {
@@ -248,8 +260,10 @@ fn authenticate_jwt(
                 .is_some_and(|l| l.rules.iter().any(|&r| applies(r)))
         });
     }
+    let required = |i: usize, r: &Rule| r.required && applies(i);
+    let any_required = cfg.rules.iter().enumerate().any(|(i, r)| required(i, r));
     if found.is_empty() {
-        return if cfg.require_token {
+        return if cfg.require_token || any_required {
             Err(Verdict::Deny(AuthError::Missing))
         } else {
             Ok(None)
@@ -260,8 +274,9 @@ fn authenticate_jwt(
     }
     let mut first = None;
     let mut params_to_remove: Vec<&str> = Vec::new();
+    let mut verified_rules: Vec<usize> = Vec::new();
     // Every token present must verify: one bad token fails the request, whatever else it carries.
-    for f in found {
+    for f in &found {
         let Some(location) = cfg.locations.get(f.location) else {
             return Err(Verdict::Deny(AuthError::Internal));
         };
@@ -286,6 +301,7 @@ fn authenticate_jwt(
                 _ => {}
             }
         }
+        verified_rules.push(verified.rule);
         if !verified.set.is_empty() {
             fwd.verified.push(Rc::clone(&verified));
         }
@@ -293,10 +309,56 @@ fn authenticate_jwt(
             first = Some(verified);
         }
     }
+    if any_required {
+        for (i, _) in cfg
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| required(*i, r))
+        {
+            if !verified_rules.contains(&i) {
+                required_rule_satisfied(cfg, i, &found, now, env, &applies)?;
+            }
+        }
+    }
     if !params_to_remove.is_empty() {
         fwd.path = token::without_params(req.path(), &params_to_remove);
     }
     Ok(first)
+}
+
+/// A `presence: REQUIRED` rule whose tokens all verified under other rules (that read the same
+/// location): one of the tokens in its locations must verify under it too, or the request fails
+/// with that token's reason, and without any as a missing token, as Envoy's requirement on the
+/// provider alone answers.
+fn required_rule_satisfied(
+    cfg: &Config,
+    rule: usize,
+    found: &[token::Found],
+    now: Now,
+    env: &Env<'_>,
+    applies: &dyn Fn(usize) -> bool,
+) -> Result<(), Verdict> {
+    let mut first_error = None;
+    for f in found {
+        let reads = cfg
+            .locations
+            .get(f.location)
+            .is_some_and(|l| l.rules.contains(&rule));
+        if !reads {
+            continue;
+        }
+        match verify(cfg, &[rule], &f.token, now, env, applies) {
+            Ok(_) => return Ok(()),
+            Err(Failure::Deny(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(Failure::Wait { remote, refetch }) => {
+                return Err(Verdict::Wait { remote, refetch })
+            }
+        }
+    }
+    Err(Verdict::Deny(first_error.unwrap_or(AuthError::Missing)))
 }
 
 /// A token's verification, from the cache when it holds it: there only time is checked again.
@@ -306,7 +368,7 @@ fn verified_token(
     cfg: &Config,
     location: usize,
     token: &str,
-    now: u64,
+    now: Now,
     env: &mut Env<'_>,
     applies: &dyn Fn(usize) -> bool,
 ) -> Result<Rc<Verified>, Failure> {
@@ -316,10 +378,11 @@ fn verified_token(
             if !applies(hit.rule) {
                 return Err(AuthError::UnknownIssuer.into());
             }
-            return match hit
-                .claims
-                .check_time(now, cfg.clock_skew_seconds, cfg.require_expiration)
-            {
+            return match hit.claims.check_time(
+                now.s,
+                cfg.clock_skew_seconds,
+                cfg.require_expiration,
+            ) {
                 Ok(()) => Ok(Rc::clone(hit)),
                 Err(e) => {
                     cache.remove(token);
@@ -337,9 +400,15 @@ fn verified_token(
     if let Some(h) = &rule.output_payload_to_header {
         set.push((h.clone(), jws.payload_b64.to_string()));
     }
-    for (h, path) in &rule.output_claim_to_headers {
-        if let Some(v) = claim_header::header_value(&jws.payload, path) {
-            set.push((h.clone(), v));
+    for c in &rule.output_claim_to_headers {
+        if c.space_delimited {
+            if let Some(items) = claim_header::space_delimited(&jws.payload, &c.path) {
+                set.extend(items.map(|item| (c.header.clone(), item.to_string())));
+                continue;
+            }
+        }
+        if let Some(v) = claim_header::header_value(&jws.payload, &c.path) {
+            set.push((c.header.clone(), v));
         }
     }
     let verified = Rc::new(Verified {
@@ -367,7 +436,7 @@ fn verify<'c, 't>(
     cfg: &'c Config,
     rule_ids: &[usize],
     token: &'t str,
-    now: u64,
+    now: Now,
     env: &Env<'_>,
     applies: &dyn Fn(usize) -> bool,
 ) -> Result<(usize, &'c Rule, Jws<'t>), Failure> {
@@ -383,11 +452,11 @@ fn verify<'c, 't>(
         return Err(AuthError::UnknownIssuer.into());
     }
     jws.claims
-        .check_time(now, cfg.clock_skew_seconds, cfg.require_expiration)?;
+        .check_time(now.s, cfg.clock_skew_seconds, cfg.require_expiration)?;
 
     let mut first_error = None;
     for (index, rule) in candidates {
-        match verify_for_rule(rule, &jws, env) {
+        match verify_for_rule(rule, &jws, now, env) {
             Ok(()) => return Ok((index, rule, jws)),
             Err(Failure::Deny(e)) => {
                 first_error.get_or_insert(e);
@@ -398,8 +467,17 @@ fn verify<'c, 't>(
     Err(first_error.unwrap_or(AuthError::UnknownIssuer).into())
 }
 
-fn verify_for_rule(rule: &Rule, jws: &Jws<'_>, env: &Env<'_>) -> Result<(), Failure> {
+/// One rule's checks, in Envoy's order: audience, subject, lifetime, key, signature.
+fn verify_for_rule(rule: &Rule, jws: &Jws<'_>, now: Now, env: &Env<'_>) -> Result<(), Failure> {
     jws.claims.check_audience(&rule.audiences)?;
+    if let Some(subjects) = &rule.subjects {
+        if !subjects.matches(jws.claims.sub.as_deref()) {
+            return Err(AuthError::VerificationFailed.into());
+        }
+    }
+    if let Some(max_ms) = rule.max_lifetime_ms {
+        jws.claims.check_lifetime(now.ms, max_ms)?;
+    }
     let keys = env.keys;
     let jwks = match &rule.keys {
         KeySource::Inline(j) => j,

@@ -172,7 +172,7 @@ fn verdict(cfg: &Config, token: &str) -> Result<(), AuthError> {
     match authenticate(
         cfg,
         &request("/headers", &[("authorization", &bearer(token))]),
-        NOW,
+        NOW * 1000,
         &mut Env::new(&NoRemotes),
     ) {
         Verdict::Allow(_) => Ok(()),
@@ -325,16 +325,16 @@ fn missing_token_follows_require_token() {
     let required = config(json!({"requireToken": true}));
     let r = request("/headers", &[]);
     assert!(matches!(
-        authenticate(&optional, &r, NOW, &mut Env::new(&NoRemotes)),
+        authenticate(&optional, &r, NOW * 1000, &mut Env::new(&NoRemotes)),
         Verdict::Allow(_)
     ));
     assert_eq!(
-        authenticate(&required, &r, NOW, &mut Env::new(&NoRemotes)),
+        authenticate(&required, &r, NOW * 1000, &mut Env::new(&NoRemotes)),
         Verdict::Deny(AuthError::Missing)
     );
     let basic = request("/headers", &[("authorization", "Basic dXNlcjpwYXNz")]);
     assert_eq!(
-        authenticate(&required, &basic, NOW, &mut Env::new(&NoRemotes)),
+        authenticate(&required, &basic, NOW * 1000, &mut Env::new(&NoRemotes)),
         Verdict::Deny(AuthError::Missing)
     );
     assert_eq!(verdict(&optional, "deadbeef"), Err(AuthError::BadFormat));
@@ -353,7 +353,7 @@ fn every_token_must_verify() {
         &[("authorization", &bearer(&good))],
     );
     assert_eq!(
-        authenticate(&cfg, &r, NOW, &mut Env::new(&NoRemotes)),
+        authenticate(&cfg, &r, NOW * 1000, &mut Env::new(&NoRemotes)),
         Verdict::Deny(AuthError::Expired)
     );
     let r = request(
@@ -364,7 +364,7 @@ fn every_token_must_verify() {
         ],
     );
     assert_eq!(
-        authenticate(&cfg, &r, NOW, &mut Env::new(&NoRemotes)),
+        authenticate(&cfg, &r, NOW * 1000, &mut Env::new(&NoRemotes)),
         Verdict::Deny(AuthError::BadFormat)
     );
 }
@@ -376,12 +376,12 @@ fn locations_bind_issuers() {
     // The default location is not read when a rule names its own.
     let r = request("/h", &[("authorization", &bearer("garbage"))]);
     assert!(matches!(
-        authenticate(&cookie_only, &r, NOW, &mut Env::new(&NoRemotes)),
+        authenticate(&cookie_only, &r, NOW * 1000, &mut Env::new(&NoRemotes)),
         Verdict::Allow(_)
     ));
     let r = request("/h", &[("cookie", &format!("a=b; session={t}"))]);
     assert!(matches!(
-        authenticate(&cookie_only, &r, NOW, &mut Env::new(&NoRemotes)),
+        authenticate(&cookie_only, &r, NOW * 1000, &mut Env::new(&NoRemotes)),
         Verdict::Allow(_)
     ));
 
@@ -400,7 +400,7 @@ fn locations_bind_issuers() {
         authenticate(
             &two,
             &request("/", &[("x-a", &t)]),
-            NOW,
+            NOW * 1000,
             &mut Env::new(&NoRemotes)
         ),
         Verdict::Allow(_)
@@ -409,7 +409,7 @@ fn locations_bind_issuers() {
         authenticate(
             &two,
             &request("/", &[("x-b", &t)]),
-            NOW,
+            NOW * 1000,
             &mut Env::new(&NoRemotes)
         ),
         Verdict::Deny(AuthError::UnknownIssuer)
@@ -430,7 +430,7 @@ fn forward_and_outputs() {
     let Verdict::Allow(fwd) = authenticate(
         &cfg,
         &request("/", &[("authorization", &bearer(&t))]),
-        NOW,
+        NOW * 1000,
         &mut Env::new(&NoRemotes),
     ) else {
         panic!("denied");
@@ -451,7 +451,7 @@ fn forward_and_outputs() {
     let Verdict::Allow(fwd) = authenticate(
         &cfg,
         &request("/", &[("x-jwt-sub", "admin")]),
-        NOW,
+        NOW * 1000,
         &mut Env::new(&NoRemotes),
     ) else {
         panic!("denied");
@@ -463,7 +463,7 @@ fn forward_and_outputs() {
     let Verdict::Allow(fwd) = authenticate(
         &keep,
         &request("/", &[("authorization", &bearer(&t))]),
-        NOW,
+        NOW * 1000,
         &mut Env::new(&NoRemotes),
     ) else {
         panic!("denied");
@@ -477,7 +477,7 @@ fn verified_query_tokens_leave_the_path() {
     let allow = |cfg: &Config, path: &str| match authenticate(
         cfg,
         &request(path, &[]),
-        NOW,
+        NOW * 1000,
         &mut Env::new(&NoRemotes),
     ) {
         Verdict::Allow(fwd) => fwd.path,
@@ -507,7 +507,7 @@ fn trigger_rules_and_cors() {
         authenticate(
             &cfg,
             &request(path, headers),
-            NOW,
+            NOW * 1000,
             &mut Env::new(&NoRemotes),
         )
     };
@@ -525,7 +525,7 @@ fn trigger_rules_and_cors() {
         authenticate(
             &only_ip,
             &request("/ip", &[]),
-            NOW,
+            NOW * 1000,
             &mut Env::new(&NoRemotes)
         ),
         Verdict::Deny(AuthError::Missing)
@@ -534,7 +534,7 @@ fn trigger_rules_and_cors() {
         authenticate(
             &only_ip,
             &request("/headers", &[]),
-            NOW,
+            NOW * 1000,
             &mut Env::new(&NoRemotes)
         ),
         Verdict::Allow(_)
@@ -556,7 +556,7 @@ fn trigger_rules_and_cors() {
             .collect(),
     );
     assert!(matches!(
-        authenticate(&cfg, &preflight, NOW, &mut Env::new(&NoRemotes)),
+        authenticate(&cfg, &preflight, NOW * 1000, &mut Env::new(&NoRemotes)),
         Verdict::Allow(_)
     ));
 }
@@ -600,7 +600,7 @@ fn remote_key_states() {
         authenticate(
             &cfg,
             &request("/", &[("authorization", &bearer(t))]),
-            NOW,
+            NOW * 1000,
             &mut Env::new(store),
         )
     };
@@ -665,7 +665,12 @@ fn remote_key_states() {
     );
     // Requests without a token never wait for keys.
     assert!(matches!(
-        authenticate(&cfg, &request("/", &[]), NOW, &mut Env::new(&loading)),
+        authenticate(
+            &cfg,
+            &request("/", &[]),
+            NOW * 1000,
+            &mut Env::new(&loading)
+        ),
         Verdict::Allow(_)
     ));
 }
@@ -688,7 +693,7 @@ fn on_connection(
     authenticate(
         cfg,
         &request("/ip", headers).with_connection(conn),
-        NOW,
+        NOW * 1000,
         &mut Env::new(&NoRemotes),
     )
 }
@@ -895,7 +900,7 @@ fn verified_tokens_are_cached_and_rechecked() {
         authenticate(
             &cfg,
             &request("/", &[("authorization", &bearer(t))]),
-            now,
+            now * 1000,
             &mut env,
         )
     };
@@ -1034,7 +1039,7 @@ fn trigger_rules_per_issuer() {
             verifier: &counting,
             cache: Some(&mut cache),
         };
-        match authenticate(&cfg, &request(path, &headers), NOW, &mut env) {
+        match authenticate(&cfg, &request(path, &headers), NOW * 1000, &mut env) {
             Verdict::Allow(_) => Ok(()),
             Verdict::Deny(e) => Err(e),
             Verdict::Wait { .. } => panic!("inline keys never wait"),
@@ -1072,7 +1077,7 @@ fn trigger_rules_per_issuer() {
         authenticate(
             &cfg,
             &request(path, &headers),
-            NOW,
+            NOW * 1000,
             &mut Env::new(&NoRemotes),
         )
     };
@@ -1097,4 +1102,167 @@ fn trigger_rules_per_issuer() {
         bad.field,
         "jwtRules[0].triggerRules[0].includedPaths[0].regex"
     );
+}
+
+fn allow_headers(cfg: &Config, token: &str) -> Vec<(String, String)> {
+    match authenticate(
+        cfg,
+        &request("/headers", &[("authorization", &bearer(token))]),
+        NOW * 1000,
+        &mut Env::new(&NoRemotes),
+    ) {
+        Verdict::Allow(f) => f
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn subjects_and_max_lifetime_as_envoy_checks_them() {
+    let rs = json!({"alg": "RS256", "kid": "rsa1"});
+    let svid = config(json!({"subjects": {"prefix": "spiffe://example.org/"}}));
+    let cases = [
+        (json!({"sub": "spiffe://example.org/ns/a/sa/b"}), Ok(())),
+        (
+            json!({"sub": "spiffe://example.org.evil/x"}),
+            Err(AuthError::VerificationFailed),
+        ),
+        (json!({"sub": null}), Err(AuthError::VerificationFailed)),
+        // Audience before subject, as Envoy orders them.
+        (
+            json!({"sub": "x", "aud": "svc-b"}),
+            Err(AuthError::VerificationFailed),
+        ),
+    ];
+    for (patch, want) in cases {
+        assert_eq!(
+            verdict(&svid, &mint(rs.clone(), with(claims(), patch.clone()))),
+            want,
+            "{patch}"
+        );
+    }
+    let with_aud = config(json!({"subjects": {"exact": "bob"}, "audiences": ["svc-a"]}));
+    assert_eq!(
+        verdict(
+            &with_aud,
+            &mint(rs.clone(), with(claims(), json!({"aud": "svc-b"})))
+        ),
+        Err(AuthError::AudienceNotAllowed)
+    );
+
+    let short = config(json!({"maxLifetime": "3600s"}));
+    for (exp, want) in [
+        (Some(NOW + 3599), Ok(())),
+        (Some(NOW + 3600), Err(AuthError::VerificationFailed)),
+        (Some(NOW + 86_400), Err(AuthError::VerificationFailed)),
+        (Some(u64::MAX - 4096), Err(AuthError::VerificationFailed)),
+        (None, Err(AuthError::VerificationFailed)),
+    ] {
+        let t = mint(rs.clone(), with(claims(), json!({ "exp": exp })));
+        assert_eq!(verdict(&short, &t), want, "exp {exp:?}");
+    }
+}
+
+#[test]
+fn a_required_rule_needs_its_own_token() {
+    let other_iss = "https://other.example";
+    let rule = |iss: &str, header: &str, presence: &str| {
+        json!({"issuer": iss, "jwks": jwks(), "presence": presence,
+               "fromHeaders": [{"name": header, "prefix": "Bearer "}]})
+    };
+    let cfg = |rules: Value| {
+        config::load(
+            json!({ "jwtRules": rules }).to_string().as_bytes(),
+            &Workload::default(),
+        )
+        .unwrap()
+    };
+    let both = cfg(json!([
+        rule(ISS, "x-user", "REQUIRED"),
+        rule(other_iss, "x-device", "REQUIRED")
+    ]));
+    let user = mint(json!({"alg": "RS256", "kid": "rsa1"}), claims());
+    let device = mint(
+        json!({"alg": "RS256", "kid": "rsa1"}),
+        with(claims(), json!({"iss": other_iss})),
+    );
+    let run = |cfg: &Config, hs: &[(&str, &str)]| match authenticate(
+        cfg,
+        &request("/", hs),
+        NOW * 1000,
+        &mut Env::new(&NoRemotes),
+    ) {
+        Verdict::Allow(_) => Ok(()),
+        Verdict::Deny(e) => Err(e),
+        Verdict::Wait { .. } => panic!(),
+    };
+    let (u, d) = (bearer(&user), bearer(&device));
+    assert_eq!(run(&both, &[("x-user", &u), ("x-device", &d)]), Ok(()));
+    assert_eq!(run(&both, &[("x-user", &u)]), Err(AuthError::Missing));
+    assert_eq!(run(&both, &[("x-device", &d)]), Err(AuthError::Missing));
+    assert_eq!(run(&both, &[]), Err(AuthError::Missing));
+    // A token of the other issuer where the user's is expected.
+    assert_eq!(
+        run(&both, &[("x-user", &d), ("x-device", &d)]),
+        Err(AuthError::UnknownIssuer)
+    );
+
+    // One required, one optional: the optional one is checked when present.
+    let mixed = cfg(json!([
+        rule(ISS, "x-user", "REQUIRED"),
+        rule(other_iss, "x-device", "OPTIONAL")
+    ]));
+    assert_eq!(run(&mixed, &[("x-user", &u)]), Ok(()));
+    assert_eq!(
+        run(&mixed, &[("x-user", &u), ("x-device", "Bearer deadbeef")]),
+        Err(AuthError::BadFormat)
+    );
+    assert_eq!(run(&mixed, &[("x-device", &d)]), Err(AuthError::Missing));
+
+    // Two rules reading one location: the token must verify under the required one.
+    let shared = cfg(json!([
+        rule(other_iss, "x-user", "OPTIONAL"),
+        rule(ISS, "x-user", "REQUIRED")
+    ]));
+    assert_eq!(run(&shared, &[("x-user", &u)]), Ok(()));
+    assert_eq!(
+        run(&shared, &[("x-user", &d)]),
+        Err(AuthError::UnknownIssuer)
+    );
+}
+
+#[test]
+fn space_delimited_claims_become_one_header_copy_each() {
+    let cfg = config(json!({
+        "spaceDelimitedClaims": ["scope", "group.name"],
+        "outputClaimToHeaders": [
+            {"header": "x-scope", "claim": "scope"},
+            {"header": "x-perm", "claim": "permission"},
+            {"header": "x-group", "claim": "group.name"},
+            {"header": "x-roles", "claim": "roles"}
+        ]
+    }));
+    let t = mint(
+        json!({"alg": "RS256", "kid": "rsa1"}),
+        with(
+            claims(),
+            json!({"scope": " read  write ", "permission": "a b", "roles": ["r1"],
+                   "group": {"name": "eng ops"}}),
+        ),
+    );
+    let got = allow_headers(&cfg, &t);
+    let want: Vec<(String, String)> = [
+        ("x-scope", "read"),
+        ("x-scope", "write"),
+        ("x-perm", "a b"),
+        ("x-group", "eng"),
+        ("x-group", "ops"),
+        ("x-roles", "WyJyMSJd"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(got, want);
 }

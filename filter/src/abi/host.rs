@@ -52,6 +52,10 @@ impl Host for AbiHost {
         imports::set_request_header(name, value)
     }
 
+    fn add_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        imports::add_request_header(name, value)
+    }
+
     fn send_local_response(
         &self,
         status: u32,

@@ -54,6 +54,13 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
@@ -237,6 +244,19 @@ pub fn set_request_header(name: &str, value: &str) -> Result<(), HostError> {
     // SAFETY: pointers and lengths describe live &strs.
     check(unsafe {
         proxy_replace_header_map_value(
+            MapType::HttpRequestHeaders as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+pub fn add_request_header(name: &str, value: &str) -> Result<(), HostError> {
+    // SAFETY: pointers and lengths describe live &strs.
+    check(unsafe {
+        proxy_add_header_map_value(
             MapType::HttpRequestHeaders as u32,
             name.as_ptr(),
             name.len(),

@@ -6,7 +6,7 @@ pub mod plugin_config;
 
 pub use duration::parse_duration_ms;
 pub use plugin_config::{
-    ClaimToHeader, JwtHeader, JwtRule, PluginConfig, PrincipalBinding, SignatureVerifier,
+    ClaimToHeader, JwtHeader, JwtRule, PluginConfig, Presence, PrincipalBinding, SignatureVerifier,
     TriggerRule, DEFAULT_CLOCK_SKEW_SECONDS, MAX_CONFIG_BYTES,
 };
 
@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::error::{ConfigError, DenialBody};
 use crate::jwt::claims::sanitize_audience;
 use crate::jwt::jwks::{self, Jwks};
+use crate::jwt::subject::SubjectMatcher;
 use crate::peer::{self, EffectivePolicy, Workload};
 use crate::remote::{self, RemoteJwks};
 use crate::request::token::{Location, LocationKind};
@@ -35,10 +36,27 @@ pub struct Rule {
     pub keys: KeySource,
     pub forward_original_token: bool,
     pub output_payload_to_header: Option<String>,
-    pub output_claim_to_headers: Vec<(String, Vec<String>)>,
+    pub output_claim_to_headers: Vec<ClaimHeader>,
     /// Where this rule applies (empty: every path).
     pub trigger_rules: Vec<Trigger>,
+    /// `presence: REQUIRED`.
+    pub required: bool,
+    pub subjects: Option<SubjectMatcher>,
+    pub max_lifetime_ms: Option<u64>,
 }
+
+/// One `outputClaimToHeaders` entry.
+#[derive(Debug)]
+pub struct ClaimHeader {
+    pub header: String,
+    /// Keys of nested objects.
+    pub path: Vec<String>,
+    /// Named in `spaceDelimitedClaims`: one header copy per space-separated element.
+    pub space_delimited: bool,
+}
+
+/// Istio's CRD bound on `spaceDelimitedClaims`.
+pub const MAX_SPACE_DELIMITED_CLAIMS: usize = 64;
 
 #[derive(Debug)]
 pub enum KeySource {
@@ -294,18 +312,67 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
                     ))
                 }
             };
-            claims.push((header, path));
+            let dotted = path.join(".");
+            let space_delimited = r
+                .space_delimited_claims
+                .iter()
+                .any(|n| *n == dotted || c.claim.as_ref() == Some(n));
+            claims.push(ClaimHeader {
+                header,
+                path,
+                space_delimited,
+            });
+        }
+        for (j, name) in r.space_delimited_claims.iter().enumerate() {
+            let outputs_it = claims
+                .iter()
+                .zip(&r.output_claim_to_headers)
+                .any(|(c, raw)| c.path.join(".") == *name || raw.claim.as_ref() == Some(name));
+            if !outputs_it {
+                warnings.push(format!(
+                    "{}: no outputClaimToHeaders entry outputs claim {name:?}, so listing it \
+                     changes nothing here",
+                    at(&format!("spaceDelimitedClaims[{j}]"))
+                ));
+            }
         }
         for h in output_payload_to_header
             .iter()
-            .chain(claims.iter().map(|(h, _)| h))
+            .chain(claims.iter().map(|c| &c.header))
         {
             if !output_headers.contains(h) {
                 output_headers.push(h.clone());
             }
         }
 
+        if r.space_delimited_claims.len() > MAX_SPACE_DELIMITED_CLAIMS {
+            return Err(ConfigError::new(
+                at("spaceDelimitedClaims"),
+                format!("at most {MAX_SPACE_DELIMITED_CLAIMS} claims"),
+            ));
+        }
+        if let Some(j) = r.space_delimited_claims.iter().position(String::is_empty) {
+            return Err(ConfigError::new(
+                at(&format!("spaceDelimitedClaims[{j}]")),
+                "must not be empty",
+            ));
+        }
+        let subjects = match &r.subjects {
+            Some(m) => Some(SubjectMatcher::new(m).map_err(|e| e.within(&at("subjects")))?),
+            None => None,
+        };
+        let max_lifetime_ms = match &r.max_lifetime {
+            Some(d) => match parse_duration_ms(d).map_err(|e| e.within(&at("maxLifetime")))? {
+                0 => return Err(ConfigError::new(at("maxLifetime"), "must be more than 0s")),
+                ms => Some(ms),
+            },
+            None => None,
+        };
+
         rules.push(Rule {
+            required: r.presence == Presence::Required,
+            subjects,
+            max_lifetime_ms,
             trigger_rules: compile_trigger_rules(&r.trigger_rules, &at("triggerRules"))?,
             issuer: r.issuer.clone().filter(|i| !i.is_empty()),
             audiences: r

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::DenialBody;
+use crate::jwt::subject::SubjectMatch;
 use crate::peer::{Mtls, PeerAuthentication};
 use crate::request::trigger::StringMatch;
 
@@ -209,11 +210,43 @@ pub struct JwtRule {
     /// booleans as text, arrays and objects as base64 of their JSON; nested claims as `a.b`.
     #[serde(default)]
     pub output_claim_to_headers: Vec<ClaimToHeader>,
+    /// Claims whose string value is a space-separated list (`scope: "read write"`), as Istio 1.28's
+    /// `spaceDelimitedClaims`: their `outputClaimToHeaders` header gets one copy per element, so an
+    /// AuthorizationPolicy on the header (`values: ["read"]`) matches an element, never a part of
+    /// one. Istio always treats `scope` and `permission` so in jwt_authn's metadata; here they are
+    /// split when listed. At most 64.
+    #[serde(default)]
+    pub space_delimited_claims: Vec<String>,
+    /// `REQUIRED`: every request this rule applies to must carry a valid token of this rule,
+    /// whatever `requireToken` says and whatever other tokens it carries (Istio's `presence`,
+    /// istio/api #3737). `OPTIONAL` (default): a token of this rule is checked when present.
+    #[serde(default)]
+    pub presence: Presence,
+    /// Which `sub` this rule's tokens may assert, as Envoy's `JwtProvider.subjects` (an extension of
+    /// this filter: no Istio field). A token whose `sub` does not match fails ("Jwt verification
+    /// fails"); a token without `sub` is matched as "".
+    #[serde(default)]
+    pub subjects: Option<SubjectMatch>,
+    /// The longest a token of this rule may still be valid (`exp` - now), e.g. `"86400s"`, as
+    /// Envoy's `JwtProvider.max_lifetime` (an extension: no Istio field). A token over it, or without
+    /// `exp`, fails ("Jwt verification fails").
+    #[serde(default)]
+    pub max_lifetime: Option<String>,
     /// The older policy's per-origin `trigger_rules`: this issuer applies only to requests whose
     /// path matches one of them (none: every path). Where no issuer applies, no token is needed;
     /// where some do, a token must verify against one of them.
     #[serde(default)]
     pub trigger_rules: Vec<TriggerRule>,
+}
+
+/// Whether a rule's token must be present (`presence`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Presence {
+    #[default]
+    Optional,
+    Required,
 }
 
 /// A header the token is read from.

@@ -32,6 +32,26 @@ pub fn header_value(payload: &Map<String, Value>, path: &[String]) -> Option<Str
     }
 }
 
+/// The elements of a string claim listed in `spaceDelimitedClaims`, split on spaces as Envoy's
+/// `normalize_payload_in_metadata` splits them (empty elements skipped); none when the claim is
+/// not a string or has control characters.
+pub fn space_delimited<'p>(
+    payload: &'p Map<String, Value>,
+    path: &[String],
+) -> Option<impl Iterator<Item = &'p str>> {
+    let (first, rest) = path.split_first()?;
+    let mut v = payload.get(first)?;
+    for key in rest {
+        v = v.as_object()?.get(key)?;
+    }
+    match v {
+        Value::String(s) if !s.chars().any(char::is_control) => {
+            Some(s.split(' ').filter(|item| !item.is_empty()))
+        }
+        _ => None,
+    }
+}
+
 /// Envoy's `convertClaimDoubleToString`.
 fn scalar_number(v: f64) -> String {
     // 2^64 as a double: the first value that does not fit a u64.

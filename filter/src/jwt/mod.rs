@@ -6,6 +6,7 @@ pub mod claim_header;
 pub mod claims;
 pub mod jwks;
 pub mod jws;
+pub mod subject;
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};

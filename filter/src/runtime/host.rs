@@ -25,6 +25,8 @@ pub trait Host {
     fn request_headers(&self) -> Result<Vec<u8>, HostError>;
     fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError>;
+    /// Another copy of a header, after those already there.
+    fn add_request_header(&self, name: &str, value: &str) -> Result<(), HostError>;
     fn send_local_response(
         &self,
         status: u32,

@@ -723,8 +723,16 @@ impl<H: Host> Runtime<H> {
                     .iter()
                     .try_for_each(|h| self.host.remove_request_header(h))
                     .and_then(|()| {
-                        fwd.headers()
-                            .try_for_each(|(k, v)| self.host.set_request_header(k, v))
+                        // A space-delimited claim's header comes in several copies.
+                        let mut written: Vec<&str> = Vec::new();
+                        fwd.headers().try_for_each(|(k, v)| {
+                            if written.contains(&k) {
+                                self.host.add_request_header(k, v)
+                            } else {
+                                written.push(k);
+                                self.host.set_request_header(k, v)
+                            }
+                        })
                     })
                     .and_then(|()| match &fwd.path {
                         Some(path) => self.host.set_request_header(":path", path),

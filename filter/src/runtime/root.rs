@@ -140,7 +140,7 @@ impl Root {
             verifier,
             cache: Some(cache),
         };
-        let verdict = authn::authenticate(config, req, now_ms / 1000, &mut env);
+        let verdict = authn::authenticate(config, req, now_ms, &mut env);
         self.counts.cache_hit += self.cache.hits - hits;
         self.counts.cache_miss += self.cache.misses - misses;
         self.counts.host_verify_failed += by_host.failed.get();

@@ -102,6 +102,10 @@ impl Host for FakeHost {
 
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
         self.remove_request_header(name)?;
+        self.add_request_header(name, value)
+    }
+
+    fn add_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
         let mut f = self.0.borrow_mut();
         let current = f.current;
         let headers = f.headers.get_mut(&current).ok_or(HostError(2))?;
