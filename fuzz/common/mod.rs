@@ -71,12 +71,12 @@ pub fn header_lines(text: &str) -> Vec<(String, String)> {
 /// wait (no remote keys here), 401/403 only, and the same verdict with the verified-token cache
 /// (cold, then warm) as without it.
 pub fn decide(cfg: &Config, req: &Request) -> Verdict {
-    let v = authn::authenticate(cfg, req, NOW, &mut Env::new(&NoRemotes));
+    let v = authn::authenticate(cfg, req, NOW * 1000, &mut Env::new(&NoRemotes));
     let mut cache = TokenCache::new(1 << 20, 8);
     for round in ["cold", "warm"] {
         let mut env = Env::new(&NoRemotes);
         env.cache = Some(&mut cache);
-        let cached = authn::authenticate(cfg, req, NOW, &mut env);
+        let cached = authn::authenticate(cfg, req, NOW * 1000, &mut env);
         assert_eq!(cached, v, "{round} cache changed the verdict for {req:?}");
     }
     match &v {

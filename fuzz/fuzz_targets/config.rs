@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
         }),
     ];
     for req in &requests {
-        let verdict = authn::authenticate(&cfg, req, common::NOW, &mut Env::new(&NoRemotes));
+        let verdict = authn::authenticate(&cfg, req, common::NOW * 1000, &mut Env::new(&NoRemotes));
         if let Verdict::Deny(e) = verdict {
             assert_ne!(e, AuthError::Internal, "internal error");
         }
