@@ -303,6 +303,10 @@ CASES = [
          in_header(lambda k: valid(k, iat="now")), 401, IAT_TYPE),
     Case("exp-fraction", "a fractional exp in the future is truncated, and the token passes",
          in_header(lambda k: valid(k, lifetime=None, exp=time.time() + 3600.75)), 200, None),
+    Case("exp-zero", "exp 0 is 1970: expired (jwt_verify_lib reads 0 as no exp, so Envoy lets it pass)",
+         in_header(lambda k: valid(k, lifetime=None, exp=0)), 401, "Jwt is expired"),
+    Case("exp-half-second", "exp 0.5 truncates to 0: expired here, no exp to Envoy",
+         in_header(lambda k: valid(k, lifetime=None, exp=0.5)), 401, "Jwt is expired"),
     Case("exp-fraction-past", "a fractional exp in the past",
          in_header(lambda k: valid(k, lifetime=None, exp=time.time() - 7200.5)), 401, "Jwt is expired"),
     # claims of the wrong type (all validly signed)
@@ -373,13 +377,16 @@ REF_DIFFERS: dict[str, tuple[int, str | None, str]] = {
     "space-inside-payload": (401, BAD_SIGNATURE, "Envoy's base64 decoder skips whitespace, so it gets as far "
                              "as the signature, which covers the segment with the space; same status"),
     "newline-in-query-token": (401, BAD_SIGNATURE, "as space-inside-payload ('%0A' is not decoded by either)"),
-    # mesh-authn is stricter (not yet in README's list of intentional differences):
+    "exp-zero": (200, None, "jwt_verify_lib keeps a missing exp as 0 and checks exp only when non-zero, "
+                 "so exp: 0 never expires there; mesh-authn reads it as 1970-01-01 (README: differences)"),
+    "exp-half-second": (200, None, "as exp-zero: 0.5 truncates to 0"),
+    # mesh-authn is stricter (README's list of intentional differences):
     "crit-exp": (200, None, "Envoy ignores `crit`; mesh-authn refuses tokens naming critical extensions "
                  "it does not understand, as RFC 7515 §4.1.11 requires"),
     "crit-empty": (200, None, "as crit-exp"),
     "signature-noncanonical-base64": (200, None, "Envoy's base64url decoder ignores non-zero trailing bits; "
-                                      "mesh-authn refuses non-canonical encodings (RFC 4648 §3.5), so a token "
-                                      "has exactly one accepted spelling"),
+                                      "mesh-authn refuses non-canonical encodings (RFC 4648 §3.5): a segment's "
+                                      "only other accepted spelling is with `=` padding, as in Envoy"),
     "tab-inside-signature": (200, None, "Envoy's base64url decoder skips whitespace inside a segment; "
                              "mesh-authn does not"),
 }

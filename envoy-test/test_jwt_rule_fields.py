@@ -35,7 +35,7 @@ JWT_SVID_KEY = ec_key("jwt-authority-1")
 X509_AUTHORITY = ec_key("unused")  # the bundle's x509-svid key: never a JWT signer
 DEVICE_ISSUER = "https://devices.example.com"
 
-SVID, REQUIRED, SCOPES = "svid", "presence-required", "scopes"
+SVID, REQUIRED, SCOPES, EXP_REQUIRED = "svid", "presence-required", "scopes", "exp-required"
 
 
 def spire_bundle() -> str:
@@ -99,7 +99,10 @@ def envoy_scenarios(keys) -> dict:
     scopes = {"jwtRules": [{"issuer": ISSUER, "jwks": keys.jwks(), "spaceDelimitedClaims": ["scope"],
                             "outputClaimToHeaders": [{"header": "x-jwt-scope", "claim": "scope"}]}]}
     rbac = mesh.rbac_filters(AUTHZ, "foo", {})
+    exp_required = {"jwtRules": [{"issuer": ISSUER, "jwks": keys.jwks(), "audiences": ["svc-a"]}],
+                    "requireExpiration": True}
     return {
+        EXP_REQUIRED: exp_required, f"{EXP_REQUIRED}-ref": [harness.jwt_authn_filter(exp_required)],
         SVID: svid, f"{SVID}-ref": [harness.jwt_authn_filter(svid)],
         REQUIRED: required, f"{REQUIRED}-ref": [harness.jwt_authn_filter(required)],
         SCOPES: [harness.wasm_filter(SCOPES, scopes), *rbac],
@@ -212,3 +215,16 @@ def test_forged_scope_copies_never_pass(gateway, keys):
     for forged in ([("x-jwt-scope", "read")], [("X-JWT-Scope", "read"), ("x-jwt-scope", "read")]):
         assert gateway.get(SCOPES, "/scoped", [*forged, *bearer(token)]).status == 403
         assert gateway.get(SCOPES, "/scoped", forged).status == 403
+
+
+@pytest.mark.parametrize("aud, status, ours, envoys", [
+    ("svc-a", 401, "Jwt has no [exp] claim and expiration is required", VERIFY_FAILS),
+    ("svc-b", 403, AUD_DENIED, AUD_DENIED),
+])
+def test_required_expiration_after_the_audience_as_in_envoy(gateway, keys, aud, status, ours, envoys):
+    """requireExpiration is checked where Envoy checks it, after the audience: a token without
+    `exp` for another audience is a 403 in both. The 401's wording differs (README)."""
+    token = mint(keys.rsa, "RS256", "rsa", claims(lifetime=None, aud=aud))
+    mine, ref = (gateway.get(s, "/exp", bearer(token)) for s in (EXP_REQUIRED, f"{EXP_REQUIRED}-ref"))
+    assert (mine.status, mine.text) == (status, ours)
+    assert (ref.status, ref.text) == (status, envoys)

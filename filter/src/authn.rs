@@ -451,12 +451,12 @@ fn verify<'c, 't>(
     if candidates.peek().is_none() {
         return Err(AuthError::UnknownIssuer.into());
     }
-    jws.claims
-        .check_time(now.s, cfg.clock_skew_seconds, cfg.require_expiration)?;
+    // A missing `exp` under requireExpiration is a rule check, after the audience, as in Envoy.
+    jws.claims.check_time(now.s, cfg.clock_skew_seconds, false)?;
 
     let mut first_error = None;
     for (index, rule) in candidates {
-        match verify_for_rule(rule, &jws, now, env) {
+        match verify_for_rule(rule, &jws, cfg.require_expiration, now, env) {
             Ok(()) => return Ok((index, rule, jws)),
             Err(Failure::Deny(e)) => {
                 first_error.get_or_insert(e);
@@ -467,16 +467,27 @@ fn verify<'c, 't>(
     Err(first_error.unwrap_or(AuthError::UnknownIssuer).into())
 }
 
-/// One rule's checks, in Envoy's order: audience, subject, lifetime, key, signature.
-fn verify_for_rule(rule: &Rule, jws: &Jws<'_>, now: Now, env: &Env<'_>) -> Result<(), Failure> {
+/// One rule's checks, in Envoy's order: audience, subject, lifetime (and `requireExpiration`),
+/// key, signature.
+fn verify_for_rule(
+    rule: &Rule,
+    jws: &Jws<'_>,
+    require_expiration: bool,
+    now: Now,
+    env: &Env<'_>,
+) -> Result<(), Failure> {
     jws.claims.check_audience(&rule.audiences)?;
     if let Some(subjects) = &rule.subjects {
         if !subjects.matches(jws.claims.sub.as_deref()) {
             return Err(AuthError::VerificationFailed.into());
         }
     }
-    if let Some(max_ms) = rule.max_lifetime_ms {
-        jws.claims.check_lifetime(now.ms, max_ms)?;
+    match rule.max_lifetime_ms {
+        Some(max_ms) => jws.claims.check_lifetime(now.ms, max_ms)?,
+        None if require_expiration && jws.claims.exp.is_none() => {
+            return Err(AuthError::ExpirationMissing.into())
+        }
+        None => {}
     }
     let keys = env.keys;
     let jwks = match &rule.keys {

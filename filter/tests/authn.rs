@@ -316,7 +316,16 @@ fn skew_and_required_expiration() {
         ),
         Err(AuthError::ExpirationMissing)
     );
-    assert_eq!(verdict(&strict, &mint(h, claims())), Ok(()));
+    assert_eq!(verdict(&strict, &mint(h.clone(), claims())), Ok(()));
+    // As in Envoy, the audience is checked before a missing exp (403 rather than 401).
+    let with_aud = config(json!({"requireExpiration": true, "audiences": ["svc-a"]}));
+    assert_eq!(
+        verdict(
+            &with_aud,
+            &mint(h, with(claims(), json!({"exp": null, "aud": "svc-b"})))
+        ),
+        Err(AuthError::AudienceNotAllowed)
+    );
 }
 
 #[test]
