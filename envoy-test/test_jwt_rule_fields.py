@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 import harness
 import mesh
-from jwt_mint import ISSUER, claims, ec_key, mint
+from jwt_mint import ISSUER, Key, _uint, b64url_decode, claims, ec_key, jwks, mint
 
 VERIFY_FAILS = "Jwt verification fails"
 MISSING = "Jwt is missing"
@@ -36,6 +36,24 @@ X509_AUTHORITY = ec_key("unused")  # the bundle's x509-svid key: never a JWT sig
 DEVICE_ISSUER = "https://devices.example.com"
 
 SVID, REQUIRED, SCOPES, EXP_REQUIRED = "svid", "presence-required", "scopes", "exp-required"
+PUBLISHED = "keys-as-published"
+
+
+def short_coordinate_key(kid: str, curve: str) -> Key:
+    """An EC key whose x has a leading zero byte, published without it (as some libraries write
+    JWKs, and as jwt_verify_lib's own P-521 test key is): a 31-byte x for P-256 (one key in 256),
+    a 65-byte x for P-521 (one in two)."""
+    bits = {"P-256": 248, "P-521": 520}[curve]
+    while True:
+        key = ec_key(kid, curve)
+        x = key.private.public_key().public_numbers().x
+        if x < 1 << bits:
+            key.extra_jwk = {"x": _uint(x)}
+            return key
+
+
+SHORT_256, SHORT_521 = short_coordinate_key("short-256", "P-256"), short_coordinate_key("short-521", "P-521")
+LAST_OF_MANY = ec_key("key-300")
 
 
 def spire_bundle() -> str:
@@ -101,7 +119,12 @@ def envoy_scenarios(keys) -> dict:
     rbac = mesh.rbac_filters(AUTHZ, "foo", {})
     exp_required = {"jwtRules": [{"issuer": ISSUER, "jwks": keys.jwks(), "audiences": ["svc-a"]}],
                     "requireExpiration": True}
+    decoy = ec_key("decoy").jwk()
+    many = [{**decoy, "kid": f"decoy-{i}"} for i in range(297)]
+    published = {"jwtRules": [{"issuer": ISSUER, "jwks": jwks(
+        *many, SHORT_256.jwk(), SHORT_521.jwk(), LAST_OF_MANY.jwk())}]}
     return {
+        PUBLISHED: published, f"{PUBLISHED}-ref": [harness.jwt_authn_filter(published)],
         EXP_REQUIRED: exp_required, f"{EXP_REQUIRED}-ref": [harness.jwt_authn_filter(exp_required)],
         SVID: svid, f"{SVID}-ref": [harness.jwt_authn_filter(svid)],
         REQUIRED: required, f"{REQUIRED}-ref": [harness.jwt_authn_filter(required)],
@@ -228,3 +251,17 @@ def test_required_expiration_after_the_audience_as_in_envoy(gateway, keys, aud, 
     mine, ref = (gateway.get(s, "/exp", bearer(token)) for s in (EXP_REQUIRED, f"{EXP_REQUIRED}-ref"))
     assert (mine.status, mine.text) == (status, ours)
     assert (ref.status, ref.text) == (status, envoys)
+
+
+@pytest.mark.parametrize("key", [SHORT_256, SHORT_521, LAST_OF_MANY], ids=lambda k: k.kid)
+def test_keys_as_issuers_publish_them_beside_jwt_authn(gateway, key):
+    """Short EC coordinates (left-padded, the point still checked) and a set of 300 keys (once cut
+    at 256) verify tokens here as in jwt_authn."""
+    if key is not LAST_OF_MANY:
+        assert len(b64url_decode(key.jwk()["x"])) < {"ES256": 32, "ES512": 66}[key.alg]
+    token = mint(key, key.alg, key.kid, claims())
+    for scenario in (PUBLISHED, f"{PUBLISHED}-ref"):
+        resp = gateway.get(scenario, "/keys", bearer(token))
+        assert resp.status == 200, (scenario, resp.status, resp.text)
+    forged = mint(ec_key("x", "P-521"), "ES512", SHORT_521.kid, claims())
+    assert gateway.get(PUBLISHED, "/keys", bearer(forged)).text == VERIFY_FAILS
