@@ -452,7 +452,8 @@ fn verify<'c, 't>(
         return Err(AuthError::UnknownIssuer.into());
     }
     // A missing `exp` under requireExpiration is a rule check, after the audience, as in Envoy.
-    jws.claims.check_time(now.s, cfg.clock_skew_seconds, false)?;
+    jws.claims
+        .check_time(now.s, cfg.clock_skew_seconds, false)?;
 
     let mut first_error = None;
     for (index, rule) in candidates {

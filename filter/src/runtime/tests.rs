@@ -1399,3 +1399,21 @@ fn the_plaintext_census_counts_callers_without_mtls_under_permissive() {
     p.tick();
     assert_eq!(p.metric(&format!("plaintext_port_{APP_PORT}")), 1);
 }
+
+#[test]
+fn a_key_set_that_is_cut_is_counted() {
+    let key = json!({"kty": "oct", "kid": "a", "k": B64URL.encode(SECRET)});
+    let long = json!({ "keys": vec![key; jwks::MAX_KEYS + 1] }).to_string();
+    let p = Proxy::new(json!({"jwtRules": [{"issuer": ISS, "jwks": long}]}));
+    assert_eq!(p.metric("jwks_keys_cut"), 1);
+
+    let mut p = Proxy::new(remote_config());
+    p.tick();
+    p.answer(Some(200), long.as_bytes());
+    assert_eq!(p.metric("jwks_fetch_success"), 1);
+    assert_eq!(p.metric("jwks_keys_cut"), 1);
+    let (_, action) = p.request(Some(&token("a")));
+    assert_eq!(action, Action::Continue);
+    let p = Proxy::new(inline_config());
+    assert_eq!(p.metric("jwks_keys_cut"), 0);
+}
