@@ -503,10 +503,16 @@ def test_cors_preflight_passes_without_token(gateway, scenario):
     (lambda cfg: cfg["jwtRules"][0].update(audience=["svc-a"]), ["jwtRules[0]", "audience"]),
     (lambda cfg: cfg.update(requireToken="yes"), ["requireToken"]),
     (lambda cfg: cfg.update(jwtCacheBytes=1 << 30), ["jwtCacheBytes", "at most"]),
-], ids=["unknown-field-audience", "requireToken-wrong-type", "jwtCacheBytes-over-the-cap"])
+    (lambda cfg: json.dumps(cfg).replace('"issuer":', '"issuer": "https://evil.example", "issuer":', 1),
+     ["jwtRules[0].issuer", "named twice"]),
+    (lambda cfg: cfg["jwtRules"][0].update(maxLifetime="1h"), ["jwtRules[0].maxLifetime"]),
+    (lambda cfg: cfg["jwtRules"][0].update(subjects={"prefix": ""}), ["jwtRules[0].subjects.prefix"]),
+    (lambda cfg: cfg["jwtRules"][0].update(presence="ALWAYS"), ["jwtRules[0].presence"]),
+], ids=["unknown-field-audience", "requireToken-wrong-type", "jwtCacheBytes-over-the-cap", "issuer-twice",
+        "maxLifetime-not-a-duration", "subjects-empty-prefix", "presence-unknown"])
 def test_bad_plugin_config_refused_by_envoy(scratch_envoy, wasm_module, keys, upstream, mutate, fragments):
     cfg = {"jwtRules": [{"issuer": ISSUER, "jwks": keys.jwks()}]}
-    mutate(cfg)
+    cfg = mutate(cfg) or cfg
     name = "bad-config"
     config = harness.bootstrap(harness.free_port(),
                                [harness.listener(name, harness.free_port(), [harness.wasm_filter(name, cfg, wasm_module)])],

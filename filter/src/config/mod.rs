@@ -724,6 +724,34 @@ mod tests {
                 r#"{"maxPausedRequests":-1}"#.to_string(),
                 "maxPausedRequests",
             ),
+            (rule(r#","subjects":{}"#), "jwtRules[0].subjects"),
+            (
+                rule(r#","subjects":{"prefix":""}"#),
+                "jwtRules[0].subjects.prefix",
+            ),
+            (
+                rule(r#","subjects":{"exact":"a","suffix":"b"}"#),
+                "jwtRules[0].subjects",
+            ),
+            (
+                rule(r#","subjects":{"regex":"(","ignoreCase":false}"#),
+                "jwtRules[0].subjects.regex",
+            ),
+            (rule(r#","subjects":"spiffe://""#), "jwtRules[0].subjects"),
+            (rule(r#","maxLifetime":"0s""#), "jwtRules[0].maxLifetime"),
+            (rule(r#","maxLifetime":"1h""#), "jwtRules[0].maxLifetime"),
+            (rule(r#","presence":"MUST""#), "jwtRules[0].presence"),
+            (
+                rule(r#","spaceDelimitedClaims":["scope",""]"#),
+                "jwtRules[0].spaceDelimitedClaims[1]",
+            ),
+            (
+                rule(&format!(
+                    r#","spaceDelimitedClaims":{}"#,
+                    serde_json::to_string(&vec!["c"; 65]).unwrap()
+                )),
+                "jwtRules[0].spaceDelimitedClaims",
+            ),
         ];
         for (json, field) in cases {
             let err = cfg(&json)
