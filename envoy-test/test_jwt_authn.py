@@ -84,7 +84,8 @@ def good_token(keys, alg: str = "RS256", **claim_fields) -> str:
 
 
 def realm(gateway, scenario: str, path: str) -> str:
-    """mesh-authn drops the query from the realm; Envoy 1.40's jwt_authn ("-ref") keeps it."""
+    """mesh-authn drops the query from the realm; Envoy's jwt_authn ("-ref") keeps it (1.36 and
+    1.40 alike)."""
     if not scenario.endswith("-ref"):
         path = path.split("?", 1)[0]
     return f'Bearer realm="http://{gateway.host(scenario)}{path}"'

@@ -317,10 +317,10 @@ def curl_mtls(port: int, cert, key) -> tuple[int, int, str]:
 
 
 def test_only_certificates_the_listener_validated_count(mesh, tmp_path):
-    """Envoy 1.40 gives a wasm filter no attribute saying whether the peer certificate was
-    validated (`connection.mtls` means presented), so STRICT relies on the listener the README
-    documents: client certificates required and verified against the mesh's roots. A self-signed
-    certificate naming a mesh identity never reaches the filter there, under any mode."""
+    """The filter reads `connection.mtls`, which means presented, not validated (the next test),
+    so STRICT relies on the listener the README documents: client certificates required and
+    verified against the mesh's roots. A self-signed certificate naming a mesh identity never
+    reaches the filter there, under any mode."""
     rogue = M.Pki(tmp_path / "rogue")  # another root with the same names
     forged = rogue.issue("forged", M.spiffe_id("foo", "curl"))
     genuine = mesh.pki.issue("direct.foo", M.spiffe_id("foo", "curl"))
@@ -333,3 +333,72 @@ def test_only_certificates_the_listener_validated_count(mesh, tmp_path):
         code, status, body = curl_mtls(port, genuine.cert_path, genuine.key_path)
         assert (code, status) == (0, 200), (code, status, body)
         assert json.loads(body)["headers"].get(PRINCIPAL_HEADER) == [principal("foo", "curl")]
+
+
+# envoyproxy/envoy#45828 (for issue #45660) added `connection.peer_certificate_valid`, BoringSSL's
+# verdict on the client certificate, in Envoy 1.39.0; 1.38.3 has no such attribute, nor has 1.36.
+PEER_CERTIFICATE_VALID_SINCE = (1, 39, 0)
+
+
+def test_what_envoy_tells_a_filter_about_the_peer_certificate(tmp_path):
+    """Where Envoy 1.36 and 1.40 differ for peer authentication. `connection.mtls`, which the filter
+    reads, is true for any certificate the handshake let through, validated or not: on a listener
+    that accepts untrusted certificates (`ACCEPT_UNTRUSTED`) a forged one looks like a genuine one.
+    Envoy 1.39 added `connection.peer_certificate_valid`; on 1.36, the oldest Envoy `make test`
+    runs (Istio 1.28's), it is absent, so the filter does not read it and the listener must
+    validate (previous test). Read here through CEL, in the access log: a wasm filter's
+    get_property("connection", …) reads the same attributes (Envoy's ConnectionWrapper)."""
+    pki, rogue = M.Pki(tmp_path / "pki"), M.Pki(tmp_path / "rogue")
+    callers = {"validated": pki.issue("validated", M.spiffe_id("foo", "curl")),
+               "untrusted": rogue.issue("untrusted", M.spiffe_id("foo", "curl")),
+               "none": None}
+    seen = _certificate_attributes(tmp_path, pki, callers)
+    version = harness.envoy_version()
+    verdict = version >= PEER_CERTIFICATE_VALID_SINCE
+    absent = "-"  # how the CEL formatter prints an attribute this Envoy does not have
+    assert seen == {
+        "validated": ("true", "true" if verdict else absent),
+        "untrusted": ("true", "false" if verdict else absent),
+        "none": ("false", "false" if verdict else absent),
+    }, f"Envoy {version}: (connection.mtls, connection.peer_certificate_valid) per caller: {seen}"
+
+
+def _certificate_attributes(workdir, pki: M.Pki, callers: dict) -> dict[str, tuple[str, str]]:
+    """Per caller (path /<name>, over TLS with its certificate or none): connection.mtls and
+    connection.peer_certificate_valid, as a listener accepting untrusted certificates saw them."""
+    port, admin = harness.free_port(), harness.free_port()
+    log = workdir / "access.log"
+    hcm = {"@type": M.HCM_TYPE, "stat_prefix": "attributes",
+           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+               "match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+           "http_filters": [harness.ROUTER],
+           "access_log": [{"name": "file", "typed_config": {
+               "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+               "path": str(log), "log_format": {"text_format_source": {"inline_string":
+                   "%REQ(:PATH)% %CEL(connection.mtls)% %CEL(connection.peer_certificate_valid)%\n"}}}}]}
+    server = pki.issue("server", M.spiffe_id("foo", "httpbin"), ips=[harness.HOST])
+    listener = {"name": "attributes",
+                "address": {"socket_address": {"address": harness.HOST, "port_value": port}},
+                "filter_chains": [{"transport_socket": {"name": M.TLS_SOCKET, "typed_config": {
+                    "@type": M.DOWNSTREAM_TLS,
+                    "common_tls_context": {
+                        "tls_certificates": [M._tls_certificate(server)],
+                        "validation_context": {"trusted_ca": {"filename": str(pki.ca_path)},
+                                               "trust_chain_verification": "ACCEPT_UNTRUSTED"}}}},
+                    "filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                 "typed_config": hcm}]}]}
+    envoy = harness.Envoy(harness.bootstrap(admin, [listener], []), workdir, admin, concurrency=1).start()
+    try:
+        envoy.wait_ready()
+        harness.wait_for_port(port)
+        for name, ident in callers.items():
+            cert = ["--cert", str(ident.cert_path), "--key", str(ident.key_path)] if ident else []
+            out = subprocess.run(["curl", "-sk", *cert, "-o", "/dev/null", "-w", "%{http_code}",
+                                  f"https://{harness.HOST}:{port}/{name}"],
+                                 capture_output=True, text=True, timeout=20)
+            assert out.stdout == "200", (name, out.returncode, out.stdout, out.stderr)
+    finally:
+        envoy.stop()  # which writes out the access log (flushed every 10 s while running)
+    lines = log.read_text().splitlines() if log.exists() else []
+    assert len(lines) == len(callers), f"access log {lines}\n{envoy.log_tail(20)}"
+    return {path.lstrip("/"): (mtls, valid) for path, mtls, valid in (line.split() for line in lines)}
