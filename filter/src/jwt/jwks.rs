@@ -215,7 +215,7 @@ mod tests {
             r#"{"keys":[{"kty":"oct","kid":"a","kid":"b","k":"c2VjcmV0"}]}"#,
         ] {
             let e = parse(doc.as_bytes()).unwrap_err();
-            assert!(e.message.contains("duplicate member"), "{doc}: {e}");
+            assert!(e.message.contains("named twice"), "{doc}: {e}");
         }
     }
 
