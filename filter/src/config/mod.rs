@@ -7,7 +7,7 @@ pub mod plugin_config;
 pub use duration::parse_duration_ms;
 pub use plugin_config::{
     ClaimToHeader, JwtHeader, JwtRule, PluginConfig, Presence, PrincipalBinding, SignatureVerifier,
-    TriggerRule, DEFAULT_CLOCK_SKEW_SECONDS, MAX_CONFIG_BYTES,
+    TriggerRule, DEFAULT_CLOCK_SKEW_SECONDS, MAX_CONFIG_BYTES, MAX_SPACE_DELIMITED_CLAIMS,
 };
 
 use std::collections::{BTreeMap, HashSet};
@@ -54,9 +54,6 @@ pub struct ClaimHeader {
     /// Named in `spaceDelimitedClaims`: one header copy per space-separated element.
     pub space_delimited: bool,
 }
-
-/// Istio's CRD bound on `spaceDelimitedClaims`.
-pub const MAX_SPACE_DELIMITED_CLAIMS: usize = 64;
 
 #[derive(Debug)]
 pub enum KeySource {

@@ -13,6 +13,8 @@ use crate::request::trigger::StringMatch;
 /// Largest `pluginConfig` accepted; istiod refuses far smaller WasmPlugins, so this only guards the VM.
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
+/// Istio's CRD bound on a rule's `spaceDelimitedClaims`.
+pub const MAX_SPACE_DELIMITED_CLAIMS: usize = 64;
 
 /// The WasmPlugin's `pluginConfig`.
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +218,7 @@ pub struct JwtRule {
     /// one. Istio always treats `scope` and `permission` so in jwt_authn's metadata; here they are
     /// split when listed. At most 64.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_SPACE_DELIMITED_CLAIMS)))]
     pub space_delimited_claims: Vec<String>,
     /// `REQUIRED`: every request this rule applies to must carry a valid token of this rule,
     /// whatever `requireToken` says and whatever other tokens it carries (Istio's `presence`,
