@@ -29,12 +29,28 @@ pub struct Forward {
 impl Forward {
     /// Every header to set, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.writes().map(|(k, v, _)| (k, v))
+    }
+
+    /// Every header to write, in order, and whether it is another copy of the one before (the
+    /// elements of a space-delimited claim, which follow each other in their token's headers) rather
+    /// than a value that replaces any other.
+    pub fn writes(&self) -> impl Iterator<Item = (&str, &str, bool)> {
         self.verified
             .iter()
-            .flat_map(|v| v.set.iter())
-            .chain(self.set.iter())
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .flat_map(|v| copies(&v.set))
+            .chain(copies(&self.set))
     }
+}
+
+/// `(name, value, copy)`: `copy` when the header before had the same name.
+fn copies(set: &[(String, String)]) -> impl Iterator<Item = (&str, &str, bool)> {
+    set.iter()
+        .scan(None, |previous: &mut Option<&str>, (k, v)| {
+            let copy = *previous == Some(k.as_str());
+            *previous = Some(k.as_str());
+            Some((k.as_str(), v.as_str(), copy))
+        })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -277,6 +277,15 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         for (j, c) in r.output_claim_to_headers.iter().enumerate() {
             let here = |f: &str| at(&format!("outputClaimToHeaders[{j}].{f}"));
             let header = header_name(&c.header, &here("header"))?;
+            // One header, one claim: which value it carried would depend on the order of writes.
+            if output_payload_to_header.as_ref() == Some(&header)
+                || claims.iter().any(|c: &ClaimHeader| c.header == header)
+            {
+                return Err(ConfigError::new(
+                    here("header"),
+                    format!("{header:?} is already an output header of this rule"),
+                ));
+            }
             let path: Vec<String> = match (&c.claim, c.claim_path.as_slice()) {
                 (Some(claim), []) => {
                     if claim.is_empty() || claim.split('.').any(str::is_empty) {
@@ -720,6 +729,18 @@ mod tests {
             (
                 r#"{"maxPausedRequests":-1}"#.to_string(),
                 "maxPausedRequests",
+            ),
+            (
+                rule(
+                    r#","outputClaimToHeaders":[{"header":"x-a","claim":"a"},{"header":"X-A","claim":"b"}]"#,
+                ),
+                "jwtRules[0].outputClaimToHeaders[1].header",
+            ),
+            (
+                rule(
+                    r#","outputPayloadToHeader":"x-p","outputClaimToHeaders":[{"header":"x-p","claim":"a"}]"#,
+                ),
+                "jwtRules[0].outputClaimToHeaders[0].header",
             ),
             (rule(r#","subjects":{}"#), "jwtRules[0].subjects"),
             (

@@ -723,13 +723,10 @@ impl<H: Host> Runtime<H> {
                     .iter()
                     .try_for_each(|h| self.host.remove_request_header(h))
                     .and_then(|()| {
-                        // A space-delimited claim's header comes in several copies.
-                        let mut written: Vec<&str> = Vec::new();
-                        fwd.headers().try_for_each(|(k, v)| {
-                            if written.contains(&k) {
+                        fwd.writes().try_for_each(|(k, v, copy)| {
+                            if copy {
                                 self.host.add_request_header(k, v)
                             } else {
-                                written.push(k);
                                 self.host.set_request_header(k, v)
                             }
                         })

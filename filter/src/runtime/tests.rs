@@ -1417,3 +1417,20 @@ fn a_key_set_that_is_cut_is_counted() {
     let p = Proxy::new(inline_config());
     assert_eq!(p.metric("jwks_keys_cut"), 0);
 }
+
+#[test]
+fn a_space_delimited_claim_is_written_as_copies() {
+    let mut p = Proxy::new(json!({"jwtRules": [{
+        "issuer": ISS, "jwks": jwks("a"), "spaceDelimitedClaims": ["scope"],
+        "outputClaimToHeaders": [{"header": "x-scope", "claim": "scope"},
+                                 {"header": "x-sub", "claim": "sub"}]}]}));
+    let t = hs256(
+        "a",
+        json!({"iss": ISS, "sub": "ann", "scope": "read write"}),
+    );
+    let auth = format!("Bearer {t}");
+    let (id, action) = p.request_with(&[("x-scope", "forged"), ("authorization", &auth)]);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(p.header(id, "x-scope"), ["read", "write"]);
+    assert_eq!(p.header(id, "x-sub"), ["ann"]);
+}
