@@ -11,7 +11,7 @@ SMOKE_TESTS  := test_jwt_authn.py test_bad_input.py test_jwt_rule_fields.py test
 # so the sha256 pinned in wasm-plugin.yaml (`make pin`) is the digest of what CI builds.
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)=/cargo
 
-.PHONY: setup build demo test lint unit unit-wasm e2e e2e-oldest schema oci pin bench fuzz-tools fuzz-smoke fuzz
+.PHONY: setup build demo test check lint unit unit-wasm e2e e2e-oldest schema oci pin bench fuzz-tools fuzz-smoke fuzz
 
 setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed
 	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' 2>/dev/null || \
@@ -41,6 +41,9 @@ build: setup
 
 demo: build
 	$(PY) envoy-test/demo.py
+
+# The edit-test loop: format, clippy on the host and wasm32, host unit tests (no Envoy, no fuzzing).
+check: lint unit
 
 lint: setup
 	cargo fmt --all --check

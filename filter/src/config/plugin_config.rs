@@ -73,8 +73,9 @@ pub struct PluginConfig {
 
     /// Who checks RS256/384/512 and ES256/384/512 signatures: `auto` (the host's BoringSSL through
     /// Envoy's `verify_signature` when it passes a self-test at start, else this module), `host`
-    /// (required: the plugin fails to start without it), or `wasm` (always this module, e.g. for
-    /// FIPS-pinned deployments). Other algorithms are always checked in the module.
+    /// (required: the plugin fails to start without it), or `wasm` (always this module, whose
+    /// RustCrypto code is not a validated cryptographic module). Other algorithms are always
+    /// checked in the module.
     #[serde(default)]
     pub signature_verifier: SignatureVerifier,
     /// Memory the verified-token cache of one VM may hold, in bytes (default 8 MiB; each worker

@@ -20,7 +20,9 @@ pub struct Request {
 /// What the host knows of the downstream connection (read only when the policy needs it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Connection {
-    /// A client certificate was presented and verified.
+    /// A client certificate was presented (Envoy's `connection.mtls`). Whether it was validated is
+    /// the listener's business: it must require and verify client certificates (README, "Listener
+    /// requirements").
     pub mtls: bool,
     /// The connection is TLS (its handshake may not have finished); read by NETWORK plugins only.
     pub tls: bool,
