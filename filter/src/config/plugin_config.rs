@@ -5,16 +5,16 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+#[cfg(feature = "schema")]
+use super::limits::{default_cache_duration, default_timeout, MAX_SPACE_DELIMITED_CLAIMS};
+use super::limits::{
+    default_clock_skew, default_jwt_cache_bytes, default_max_paused_requests,
+    default_root_namespace,
+};
 use crate::error::DenialBody;
 use crate::jwt::subject::SubjectMatch;
 use crate::peer::{Mtls, PeerAuthentication};
 use crate::request::trigger::StringMatch;
-
-/// Largest `pluginConfig` accepted; istiod refuses far smaller WasmPlugins, so this only guards the VM.
-pub const MAX_CONFIG_BYTES: usize = 4 << 20;
-pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
-/// Istio's CRD bound on a rule's `spaceDelimitedClaims`.
-pub const MAX_SPACE_DELIMITED_CLAIMS: usize = 64;
 
 /// The WasmPlugin's `pluginConfig`.
 #[derive(Debug, Clone, Deserialize)]
@@ -121,17 +121,6 @@ pub enum SignatureVerifier {
     Wasm,
 }
 
-pub const DEFAULT_MAX_PAUSED_REQUESTS: usize = 10_000;
-pub const MAX_MAX_PAUSED_REQUESTS: usize = 100_000;
-
-fn default_max_paused_requests() -> usize {
-    DEFAULT_MAX_PAUSED_REQUESTS
-}
-
-fn default_jwt_cache_bytes() -> usize {
-    crate::jwt::cache::DEFAULT_BUDGET_BYTES
-}
-
 /// The older authentication policy's `principalBinding`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -140,24 +129,6 @@ pub enum PrincipalBinding {
     #[default]
     UsePeer,
     UseOrigin,
-}
-
-fn default_root_namespace() -> String {
-    "istio-system".into()
-}
-
-fn default_clock_skew() -> u64 {
-    DEFAULT_CLOCK_SKEW_SECONDS
-}
-
-#[cfg(feature = "schema")]
-fn default_timeout() -> Option<String> {
-    Some("5s".into())
-}
-
-#[cfg(feature = "schema")]
-fn default_cache_duration() -> Option<String> {
-    Some("600s".into())
 }
 
 /// One JWT issuer, as in Istio's `JWTRule`.

@@ -18,8 +18,6 @@ type FastHash = foldhash::fast::RandomState;
 
 use super::claims::Claims;
 
-/// Memory the entries of one VM may hold, when `jwtCacheBytes` is not set.
-pub const DEFAULT_BUDGET_BYTES: usize = 8 << 20;
 /// Longer tokens are verified every time rather than held in memory.
 pub const MAX_CACHED_TOKEN_BYTES: usize = 4096;
 const NIL: u32 = u32::MAX;
