@@ -4,6 +4,7 @@
 
 mod alg;
 mod key;
+pub mod policy;
 pub mod rsa_montgomery;
 pub mod verify_signature;
 

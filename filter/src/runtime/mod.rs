@@ -21,6 +21,7 @@ pub use host::{Host, HostError, MetricKind};
 
 use crate::authn::Verdict;
 use crate::config::{self, Config, SignatureVerifier as Configured};
+use crate::crypto::policy::{host_verifier_works, Policy};
 use crate::error::{AuthError, ConfigError, Denial, DenialBody};
 use crate::jwt::jwks::{self, MAX_JWKS_BYTES};
 use crate::peer::{Mode, Workload};
@@ -29,7 +30,7 @@ use crate::remote::fetch::{Outcome, Poll, Source};
 use crate::remote::RemoteJwks;
 use crate::request::{strip_query, wire, Connection, Request};
 use metrics::{Census, Metrics};
-use root::{host_verifier_works, Call, Decision, Root, Shared, SignatureVerifier, Waiter};
+use root::{verify_signature_call, Call, Decision, Root, Shared, Waiter};
 
 const TICK_IDLE_MS: u32 = 1_000;
 /// While requests wait or keys are missing, other workers' fetch results are picked up this fast.
@@ -268,25 +269,25 @@ impl<H: Host> Runtime<H> {
             cfg.rules.len(),
             cfg.remotes.len()
         );
-        let host_works =
-            cfg.signature_verifier != Configured::Wasm && host_verifier_works(&self.host);
+        let host_works = cfg.signature_verifier != Configured::Wasm
+            && host_verifier_works(verify_signature_call(&self.host));
         let verifier = match (cfg.signature_verifier, host_works) {
-            (Configured::Host, true) => SignatureVerifier::Host,
+            (Configured::Host, true) => Policy::Host,
             (Configured::Host, false) => {
                 return Err(ConfigError::new(
                     "signatureVerifier",
                     "\"host\", but this host has no working verify_signature",
                 ))
             }
-            (Configured::Auto, true) => SignatureVerifier::HostOrModule,
-            (Configured::Auto | Configured::Wasm, _) => SignatureVerifier::Module,
+            (Configured::Auto, true) => Policy::HostOrModule,
+            (Configured::Auto | Configured::Wasm, _) => Policy::Module,
         };
         log::info!(
             "{}",
             match verifier {
-                SignatureVerifier::Host => "RS256/384/512 and ES256/384/512 signatures checked by the host (verify_signature) only",
-                SignatureVerifier::HostOrModule => "RS256/384/512 and ES256/384/512 signatures checked by the host (verify_signature); by the module should a host call fail",
-                SignatureVerifier::Module => "signatures checked in the module",
+                Policy::Host => "RS256/384/512 and ES256/384/512 signatures checked by the host (verify_signature) only",
+                Policy::HostOrModule => "RS256/384/512 and ES256/384/512 signatures checked by the host (verify_signature); by the module should a host call fail",
+                Policy::Module => "signatures checked in the module",
             }
         );
         if network {

@@ -2,7 +2,6 @@
 //! sets, the callouts in flight, the requests waiting for keys, the verified-token cache and the
 //! counts not yet flushed.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -10,7 +9,8 @@ use super::host::Host;
 use super::metrics::{Census, Counts, Metrics};
 use crate::authn::{self, Env, KeyStore, RemoteKeys, Verdict};
 use crate::config::Config;
-use crate::crypto::{self, verify_signature, Alg, InModule, Key, Verifier};
+use crate::crypto::policy::{Policy, PolicyVerifier};
+use crate::crypto::verify_signature;
 use crate::error::AuthError;
 use crate::jwt::cache::TokenCache;
 use crate::remote::fetch::{Jitter, SharedStore, Source, Ticket};
@@ -69,24 +69,14 @@ pub struct Root {
     pub cache: TokenCache,
     /// The cache's entries and bytes as last added to the plugin's gauges.
     pub cache_reported: (i64, i64),
-    pub verifier: SignatureVerifier,
-}
-
-/// Who checks the signatures the host can check (RS*, ES256/384/512).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureVerifier {
-    Module,
-    /// The host; the module when a host call fails.
-    HostOrModule,
-    /// The host only: a failed host call refuses the token.
-    Host,
+    pub verifier: Policy,
 }
 
 impl Root {
     /// `seed` spreads this proxy's key refreshes and retries apart from other proxies'.
     pub fn new(
         config: Config,
-        verifier: SignatureVerifier,
+        verifier: Policy,
         metrics: Metrics,
         census: Census,
         seed: u64,
@@ -124,26 +114,17 @@ impl Root {
             ..
         } = self;
         let view = KeyView { sources, now_ms };
-        let by_host = HostVerifier {
-            host,
-            fallback: *mode == SignatureVerifier::HostOrModule,
-            failed: Cell::new(0),
-        };
-        let verifier: &dyn Verifier = if *mode == SignatureVerifier::Module {
-            &InModule
-        } else {
-            &by_host
-        };
+        let verifier = PolicyVerifier::new(*mode, verify_signature_call(host));
         let (hits, misses) = (cache.hits, cache.misses);
         let mut env = Env {
             keys: &view,
-            verifier,
+            verifier: &verifier,
             cache: Some(cache),
         };
         let verdict = authn::authenticate(config, req, now_ms, &mut env);
         self.counts.cache_hit += self.cache.hits - hits;
         self.counts.cache_miss += self.cache.misses - misses;
-        self.counts.host_verify_failed += by_host.failed.get();
+        self.counts.host_verify_failed += verifier.failed();
         verdict
     }
 
@@ -203,59 +184,12 @@ impl<H: Host> SharedStore for Shared<'_, H> {
     }
 }
 
-/// Envoy's `verify_signature` (BoringSSL) for the algorithms it takes; the module for the others.
-/// A host call that fails refuses the token, or with `fallback` is answered by the module; either
-/// way it is counted, so neither verifier silently stands in for the other.
-struct HostVerifier<'h, H> {
-    host: &'h H,
-    fallback: bool,
-    failed: Cell<u64>,
-}
-
-impl<H: Host> Verifier for HostVerifier<'_, H> {
-    fn verify(&self, alg: Alg, key: &Key, input: &[u8], sig: &[u8]) -> bool {
-        if verify_signature::host_alg(alg).is_none() || key.host_der.is_none() {
-            return crypto::verify(alg, &key.material, input, sig);
-        }
-        // Only what is no signature (wrong length; for ECDSA, r or s not in [1, n-1]) has no host
-        // encoding: it cannot verify, and BoringSSL would refuse it.
-        let Some(args) = verify_signature::request(alg, key, input, sig) else {
-            return false;
-        };
-        let answer = self
-            .host
-            .call_foreign_function(verify_signature::FUNCTION, &args)
-            .map_err(|e| format!("host status {}", e.0))
-            .and_then(|r| {
-                verify_signature::parse_result(&r).ok_or_else(|| "an unreadable result".into())
-            });
-        match answer {
-            Ok(valid) => valid,
-            Err(why) => {
-                self.failed.set(self.failed.get() + 1);
-                log::debug!(
-                    "verify_signature failed ({why}); {}",
-                    if self.fallback {
-                        "the module checks the signature"
-                    } else {
-                        "the token is refused"
-                    }
-                );
-                self.fallback && crypto::verify(alg, &key.material, input, sig)
-            }
-        }
-    }
-}
-
-/// Whether the host verifies the self-test signature and refuses it once altered.
-pub fn host_verifier_works(host: &impl Host) -> bool {
-    let call = |args: &[u8]| {
+/// One call of the host's `verify_signature`, for `crypto::policy`.
+pub fn verify_signature_call<H: Host>(host: &H) -> impl Fn(&[u8]) -> Result<Vec<u8>, String> + '_ {
+    |args: &[u8]| {
         host.call_foreign_function(verify_signature::FUNCTION, args)
-            .ok()
-            .and_then(|r| verify_signature::parse_result(&r))
-    };
-    verify_signature::self_test_requests()
-        .is_some_and(|(good, bad)| call(&good) == Some(true) && call(&bad) == Some(false))
+            .map_err(|e| format!("host status {}", e.0))
+    }
 }
 
 /// The key store a request sees: this worker's view of each remote source at `now_ms`.
