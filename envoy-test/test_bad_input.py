@@ -371,16 +371,16 @@ TYP_ACCEPTED = {
 REF_DIFFERS: dict[str, tuple[int, str | None, str]] = {
     "only-dots": (401, NOT_JWS, "Envoy checks for empty segments first; same status"),
     "header-bad-base64": (401, NOT_JWS, "Envoy reports any undecodable header as a shape error; same status"),
-    "alg-none-no-signature": (401, NOT_JWS, "README: alg none says 'alg not supported' even with an empty "
+    "alg-none-no-signature": (401, NOT_JWS, "docs/behaviour.md: alg none says 'alg not supported' even with an empty "
                               "signature segment; Envoy fails the shape check on the empty segment"),
     "alg-NONE-uppercase": (401, NOT_JWS, "as alg-none-no-signature (empty signature segment)"),
     "space-inside-payload": (401, BAD_SIGNATURE, "Envoy's base64 decoder skips whitespace, so it gets as far "
                              "as the signature, which covers the segment with the space; same status"),
     "newline-in-query-token": (401, BAD_SIGNATURE, "as space-inside-payload ('%0A' is not decoded by either)"),
     "exp-zero": (200, None, "jwt_verify_lib keeps a missing exp as 0 and checks exp only when non-zero, "
-                 "so exp: 0 never expires there; mesh-authn reads it as 1970-01-01 (README: differences)"),
+                 "so exp: 0 never expires there; mesh-authn reads it as 1970-01-01 (docs/behaviour.md: differences)"),
     "exp-half-second": (200, None, "as exp-zero: 0.5 truncates to 0"),
-    # mesh-authn is stricter (README's list of intentional differences):
+    # mesh-authn is stricter (docs/behaviour.md's list of intentional differences):
     "crit-exp": (200, None, "Envoy ignores `crit`; mesh-authn refuses tokens naming critical extensions "
                  "it does not understand, as RFC 7515 §4.1.11 requires"),
     "crit-empty": (200, None, "as crit-exp"),

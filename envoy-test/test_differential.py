@@ -1,7 +1,7 @@
 """Differential check: mesh-authn against Envoy's own jwt_authn on a generated corpus of tokens.
 
 Both run in the same Envoy, configured from the same pluginConfig (`harness.jwt_authn_filter`).
-Every token goes to both; their verdicts (status 200/401/403) must agree, except where README.md
+Every token goes to both; their verdicts (status 200/401/403) must agree, except where docs/behaviour.md
 lists an intentional difference: each disagreement is classified under that difference's name, and
 one that no listed difference explains fails the test with the token's description. A summary
 table is printed (run pytest with -s to see it; it is also in the test's captured output).
@@ -30,7 +30,7 @@ ALGS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "ES512", "EdDSA", 
 
 MESH, MESH_WASM, REF = "differential", "differential-wasm", "differential-ref"
 
-# Intentional differences (README.md, "Where it differs from Envoy's jwt_authn, on purpose").
+# Intentional differences (docs/behaviour.md, "Where it differs from Envoy's jwt_authn, on purpose").
 KID_ONLY = "kid selects only keys with that kid"
 USE_NOT_SIG = "keys with use != sig not used"
 RSA_SHORT = "RSA keys under 2048 bits not used"

@@ -40,9 +40,13 @@ def crd_check(docs: list[dict]) -> list[dict]:
     return json.loads(out.stdout)
 
 
-def readme_plugin_configs() -> list[dict]:
-    blocks = re.findall(r"```json\n(.*?)```", (harness.REPO / "README.md").read_text(), re.S)
-    return [json.loads(b) for b in blocks]
+def doc_plugin_configs() -> list[tuple[str, dict]]:
+    """Every ```json block of the README and the docs: each is a pluginConfig."""
+    out = []
+    for doc in [harness.REPO / "README.md", *sorted((harness.REPO / "docs").glob("*.md"))]:
+        blocks = re.findall(r"```json\n(.*?)```", doc.read_text(), re.S)
+        out += [(f"{doc.relative_to(harness.REPO)} json block {i}", json.loads(b)) for i, b in enumerate(blocks)]
+    return out
 
 
 def test_shipped_resources_pass_istio_crd_schemas():
@@ -73,7 +77,7 @@ def test_converter_output_passes_istio_crd_schemas():
 def plugin_configs() -> list[tuple[str, dict]]:
     configs = [(f"wasm-plugin.yaml:{d['metadata']['name']}", d["spec"]["pluginConfig"])
                for d in shipped() if d["kind"] == "WasmPlugin"]
-    configs += [(f"README.md json block {i}", c) for i, c in enumerate(readme_plugin_configs())]
+    configs += doc_plugin_configs()
     return configs
 
 

@@ -255,7 +255,7 @@ def test_forged_scope_copies_never_pass(gateway, keys):
 ])
 def test_required_expiration_after_the_audience_as_in_envoy(gateway, keys, aud, status, ours, envoys):
     """requireExpiration is checked where Envoy checks it, after the audience: a token without
-    `exp` for another audience is a 403 in both. The 401's wording differs (README)."""
+    `exp` for another audience is a 403 in both. The 401's wording differs (docs/behaviour.md)."""
     token = mint(keys.rsa, "RS256", "rsa", claims(lifetime=None, aud=aud))
     mine, ref = (gateway.get(s, "/exp", bearer(token)) for s in (EXP_REQUIRED, f"{EXP_REQUIRED}-ref"))
     assert (mine.status, mine.text) == (status, ours)

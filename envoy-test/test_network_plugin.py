@@ -405,7 +405,7 @@ def test_tcp_server_first(tcp, clients, pki):
     echoed = talk(tcp.ports["tls"], b"EHLO\r\n", clients["foo"], pki.ca_path, expect=len(BANNER) + 6)
     assert echoed.received == BANNER + b"EHLO\r\n", echoed
     # A validated peer from a trust domain not listed, sending nothing: the tick closes it (it may
-    # have seen the banner, which the upstream sent before the handshake ended; see the README).
+    # have seen the banner, which the upstream sent before the handshake ended; see docs/behaviour.md).
     received = tcp.banner.received
     silent = talk(tcp.ports["tls"], ident=clients["evil"], ca=pki.ca_path, expect=10_000, timeout=5)
     print(f"{tcp.mode}: silent peer of a foreign trust domain {silent}")

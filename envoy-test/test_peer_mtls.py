@@ -318,7 +318,7 @@ def curl_mtls(port: int, cert, key) -> tuple[int, int, str]:
 
 def test_only_certificates_the_listener_validated_count(mesh, tmp_path):
     """The filter reads `connection.mtls`, which means presented, not validated (the next test),
-    so STRICT relies on the listener the README documents: client certificates required and
+    so STRICT relies on the listener docs/operating.md documents: client certificates required and
     verified against the mesh's roots. A self-signed certificate naming a mesh identity never
     reaches the filter there, under any mode."""
     rogue = M.Pki(tmp_path / "rogue")  # another root with the same names

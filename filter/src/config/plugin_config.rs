@@ -102,7 +102,7 @@ pub struct PluginConfig {
     pub denial_body: DenialBody,
     /// Run every check, refuse nothing: what enforcement would refuse is counted
     /// (`dry_run_refused_<reason>`) and logged with its reason, and goes on. Output headers are
-    /// still set only from verified tokens. For rolling a policy out (see the README).
+    /// still set only from verified tokens. For rolling a policy out (docs/operating.md, "Rolling out").
     #[serde(default)]
     pub dry_run: bool,
     /// Header that gives the upstream the decision: `allow`, or in a dry run
