@@ -9,10 +9,6 @@ This module runs its own Envoy so that fetch counts start from zero.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 import harness
@@ -24,60 +20,16 @@ DOC = "/.well-known/openid-configuration"
 K1, K2 = ec_key("k1"), ec_key("k2")
 
 
-class Provider:
-    """An OpenID provider: serves `routes` (path -> (status, body)), records every path asked."""
-
-    def __init__(self) -> None:
-        self.port = harness.free_port()
-        self.routes: dict[str, tuple[int, bytes]] = {}
-        self.paths: list[str] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+class Provider(harness.JwksServer):
+    """An OpenID provider: the harness's JSON server with the discovery document and the key sets
+    at their own paths; it records every path asked."""
 
     @property
     def issuer(self) -> str:
         return f"http://{harness.HOST}:{self.port}"
 
-    def set(self, path: str, body: dict | str, status: int = 200) -> None:
-        """`body`: a JSON document, or its text."""
-        text = body if isinstance(body, str) else json.dumps(body)
-        with self._lock:
-            self.routes[path] = (status, text.encode())
-
     def document(self, jwks_path: str, **extra) -> None:
         self.set(DOC, {"issuer": self.issuer, "jwks_uri": f"{self.issuer}{jwks_path}", **extra})
-
-    def asked(self, path: str) -> int:
-        with self._lock:
-            return self.paths.count(path)
-
-    def start(self) -> "Provider":
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                with owner._lock:
-                    owner.paths.append(self.path)
-                    status, body = owner.routes.get(self.path, (404, b"not found"))
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer((harness.HOST, self.port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 PROVIDERS = ("discover", "rotate", "down", "broken", "via-cluster", "no-issuer")
