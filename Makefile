@@ -8,10 +8,11 @@ ENVOY_OLDEST := .envoy-oldest
 SMOKE_TESTS  := test_jwt_authn.py test_bad_input.py test_jwt_rule_fields.py test_remote_jwks.py \
                 test_peer_mtls.py test_network_plugin.py
 # Reproducible module: the crates' source paths embedded in it must not depend on where they live,
-# so the sha256 pinned in wasm-plugin.yaml (`make pin`) is the digest of what CI builds.
+# so a release's digest (`make release`) is the digest of what any clean clone builds
+# (`make reproducible` checks it).
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)=/cargo
 
-.PHONY: setup build demo test check lint unit unit-wasm e2e e2e-oldest schema oci pin bench fuzz-tools fuzz-smoke fuzz
+.PHONY: setup build demo test check lint unit unit-wasm e2e e2e-oldest reproducible schema oci release bench fuzz-tools fuzz-smoke fuzz
 
 setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed
 	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' 2>/dev/null || \
@@ -68,7 +69,7 @@ e2e: build
 e2e-oldest: build $(ENVOY_OLDEST)/.installed
 	ENVOY_BIN=$(CURDIR)/$(ENVOY_OLDEST)/envoy/_bin/envoy $(PY) -m pytest -q $(addprefix envoy-test/,$(SMOKE_TESTS))
 
-test: lint unit unit-wasm fuzz-smoke e2e e2e-oldest
+test: lint unit unit-wasm fuzz-smoke e2e e2e-oldest reproducible
 
 schema:
 	cargo run -q -p config-schema
@@ -76,9 +77,18 @@ schema:
 oci: build
 	$(PY) envoy-test/oci_image.py
 
-# After any change to the module: rewrite the sha256 pins in wasm-plugin.yaml (a test checks them).
-pin: build
-	$(PY) envoy-test/oci_image.py --pin wasm-plugin.yaml
+# A release: the module built reproducibly, its OCI image, wasm-plugin.yaml pinned to its digest and
+# SHA256SUMS, in target/dist/$(VERSION). No commit re-pins anything.
+release: build
+	@test -n "$(VERSION)" || { echo 'make release VERSION=x.y.z' >&2; exit 1; }
+	$(PY) envoy-test/oci_image.py --release $(VERSION)
+
+# The module built again from a copy of the tree at another path must be the same bytes.
+reproducible: build
+	rm -rf target/reproducible && mkdir -p target/reproducible/src
+	git ls-files -z | xargs -0 tar -cf - | tar -xf - -C target/reproducible/src
+	cd target/reproducible/src && cargo build -q --release --target $(TARGET) -p mesh-authn
+	cmp $(WASM) target/reproducible/src/$(WASM) && echo "reproducible: $$(sha256sum < $(WASM) | cut -c1-16)…"
 
 # Side-by-side with Envoy's native jwt_authn (a command, not a test): prints req/s, p50, p99, cache
 # hit ratios and ratios; writes target/bench/bench.md and bench.png. Then the cache policies' hit ratios.

@@ -4,10 +4,13 @@ application/vnd.module.wasm.config.v1+json, one layer application/vnd.module.was
 holding the module itself). Push it with any OCI tool, e.g. `oras cp --from-oci-layout` or
 `skopeo copy oci:<dir>:<tag> docker://<registry>/<repo>:<tag>`.
 
-    python envoy-test/oci_image.py [--wasm PATH] [--out DIR] [--tag TAG] [--pin wasm-plugin.yaml]
+    python envoy-test/oci_image.py [--wasm PATH] [--out DIR] [--tag TAG]
+    python envoy-test/oci_image.py --release VERSION      (what `make release` runs)
 
 Prints the manifest digest (the WasmPlugin `sha256` for an oci:// url) and the module's sha256
 (for http:// or file:// urls). The output is reproducible: the same module gives the same digests.
+A release also writes `wasm-plugin.yaml` pinned to the image's digest (the repository's copy is
+the unpinned template) and SHA256SUMS.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def write(files: dict[str, bytes], out: Path) -> Path:
     for path, blob in files.items():
         (out / path).parent.mkdir(parents=True, exist_ok=True)
         (out / path).write_bytes(blob)
-    tar_path = out.with_suffix(".tar")
+    tar_path = out.parent / f"{out.name}.tar"  # not with_suffix: a version's dots are no suffix
     with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for path in sorted(files):
             info = tarfile.TarInfo(path)
@@ -74,12 +77,38 @@ def manifest_digest(files: dict[str, bytes]) -> str:
     return json.loads(files["index.json"])["manifests"][0]["digest"]
 
 
-PIN = re.compile(r"^(\s*sha256: )[0-9a-f]{64}$", re.M)
+PINNED = re.compile(r"^\s*sha256:", re.M)
+URL = re.compile(r"^(\s*)url: (oci://\S+?)(?::[\w.-]+)?$", re.M)
 
 
-def pin(yaml_text: str, digest: str) -> str:
-    """Sets every WasmPlugin `sha256:` line to the manifest digest."""
-    return PIN.sub(lambda m: m.group(1) + digest.removeprefix("sha256:"), yaml_text)
+def release_documents(template: str, version: str, digest: str) -> str:
+    """`wasm-plugin.yaml` as a release ships it: every WasmPlugin's `url` at the release's tag, and
+    a `sha256` line after it with the image's manifest digest. The template in the repository
+    carries no digest, so no commit has to re-pin it."""
+    if PINNED.search(template):
+        raise ValueError("the template must not pin a digest: the release writes it")
+    pinned, count = URL.subn(
+        lambda m: f"{m.group(1)}url: {m.group(2)}:{version}\n{m.group(1)}sha256: "
+                  f"{digest.removeprefix('sha256:')}", template)
+    if count == 0:
+        raise ValueError("no oci:// url in the template")
+    return pinned
+
+
+def release(wasm: bytes, version: str, template: Path, out: Path) -> dict[str, str]:
+    """What `make release VERSION=x.y.z` writes to `out`: the OCI image layout and its tar, the
+    pinned WasmPlugin documents, and SHA256SUMS. Returns the digests."""
+    files = build(wasm, version)
+    digest = manifest_digest(files)
+    image = out / f"mesh-authn-{version}"
+    tar_path = write(files, image)
+    docs = out / "wasm-plugin.yaml"
+    docs.write_text(release_documents(template.read_text(), version, digest))
+    module = out / "mesh_authn.wasm"
+    module.write_bytes(wasm)
+    sums = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}" for p in (tar_path, docs, module)]
+    (out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    return {"manifest": digest, "module": hashlib.sha256(wasm).hexdigest()}
 
 
 def main() -> int:
@@ -87,17 +116,22 @@ def main() -> int:
     ap.add_argument("--wasm", type=Path, default=REPO / "target/wasm32-wasip1/release/mesh_authn.wasm")
     ap.add_argument("--out", type=Path, default=REPO / "target/oci/mesh-authn")
     ap.add_argument("--tag", default="0.1.0")
-    ap.add_argument("--pin", type=Path, help="rewrite the sha256 pins in this WasmPlugin YAML")
+    ap.add_argument("--release", metavar="VERSION",
+                    help="write the release of this version to target/dist/VERSION")
     args = ap.parse_args()
     wasm = args.wasm.read_bytes()
+    if args.release:
+        out = REPO / "target" / "dist" / args.release
+        out.mkdir(parents=True, exist_ok=True)
+        digests = release(wasm, args.release, REPO / "wasm-plugin.yaml", out)
+        print(f"release {args.release} in {out}: OCI image mesh-authn-{args.release}(.tar), "
+              f"wasm-plugin.yaml pinned to {digests['manifest']}, SHA256SUMS")
+        return 0
     files = build(wasm, args.tag)
     tar_path = write(files, args.out)
     print(f"OCI image layout: {args.out} (tar: {tar_path}), tag {args.tag}")
     print(f"manifest digest (WasmPlugin sha256 for oci://): {manifest_digest(files).removeprefix('sha256:')}")
     print(f"module sha256 (for http:// or file:// urls): {hashlib.sha256(wasm).hexdigest()}")
-    if args.pin:
-        args.pin.write_text(pin(args.pin.read_text(), manifest_digest(files)))
-        print(f"pinned {args.pin}")
     return 0
 
 

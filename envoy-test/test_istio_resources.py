@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import harness
+import oci_image
 
 CRD_CHECK = harness.REPO / "envoy-test" / "crd"
 SCHEMA = json.loads((harness.REPO / "config-schema" / "plugin-config.schema.json").read_text())
@@ -55,6 +56,15 @@ def test_shipped_resources_pass_istio_crd_schemas():
     results = crd_check(docs)
     assert [r for r in results if not r["valid"]] == []
     assert len(results) == len(docs)
+
+
+def test_release_documents_pass_istio_crd_schemas(wasm_module):
+    """What a user applies from a release: the template pinned to this build's image digest."""
+    digest = oci_image.manifest_digest(oci_image.build(wasm_module.read_bytes(), "1.2.3"))
+    text = oci_image.release_documents((harness.REPO / "wasm-plugin.yaml").read_text(), "1.2.3", digest)
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert all(d["spec"]["sha256"] for d in docs if d["kind"] == "WasmPlugin")
+    assert [r for r in crd_check(docs) if not r["valid"]] == []
 
 
 def test_crd_check_can_fail():

@@ -68,10 +68,26 @@ def test_module_from_the_image_runs_in_envoy(wasm_module, upstream, tmp_path):
         gw.envoy.stop()
 
 
-def test_wasm_plugin_yaml_pins_this_build(wasm_module):
+def test_a_release_pins_this_build(wasm_module, tmp_path):
+    """`make release`: the image, wasm-plugin.yaml with every WasmPlugin at the release's tag and
+    pinned to the image's digest (the template itself pins nothing), and SHA256SUMS."""
     import yaml
-    digest = oci_image.manifest_digest(oci_image.build(wasm_module.read_bytes(), "any"))
-    plugins = [d for d in yaml.safe_load_all((harness.REPO / "wasm-plugin.yaml").read_text())
-               if d and d["kind"] == "WasmPlugin"]
-    assert plugins and all(p["spec"]["sha256"] == digest.removeprefix("sha256:") for p in plugins), \
-        "wasm-plugin.yaml is not pinned to this build: run `make pin`"
+    template = harness.REPO / "wasm-plugin.yaml"
+    assert not oci_image.PINNED.search(template.read_text()), "the template must not pin a digest"
+    digests = oci_image.release(wasm_module.read_bytes(), "9.8.7", template, tmp_path)
+    layout = {str(p.relative_to(tmp_path / "mesh-authn-9.8.7")): p.read_bytes()
+              for p in (tmp_path / "mesh-authn-9.8.7").rglob("*") if p.is_file()}
+    assert resolve_wasm(layout) == wasm_module.read_bytes()
+    assert digests["manifest"] == oci_image.manifest_digest(oci_image.build(wasm_module.read_bytes(), "9.8.7"))
+    docs = [d for d in yaml.safe_load_all((tmp_path / "wasm-plugin.yaml").read_text()) if d]
+    shipped = [d for d in yaml.safe_load_all(template.read_text()) if d]
+    plugins = [d for d in docs if d["kind"] == "WasmPlugin"]
+    assert plugins and all(p["spec"]["sha256"] == digests["manifest"].removeprefix("sha256:") and
+                           p["spec"]["url"].endswith(":9.8.7") for p in plugins)
+    # Nothing else changes: the same resources, the same pluginConfigs.
+    strip = lambda d: {**d, "spec": {k: v for k, v in d["spec"].items() if k not in ("url", "sha256")}}
+    assert [strip(d) for d in docs] == [strip(d) for d in shipped]
+    sums = dict(reversed(line.split("  ")) for line in (tmp_path / "SHA256SUMS").read_text().splitlines())
+    assert sums["mesh_authn.wasm"] == hashlib.sha256(wasm_module.read_bytes()).hexdigest()
+    assert sums["mesh-authn-9.8.7.tar"] == hashlib.sha256((tmp_path / "mesh-authn-9.8.7.tar").read_bytes()).hexdigest()
+    assert sums["wasm-plugin.yaml"] == hashlib.sha256((tmp_path / "wasm-plugin.yaml").read_bytes()).hexdigest()
