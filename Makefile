@@ -69,7 +69,7 @@ e2e: build
 e2e-oldest: build $(ENVOY_OLDEST)/.installed
 	ENVOY_BIN=$(CURDIR)/$(ENVOY_OLDEST)/envoy/_bin/envoy $(PY) -m pytest -q $(addprefix envoy-test/,$(SMOKE_TESTS))
 
-test: lint unit unit-wasm fuzz-smoke e2e e2e-oldest reproducible
+test: lint unit unit-wasm fuzz-smoke reproducible e2e e2e-oldest
 
 schema:
 	cargo run -q -p config-schema
