@@ -12,11 +12,7 @@ use serde_json::{Map, Value};
 /// can be a header: none for null or an empty string, and none for a string with control
 /// characters, which could split or smuggle headers.
 pub fn header_value(payload: &Map<String, Value>, path: &[String]) -> Option<String> {
-    let (first, rest) = path.split_first()?;
-    let mut v = payload.get(first)?;
-    for key in rest {
-        v = v.as_object()?.get(key)?;
-    }
+    let v = claim_at(payload, path)?;
     match v {
         // Envoy adds no header for an empty value.
         Value::String(s) if s.is_empty() || s.chars().any(char::is_control) => None,
@@ -39,17 +35,19 @@ pub fn space_delimited<'p>(
     payload: &'p Map<String, Value>,
     path: &[String],
 ) -> Option<impl Iterator<Item = &'p str>> {
-    let (first, rest) = path.split_first()?;
-    let mut v = payload.get(first)?;
-    for key in rest {
-        v = v.as_object()?.get(key)?;
-    }
-    match v {
+    match claim_at(payload, path)? {
         Value::String(s) if !s.chars().any(char::is_control) => {
             Some(s.split(' ').filter(|item| !item.is_empty()))
         }
         _ => None,
     }
+}
+
+/// The claim at `path`, each element one key of nested objects.
+fn claim_at<'p>(payload: &'p Map<String, Value>, path: &[String]) -> Option<&'p Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter()
+        .try_fold(payload.get(first)?, |v, key| v.as_object()?.get(key))
 }
 
 /// Envoy's `convertClaimDoubleToString`.
