@@ -1,11 +1,11 @@
 //! `Host` over the proxy-wasm imports.
 
 use super::imports::{self, LogLevel};
-use crate::runtime::{Host, HostError, MetricKind};
+use crate::runtime::{Host, HostError, MetricKind, Quiet};
 
 pub struct AbiHost;
 
-impl Host for AbiHost {
+impl Quiet for AbiHost {
     fn log(&self, level: log::Level, message: &str) {
         let level = match level {
             log::Level::Error => LogLevel::Error,
@@ -56,38 +56,12 @@ impl Host for AbiHost {
         imports::add_request_header(name, value)
     }
 
-    fn send_local_response(
-        &self,
-        status: u32,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<(), HostError> {
-        imports::send_local_response(status, headers, body)
-    }
-
-    fn resume_request(&self) -> Result<(), HostError> {
-        imports::resume_request()
-    }
-
-    fn close_downstream(&self) -> Result<(), HostError> {
-        imports::close_downstream()
-    }
-
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
         imports::set_effective_context(context_id)
     }
 
     fn set_tick_period_ms(&self, ms: u32) {
         imports::set_tick_period_ms(ms);
-    }
-
-    fn http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        timeout_ms: u64,
-    ) -> Result<u32, HostError> {
-        imports::http_call(cluster, headers, timeout_ms)
     }
 
     fn http_call_status(&self) -> Option<u32> {
@@ -128,5 +102,33 @@ impl Host for AbiHost {
 
     fn memory_bytes(&self) -> u64 {
         (core::arch::wasm32::memory_size(0) as u64) * 65_536
+    }
+}
+
+impl Host for AbiHost {
+    fn send_local_response(
+        &self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        imports::send_local_response(status, headers, body)
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        imports::resume_request()
+    }
+
+    fn close_downstream(&self) -> Result<(), HostError> {
+        imports::close_downstream()
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        imports::http_call(cluster, headers, timeout_ms)
     }
 }

@@ -2,7 +2,7 @@
 //! host's level, so a disabled record is never formatted.
 
 use super::host::AbiHost;
-use crate::runtime::Host;
+use crate::runtime::Quiet;
 
 pub struct ProxyLogger;
 

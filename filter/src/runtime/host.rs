@@ -12,7 +12,9 @@ pub enum MetricKind {
     Gauge,
 }
 
-pub trait Host {
+/// Host calls that never call back into the VM: the only ones a root may make while its state
+/// is borrowed (see `gate`).
+pub trait Quiet {
     fn log(&self, level: log::Level, message: &str);
     /// The level the proxy logs this module at; lower levels are not even formatted.
     fn log_level(&self) -> log::LevelFilter;
@@ -27,26 +29,9 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError>;
     /// Another copy of a header, after those already there.
     fn add_request_header(&self, name: &str, value: &str) -> Result<(), HostError>;
-    fn send_local_response(
-        &self,
-        status: u32,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<(), HostError>;
-    /// Lets the current (paused) request go on.
-    fn resume_request(&self) -> Result<(), HostError>;
-    /// Closes the current connection without a response, after the callback returns.
-    fn close_downstream(&self) -> Result<(), HostError>;
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError>;
     fn set_tick_period_ms(&self, ms: u32);
 
-    /// Starts a callout; its answer goes to the root that is current now, with the returned token.
-    fn http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        timeout_ms: u64,
-    ) -> Result<u32, HostError>;
     /// The `:status` of the callout being answered; None when it failed without an answer.
     fn http_call_status(&self) -> Option<u32>;
     fn http_call_body(&self, size: usize) -> Result<Vec<u8>, HostError>;
@@ -66,4 +51,27 @@ pub trait Host {
     fn call_foreign_function(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, HostError>;
     /// The VM's linear memory, which only grows.
     fn memory_bytes(&self) -> u64;
+}
+
+/// Host calls that may call back into the VM before they return: a local reply or a resumed
+/// request can end its stream (`on_done`), a callout can fail at once (`on_http_call_response`).
+/// The runtime reaches them only through `gate::Proxy::reentrant`.
+pub trait Host: Quiet {
+    fn send_local_response(
+        &self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError>;
+    /// Lets the current (paused) request go on.
+    fn resume_request(&self) -> Result<(), HostError>;
+    /// Closes the current connection without a response.
+    fn close_downstream(&self) -> Result<(), HostError>;
+    /// Starts a callout; its answer goes to the root that is current now, with the returned token.
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError>;
 }

@@ -1,6 +1,6 @@
 //! The plugin's counters on the proxy's `/stats`: `mesh_authn.<plugin>.<name>`.
 
-use super::host::{Host, MetricKind};
+use super::host::{MetricKind, Quiet};
 use crate::error::REASON_KINDS;
 
 const REASONS: usize = REASON_KINDS.len();
@@ -42,7 +42,7 @@ pub struct Counts {
 }
 
 impl Metrics {
-    pub fn define(host: &impl Host) -> Self {
+    pub fn define(host: &impl Quiet) -> Self {
         let prefix = prefix(host);
         let counter =
             |name: &str| host.define_metric(MetricKind::Counter, &format!("{prefix}.{name}"));
@@ -66,11 +66,11 @@ impl Metrics {
         }
     }
 
-    pub fn bump(host: &impl Host, id: Option<u32>) {
+    pub fn bump(host: &impl Quiet, id: Option<u32>) {
         Self::add(host, id, 1);
     }
 
-    pub fn add(host: &impl Host, id: Option<u32>, by: u64) {
+    pub fn add(host: &impl Quiet, id: Option<u32>, by: u64) {
         if let (Some(id), 1..) = (id, by) {
             host.increment_metric(id, by);
         }
@@ -78,7 +78,7 @@ impl Metrics {
 
     /// `cache`: how the token cache's entries and bytes changed since the last flush; the
     /// gauges are the sums over every VM of the plugin.
-    pub fn flush(self, host: &impl Host, counts: &Counts, served: bool, cache: (i64, i64)) {
+    pub fn flush(self, host: &impl Quiet, counts: &Counts, served: bool, cache: (i64, i64)) {
         // Gauges first: once the counters show a request, the gauges show what it left.
         for (id, delta) in [(self.cache_entries, cache.0), (self.cache_bytes, cache.1)] {
             if let (Some(id), false) = (id, delta == 0) {
@@ -106,7 +106,7 @@ impl Metrics {
 }
 
 /// `mesh_authn.<plugin name>`, or `mesh_authn` for a name Envoy's stats would split.
-fn prefix(host: &impl Host) -> String {
+fn prefix(host: &impl Quiet) -> String {
     host.property(&["plugin_name"])
         .and_then(|b| String::from_utf8(b).ok())
         .filter(|n| {
@@ -134,7 +134,7 @@ pub struct Census {
 }
 
 impl Census {
-    pub fn new(host: &impl Host) -> Self {
+    pub fn new(host: &impl Quiet) -> Self {
         Self {
             prefix: prefix(host),
             ..Self::default()
@@ -142,7 +142,7 @@ impl Census {
     }
 
     /// Counts one plaintext caller; true when its address should be logged now.
-    pub fn count(&mut self, host: &impl Host, port: Option<u32>, now_ms: u64) -> bool {
+    pub fn count(&mut self, host: &impl Quiet, port: Option<u32>, now_ms: u64) -> bool {
         let port = port.unwrap_or(0);
         if let Some(entry) = self.ports.iter_mut().find(|(p, ..)| *p == port) {
             entry.2 += 1;
@@ -165,7 +165,7 @@ impl Census {
         false
     }
 
-    pub fn flush(&mut self, host: &impl Host) {
+    pub fn flush(&mut self, host: &impl Quiet) {
         for (_, id, n) in &mut self.ports {
             Metrics::add(host, *id, std::mem::take(n));
         }

@@ -5,13 +5,13 @@
 //! verdict and applies it, or is parked with its root.
 //!
 //! Here the context registry, configuration and the tick; the HTTP stream in `stream`, the
-//! connection-level plugin in `network`, `http_call` callouts in `callouts`, one plugin's state in
-//! `root`, counters in `metrics`.
-//!
-//! No `RefCell` borrow is held across a host call that may call back into the VM: a local reply
-//! or a resumed request can end a stream synchronously, and the proxy then calls `on_done`.
+//! connection-level plugin in `network` (its held connections in `held`), `http_call` callouts in
+//! `callouts`, one plugin's state in `root`, counters in `metrics`. Every callback opens a `Gate`,
+//! without which neither state is borrowed nor a host call that may re-enter the VM is made.
 
 mod callouts;
+mod gate;
+mod held;
 mod host;
 mod metrics;
 mod network;
@@ -20,23 +20,20 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
-pub use host::{Host, HostError, MetricKind};
+pub use host::{Host, HostError, MetricKind, Quiet};
 
-use crate::authn::Verdict;
-use crate::config::{self, Config, SignatureVerifier as Configured};
+use crate::config::{self, SignatureVerifier as Configured};
 use crate::crypto::policy::{host_verifier_works, Policy};
-use crate::error::{AuthError, ConfigError, Denial, DenialBody};
-use crate::jwt::jwks::{self, MAX_JWKS_BYTES};
-use crate::peer::{Mode, Workload};
-use crate::remote::discovery::{self, KeysTarget};
-use crate::remote::fetch::{Outcome, Poll, Source};
-use crate::remote::RemoteJwks;
-use crate::request::{strip_query, wire, Connection, Request};
+use crate::error::{AuthError, ConfigError, DenialBody};
+use crate::peer::Workload;
+use crate::remote::fetch::Source;
+use crate::request::{wire, Connection, Request};
+use callouts::Shared;
+use gate::{Gate, Guarded, Proxy};
 use metrics::{Census, Metrics};
-use root::{verify_signature_call, Call, Decision, Root, Shared, Waiter};
+use root::{verify_signature_call, Root, SharedRoot};
 
 const TICK_IDLE_MS: u32 = 1_000;
 /// While requests wait or keys are missing, other workers' fetch results are picked up this fast.
@@ -59,193 +56,186 @@ pub enum Action {
 
 #[derive(Default)]
 struct Contexts {
-    roots: Vec<(u32, Rc<RefCell<Root>>)>,
+    roots: Vec<(u32, SharedRoot)>,
     /// (stream, its root), from creation until the request headers arrive.
     new_streams: Vec<(u32, u32)>,
 }
 
 pub struct Runtime<H> {
-    host: H,
-    contexts: RefCell<Contexts>,
+    host: Proxy<H>,
+    contexts: Guarded<Contexts>,
 }
 
 impl<H: Host> Runtime<H> {
     pub fn new(host: H) -> Self {
         Self {
-            host,
-            contexts: RefCell::default(),
+            host: Proxy::new(host),
+            contexts: Guarded::default(),
         }
     }
 
+    #[cfg(test)]
     pub fn host(&self) -> &H {
-        &self.host
+        self.host.host()
     }
 
-    fn root(&self, root_id: u32) -> Option<Rc<RefCell<Root>>> {
+    fn root(&self, gate: &mut Gate, root_id: u32) -> Option<SharedRoot> {
+        self.contexts.with(gate, |c| {
+            c.roots
+                .iter()
+                .find(|(id, _)| *id == root_id)
+                .map(|(_, root)| Rc::clone(root))
+        })
+    }
+
+    /// The `i`th root, for walking the roots without holding the registry.
+    fn root_at(&self, gate: &mut Gate, i: usize) -> Option<SharedRoot> {
         self.contexts
-            .borrow()
-            .roots
-            .iter()
-            .find(|(id, _)| *id == root_id)
-            .map(|(_, root)| Rc::clone(root))
+            .with(gate, |c| c.roots.get(i).map(|(_, root)| Rc::clone(root)))
     }
 
     pub fn on_context_create(&self, context_id: u32, root_context_id: u32) {
         if root_context_id == 0 {
             return;
         }
-        let mut contexts = self.contexts.borrow_mut();
-        if contexts.new_streams.len() >= MAX_NEW_STREAMS {
-            contexts.new_streams.remove(0);
-        }
-        contexts.new_streams.push((context_id, root_context_id));
+        self.contexts.with(&mut Gate::open(), |c| {
+            if c.new_streams.len() >= MAX_NEW_STREAMS {
+                c.new_streams.remove(0);
+            }
+            c.new_streams.push((context_id, root_context_id));
+        });
     }
 
     /// Compiles the plugin's configuration; false (the plugin refuses to start) when it is invalid.
     pub fn on_configure(&self, root_id: u32, config_size: usize) -> bool {
-        log::set_max_level(self.host.log_level());
+        let gate = &mut Gate::open();
+        let host = self.host.quiet();
+        log::set_max_level(host.log_level());
         let root = match self.configure(config_size) {
-            Ok(root) => Rc::new(RefCell::new(root)),
+            Ok(root) => Rc::new(Guarded::new(root)),
             Err(e) => {
                 log::error!("{e}");
                 return false;
             }
         };
-        let previous = {
-            let mut contexts = self.contexts.borrow_mut();
-            let previous = contexts
+        let previous = self.contexts.with(gate, |c| {
+            let previous = c
                 .roots
                 .iter()
                 .position(|(id, _)| *id == root_id)
-                .map(|i| contexts.roots.swap_remove(i).1);
-            contexts.roots.push((root_id, Rc::clone(&root)));
+                .map(|i| c.roots.swap_remove(i).1);
+            c.roots.push((root_id, Rc::clone(&root)));
             previous
-        };
-        for spec in &root.borrow().config.remotes {
-            Source::ensure_record(spec, &mut Shared(&self.host));
+        });
+        let config = root.with(gate, |r| Rc::clone(r.config()));
+        for spec in &config.remotes {
+            Source::ensure_record(spec, &mut Shared(host));
         }
-        let has_remotes = !root.borrow().config.remotes.is_empty();
-        if has_remotes {
-            self.kick(&root);
-        } else {
-            self.set_tick(&root, TICK_IDLE_MS);
-        }
-        // A root configured again keeps its paused requests and connections: they are decided
-        // under the new configuration, at the latest at their deadline.
-        if let Some(previous) = previous {
-            self.flush_counters(&previous);
-            let (waiters, handshakes) = {
-                let mut p = previous.borrow_mut();
-                (
-                    std::mem::take(&mut p.waiters),
-                    std::mem::take(&mut p.handshakes),
-                )
-            };
-            if !waiters.is_empty() || !handshakes.is_empty() {
-                let mut r = root.borrow_mut();
-                r.waiters.extend(waiters);
-                r.handshakes.extend(handshakes);
-                drop(r);
-                self.kick(&root);
+        let previous = previous.map(|p| {
+            p.with(gate, |p| {
+                p.flush(host);
+                p.take_paused()
+            })
+        });
+        root.with(gate, |r| {
+            let adopted = previous.as_ref().is_some_and(|p| !p.is_empty());
+            if let Some(paused) = previous {
+                r.adopt(paused);
             }
-        }
+            let tick = if adopted || !config.remotes.is_empty() {
+                TICK_NOW_MS
+            } else {
+                TICK_IDLE_MS
+            };
+            r.set_tick(host, tick);
+        });
         true
     }
 
     pub fn on_tick(&self, root_id: u32) {
-        log::set_max_level(self.host.log_level());
-        if let Some(root) = self.root(root_id) {
-            let now = self.host.now_ms().unwrap_or(0);
-            self.poll_handshakes(root_id, &root, now);
-            self.pump(root_id, &root, now);
-            self.flush_counters(&root);
+        let gate = &mut Gate::open();
+        let host = self.host.quiet();
+        log::set_max_level(host.log_level());
+        if let Some(root) = self.root(gate, root_id) {
+            let now = host.now_ms().unwrap_or(0);
+            self.poll_handshakes(gate, root_id, &root, now);
+            self.pump(gate, root_id, &root, now);
+            root.with(gate, |r| r.flush(host));
         }
     }
 
     /// A root goes away when its plugin is removed; a stream when it ends.
     pub fn on_done(&self, context_id: u32) -> bool {
-        let (root, waiting) = {
-            let mut contexts = self.contexts.borrow_mut();
-            contexts.new_streams.retain(|(id, _)| *id != context_id);
-            let root = contexts
-                .roots
+        let gate = &mut Gate::open();
+        let root = self.contexts.with(gate, |c| {
+            c.new_streams.retain(|(id, _)| *id != context_id);
+            c.roots
                 .iter()
                 .position(|(id, _)| *id == context_id)
-                .map(|i| contexts.roots.swap_remove(i).1);
-            // Only roots with paused requests (rarely any): nothing is allocated on the usual path.
-            let waiting: Vec<_> = if root.is_none() {
-                contexts
-                    .roots
-                    .iter()
-                    .filter(|(_, r)| {
-                        r.try_borrow()
-                            .is_ok_and(|r| !r.waiters.is_empty() || !r.handshakes.is_empty())
-                    })
-                    .map(|(_, r)| Rc::clone(r))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            (root, waiting)
-        };
+                .map(|i| c.roots.swap_remove(i).1)
+        });
         if let Some(root) = root {
-            self.close_paused_connections(&root);
-            // Its share of the cache gauges goes with it.
-            root.borrow_mut().cache.clear();
-            self.flush_counters(&root);
+            self.close_paused_connections(gate, &root);
+            let host = self.host.quiet();
+            root.with(gate, |r| {
+                r.clear_cache();
+                r.flush(host);
+            });
             log::debug!("plugin root {context_id} done; its keys, cache and counts are freed");
+            return true;
         }
-        // A request that goes away while waiting leaves the waiters. When the root is borrowed
-        // (a callback re-entered), its resume fails harmlessly instead: the context is gone.
-        for root in waiting {
-            if let Ok(mut r) = root.try_borrow_mut() {
-                r.waiters.retain(|w| w.context_id != context_id);
-                r.handshakes.remove(&context_id);
-            }
+        // A request or connection that goes away while paused leaves its root's queue.
+        let mut i = 0;
+        while let Some(root) = self.root_at(gate, i) {
+            root.with(gate, |r| r.forget(context_id));
+            i += 1;
         }
         true
     }
 
     /// The root of a stream the proxy created, once: it leaves the new streams.
-    fn take_new_stream(&self, context_id: u32) -> Option<(u32, Rc<RefCell<Root>>)> {
-        let mut contexts = self.contexts.borrow_mut();
-        contexts
-            .new_streams
-            .iter()
-            .position(|(id, _)| *id == context_id)
-            .map(|i| contexts.new_streams.swap_remove(i).1)
-            .and_then(|root_id| {
-                contexts
-                    .roots
-                    .iter()
-                    .find(|(id, _)| *id == root_id)
-                    .map(|(id, r)| (*id, Rc::clone(r)))
-            })
+    fn take_new_stream(&self, gate: &mut Gate, context_id: u32) -> Option<(u32, SharedRoot)> {
+        self.contexts.with(gate, |c| {
+            let at = c.new_streams.iter().position(|(id, _)| *id == context_id)?;
+            let (_, root_id) = c.new_streams.swap_remove(at);
+            c.roots
+                .iter()
+                .find(|(id, _)| *id == root_id)
+                .map(|(id, r)| (*id, Rc::clone(r)))
+        })
     }
 
     pub fn on_request_headers(&self, context_id: u32) -> Action {
-        match self.take_new_stream(context_id).map(|(_, root)| root) {
-            Some(root) => self.request_headers(context_id, &root),
+        let gate = &mut Gate::open();
+        match self.take_new_stream(gate, context_id) {
+            Some((_, root)) => self.request_headers(gate, context_id, &root),
             None => {
-                self.deny(&Request::default(), AuthError::Internal, DenialBody::Text);
+                self.deny(
+                    gate,
+                    &Request::default(),
+                    AuthError::Internal,
+                    DenialBody::Text,
+                );
                 Action::Pause
             }
         }
     }
 
     pub fn on_http_call_response(&self, root_id: u32, token: u32, body_size: usize) {
-        if let Some(root) = self.root(root_id) {
-            self.http_call_response(root_id, &root, token, body_size);
+        let gate = &mut Gate::open();
+        if let Some(root) = self.root(gate, root_id) {
+            self.http_call_response(gate, root_id, &root, token, body_size);
         }
     }
 
     fn configure(&self, config_size: usize) -> Result<Root, ConfigError> {
-        let bytes = self.host.plugin_config(config_size).map_err(|e| {
+        let bytes = self.host.quiet().plugin_config(config_size).map_err(|e| {
             ConfigError::here(format!("cannot read pluginConfig (host status {})", e.0))
         })?;
         let raw = config::parse(&bytes)?;
         let network = self
             .host
+            .quiet()
             .property(&["plugin_root_id"])
             .is_some_and(|id| id == NETWORK_ROOT_ID.as_bytes());
         if network {
@@ -276,7 +266,7 @@ impl<H: Host> Runtime<H> {
             cfg.remotes.len()
         );
         let host_works = cfg.signature_verifier != Configured::Wasm
-            && host_verifier_works(verify_signature_call(&self.host));
+            && host_verifier_works(verify_signature_call(self.host.quiet()));
         let verifier = match (cfg.signature_verifier, host_works) {
             (Configured::Host, true) => Policy::Host,
             (Configured::Host, false) => {
@@ -299,13 +289,13 @@ impl<H: Host> Runtime<H> {
         if network {
             log::info!("loaded as the connection-level (NETWORK) plugin: peer authentication only");
         }
-        let metrics = Metrics::define(&self.host);
-        Metrics::add(&self.host, metrics.keys_cut, cfg.keys_cut);
+        let metrics = Metrics::define(self.host.quiet());
+        Metrics::add(self.host.quiet(), metrics.keys_cut, cfg.keys_cut);
         Ok(Root::new(
             cfg,
             verifier,
             metrics,
-            Census::new(&self.host),
+            Census::new(self.host.quiet()),
             self.jitter_seed(),
         ))
     }
@@ -314,12 +304,12 @@ impl<H: Host> Runtime<H> {
     fn jitter_seed(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.host
-            .property(&["xds", "node", "id"])
-            .or_else(|| self.host.property(&["node", "id"]))
+        let host = self.host.quiet();
+        host.property(&["xds", "node", "id"])
+            .or_else(|| host.property(&["node", "id"]))
             .hash(&mut h);
-        self.host.property(&["plugin_name"]).hash(&mut h);
-        self.host.now_ms().unwrap_or(0).hash(&mut h);
+        host.property(&["plugin_name"]).hash(&mut h);
+        host.now_ms().unwrap_or(0).hash(&mut h);
         h.finish()
     }
 
@@ -328,9 +318,9 @@ impl<H: Host> Runtime<H> {
     fn node_workload(&self, label_keys: &[&str]) -> Workload {
         let node_string = |path: &[&str]| -> Option<String> {
             let xds: Vec<&str> = ["xds"].iter().chain(path).copied().collect();
-            self.host
-                .property(&xds)
-                .or_else(|| self.host.property(path))
+            let host = self.host.quiet();
+            host.property(&xds)
+                .or_else(|| host.property(path))
                 .and_then(|b| String::from_utf8(b).ok())
         };
         Workload {
@@ -350,7 +340,7 @@ impl<H: Host> Runtime<H> {
 
     /// `with_tls`: also whether the connection is TLS (a connection-level plugin needs it).
     fn connection(&self, with_tls: bool) -> Connection {
-        let host = &self.host;
+        let host = self.host.quiet();
         Connection {
             tls: with_tls && host.property(&["connection", "tls_version"]).is_some(),
             mtls: host
@@ -365,26 +355,5 @@ impl<H: Host> Runtime<H> {
                 .and_then(|b| String::from_utf8(b).ok())
                 .filter(|s| !s.is_empty()),
         }
-    }
-
-    fn set_tick(&self, root: &Rc<RefCell<Root>>, ms: u32) {
-        self.host.set_tick_period_ms(ms);
-        root.borrow_mut().tick_ms = ms;
-    }
-
-    fn kick(&self, root: &Rc<RefCell<Root>>) {
-        self.set_tick(root, TICK_NOW_MS);
-    }
-
-    fn flush_counters(&self, root: &Rc<RefCell<Root>>) {
-        let (metrics, counts, served, cache) = {
-            let mut r = root.borrow_mut();
-            r.census.flush(&self.host);
-            let now = (r.cache.len() as i64, r.cache.bytes() as i64);
-            let before = std::mem::replace(&mut r.cache_reported, now);
-            let delta = (now.0 - before.0, now.1 - before.1);
-            (r.metrics, std::mem::take(&mut r.counts), r.served, delta)
-        };
-        metrics.flush(&self.host, &counts, served, cache);
     }
 }

@@ -9,31 +9,31 @@
 //! or the upstream's first bytes once the handshake is done) decide it, and the root's tick polls
 //! it for callers that send nothing.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::root::{Decision, Handshake, Root};
+use super::gate::Gate;
+use super::held::TICK_HANDSHAKE_MS;
+use super::host::Quiet;
+use super::root::{Decision, SharedRoot};
 use super::{Action, Host, Runtime, NETWORK_ROOT_ID};
 use crate::authn::{self, Admission};
 use crate::error::AuthError;
 
-/// How soon a held TLS connection is first asked whether its peer presented a certificate; the
-/// interval then doubles up to `MAX_POLL_MS`, so connections that stall cost little. Client-first
-/// protocols are decided sooner, by their first bytes.
-pub const TICK_HANDSHAKE_MS: u32 = 5;
-const MAX_POLL_MS: u64 = 1_000;
-/// A TLS connection that has shown no client certificate by then is refused.
-const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
-/// TLS connections one plugin holds at the gate per VM; past it a new one is refused.
-pub const MAX_PAUSED_CONNECTIONS: usize = 10_000;
-
 impl<H: Host> Runtime<H> {
     pub fn on_new_connection(&self, context_id: u32) -> Action {
-        let Some((_, root)) = self.take_new_stream(context_id) else {
-            return self.refuse_connection(None, None, AuthError::Internal, "no configured plugin");
-        };
-        if self.has_http_only_fields(&root) {
+        let gate = &mut Gate::open();
+        let Some((_, root)) = self.take_new_stream(gate, context_id) else {
             return self.refuse_connection(
+                gate,
+                None,
+                None,
+                AuthError::Internal,
+                "no configured plugin",
+            );
+        };
+        if self.has_http_only_fields(gate, &root) {
+            return self.refuse_connection(
+                gate,
                 Some(&root),
                 None,
                 AuthError::Internal,
@@ -41,23 +41,24 @@ impl<H: Host> Runtime<H> {
             );
         }
         let conn = self.connection(true);
-        let cfg = Rc::clone(&root.borrow().config);
+        let cfg = root.with(gate, |r| Rc::clone(r.config()));
         // A TLS caller's certificate is not known yet: the census counts plaintext connections.
         if !conn.tls {
-            let now = self.host.now_ms().unwrap_or(0);
-            self.census(&root, &cfg, &conn, now);
+            let now = self.host.quiet().now_ms().unwrap_or(0);
+            self.census(gate, &root, &cfg, &conn, now);
         }
         match authn::admit_connection(&cfg, &conn, false) {
-            Admission::AwaitHandshake => self.await_handshake(context_id, &root, conn.port),
-            decided => self.settle(&root, conn.port, decided),
+            Admission::AwaitHandshake => self.await_handshake(gate, context_id, &root, conn.port),
+            decided => self.settle(gate, &root, conn.port, decided),
         }
     }
 
     /// Bytes from a held connection mean its TLS handshake is over: it is decided now. Any other
     /// connection was allowed already.
     pub fn on_downstream_data(&self, context_id: u32) -> Action {
-        match self.root_awaiting(context_id) {
-            Some(root) => self.decide_held(context_id, &root),
+        let gate = &mut Gate::open();
+        match self.root_holding(gate, context_id) {
+            Some(root) => self.decide_held(gate, context_id, &root),
             None => Action::Continue,
         }
     }
@@ -65,55 +66,65 @@ impl<H: Host> Runtime<H> {
     /// The upstream's bytes reach a held connection only once it is decided; before its handshake
     /// ends the TLS socket keeps them.
     pub fn on_upstream_data(&self, context_id: u32) -> Action {
-        match self.root_awaiting(context_id) {
-            Some(root) if self.connection_mtls() => self.decide_held(context_id, &root),
+        let gate = &mut Gate::open();
+        match self.root_holding(gate, context_id) {
+            Some(root) if self.connection_mtls() => self.decide_held(gate, context_id, &root),
             _ => Action::Continue,
         }
     }
 
     /// Decides a held connection whose handshake is over.
-    fn decide_held(&self, context_id: u32, root: &Rc<RefCell<Root>>) -> Action {
-        root.borrow_mut().handshakes.remove(&context_id);
+    fn decide_held(&self, gate: &mut Gate, context_id: u32, root: &SharedRoot) -> Action {
         let conn = self.connection(true);
-        let admission = authn::admit_connection(&root.borrow().config, &conn, true);
-        self.settle(root, conn.port, admission)
+        let admission = root.with(gate, |r| {
+            r.held().release(context_id);
+            authn::admit_connection(r.config(), &conn, true)
+        });
+        self.settle(gate, root, conn.port, admission)
     }
 
-    fn settle(&self, root: &Rc<RefCell<Root>>, port: Option<u32>, admission: Admission) -> Action {
+    fn settle(
+        &self,
+        gate: &mut Gate,
+        root: &SharedRoot,
+        port: Option<u32>,
+        admission: Admission,
+    ) -> Action {
         match admission {
             Admission::Allow => {
-                root.borrow_mut().count_connection(Decision::Allowed);
+                root.with(gate, |r| r.count_connection(Decision::Allowed));
                 Action::Continue
             }
-            Admission::Refuse(e, why) => self.refuse_connection(Some(root), port, e, why),
-            Admission::AwaitHandshake => {
-                self.refuse_connection(Some(root), port, AuthError::Internal, "TLS state unknown")
-            }
+            Admission::Refuse(e, why) => self.refuse_connection(gate, Some(root), port, e, why),
+            Admission::AwaitHandshake => self.refuse_connection(
+                gate,
+                Some(root),
+                port,
+                AuthError::Internal,
+                "TLS state unknown",
+            ),
         }
     }
 
-    fn root_awaiting(&self, context_id: u32) -> Option<Rc<RefCell<Root>>> {
-        self.contexts
-            .borrow()
-            .roots
-            .iter()
-            .find(|(_, r)| {
-                r.try_borrow().is_ok_and(|r| {
-                    !r.handshakes.is_empty() && r.handshakes.contains_key(&context_id)
-                })
-            })
-            .map(|(_, r)| Rc::clone(r))
+    /// The root holding a connection at the gate, if any.
+    fn root_holding(&self, gate: &mut Gate, context_id: u32) -> Option<SharedRoot> {
+        let mut i = 0;
+        while let Some(root) = self.root_at(gate, i) {
+            if root.with(gate, |r| r.held().contains(context_id)) {
+                return Some(root);
+            }
+            i += 1;
+        }
+        None
     }
 
     /// A plugin loaded as a network filter without the network root id cannot refuse its
     /// HTTP-only fields at start; it refuses every connection instead of enforcing less.
-    fn has_http_only_fields(&self, root: &Rc<RefCell<Root>>) -> bool {
-        let mut r = root.borrow_mut();
-        let Some(field) = r.config.http_only_field else {
+    fn has_http_only_fields(&self, gate: &mut Gate, root: &SharedRoot) -> bool {
+        let Some((field, first)) = root.with(gate, |r| r.http_only_field()) else {
             return false;
         };
-        if !r.http_only_logged {
-            r.http_only_logged = true;
+        if first {
             log::error!(
                 "pluginConfig.{field}: needs the HTTP plugin, but this plugin is loaded as a network \
                  filter; every connection is refused. A NETWORK WasmPlugin with pluginName \
@@ -125,78 +136,71 @@ impl<H: Host> Runtime<H> {
 
     fn await_handshake(
         &self,
+        gate: &mut Gate,
         context_id: u32,
-        root: &Rc<RefCell<Root>>,
+        root: &SharedRoot,
         port: Option<u32>,
     ) -> Action {
-        let now = self.host.now_ms().unwrap_or(0);
-        let tick_slower = {
-            let mut r = root.borrow_mut();
-            if r.handshakes.len() >= MAX_PAUSED_CONNECTIONS {
-                drop(r);
-                return self.refuse_connection(
-                    Some(root),
-                    port,
-                    AuthError::Internal,
-                    "too many connections awaiting their TLS handshake",
-                );
+        let host = self.host.quiet();
+        let now = host.now_ms().unwrap_or(0);
+        let held = root.with(gate, |r| {
+            let held = r.held().hold(context_id, now);
+            if held {
+                r.tick_within(host, TICK_HANDSHAKE_MS);
             }
-            r.handshakes.insert(
-                context_id,
-                Handshake {
-                    deadline_ms: now.saturating_add(HANDSHAKE_TIMEOUT_MS),
-                    next_poll_ms: now.saturating_add(u64::from(TICK_HANDSHAKE_MS)),
-                    poll_interval_ms: u64::from(TICK_HANDSHAKE_MS),
-                },
+            held
+        });
+        if !held {
+            return self.refuse_connection(
+                gate,
+                Some(root),
+                port,
+                AuthError::Internal,
+                "too many connections awaiting their TLS handshake",
             );
-            r.tick_ms == 0 || r.tick_ms > TICK_HANDSHAKE_MS
-        };
-        if tick_slower {
-            self.set_tick(root, TICK_HANDSHAKE_MS);
         }
         Action::Continue
     }
 
     /// Runs in the root's tick: decides the held connections whose peer has presented a
     /// certificate, and refuses those past their deadline.
-    pub(super) fn poll_handshakes(&self, root_id: u32, root: &Rc<RefCell<Root>>, now_ms: u64) {
-        let due: Vec<(u32, u64)> = root
-            .borrow()
-            .handshakes
-            .iter()
-            .filter(|(_, h)| h.next_poll_ms <= now_ms)
-            .map(|(id, h)| (*id, h.deadline_ms))
-            .collect();
+    pub(super) fn poll_handshakes(
+        &self,
+        gate: &mut Gate,
+        root_id: u32,
+        root: &SharedRoot,
+        now_ms: u64,
+    ) {
+        let due = root.with(gate, |r| r.held().due(now_ms));
         if due.is_empty() {
             return;
         }
+        let host = self.host.quiet();
         for (id, deadline_ms) in due {
-            if self.host.set_effective_context(id).is_err() {
-                root.borrow_mut().handshakes.remove(&id);
+            if host.set_effective_context(id).is_err() {
+                root.with(gate, |r| r.held().release(id));
                 continue;
             }
             // One host call while no certificate has been presented yet.
             let admission = if self.connection_mtls() {
                 let conn = self.connection(true);
-                authn::admit_connection(&root.borrow().config, &conn, false)
+                root.with(gate, |r| authn::admit_connection(r.config(), &conn, false))
             } else {
                 Admission::AwaitHandshake
             };
             if admission == Admission::AwaitHandshake && now_ms < deadline_ms {
-                if let Some(h) = root.borrow_mut().handshakes.get_mut(&id) {
-                    h.poll_interval_ms = h.poll_interval_ms.saturating_mul(2).min(MAX_POLL_MS);
-                    h.next_poll_ms = now_ms.saturating_add(h.poll_interval_ms).min(deadline_ms);
-                }
+                root.with(gate, |r| r.held().back_off(id, now_ms));
                 continue;
             }
-            root.borrow_mut().handshakes.remove(&id);
+            root.with(gate, |r| r.held().release(id));
             match admission {
-                Admission::Allow => root.borrow_mut().count_connection(Decision::Allowed),
+                Admission::Allow => root.with(gate, |r| r.count_connection(Decision::Allowed)),
                 Admission::Refuse(e, why) => {
-                    self.refuse_connection(Some(root), None, e, why);
+                    self.refuse_connection(gate, Some(root), None, e, why);
                 }
                 Admission::AwaitHandshake => {
                     self.refuse_connection(
+                        gate,
                         Some(root),
                         None,
                         AuthError::PeerAuthenticationFailed,
@@ -205,15 +209,16 @@ impl<H: Host> Runtime<H> {
                 }
             }
         }
-        let _ = self.host.set_effective_context(root_id);
+        let _ = host.set_effective_context(root_id);
     }
 
     /// A root that goes away closes the connections it still holds.
-    pub(super) fn close_paused_connections(&self, root: &Rc<RefCell<Root>>) {
-        let paused = std::mem::take(&mut root.borrow_mut().handshakes);
-        for id in paused.into_keys() {
-            if self.host.set_effective_context(id).is_ok() {
+    pub(super) fn close_paused_connections(&self, gate: &mut Gate, root: &SharedRoot) {
+        let held = root.with(gate, |r| r.held().take_all());
+        for id in held {
+            if self.host.quiet().set_effective_context(id).is_ok() {
                 self.refuse_connection(
+                    gate,
                     Some(root),
                     None,
                     AuthError::Internal,
@@ -225,6 +230,7 @@ impl<H: Host> Runtime<H> {
 
     fn connection_mtls(&self) -> bool {
         self.host
+            .quiet()
             .property(&["connection", "mtls"])
             .is_some_and(|b| crate::request::wire::decode_bool(&b))
     }
@@ -233,18 +239,21 @@ impl<H: Host> Runtime<H> {
     /// logs what enforcement would do, and lets it go on.
     fn refuse_connection(
         &self,
-        root: Option<&Rc<RefCell<Root>>>,
+        gate: &mut Gate,
+        root: Option<&SharedRoot>,
         port: Option<u32>,
         error: AuthError,
         why: &str,
     ) -> Action {
-        let dry_run =
-            error != AuthError::Internal && root.is_some_and(|r| r.borrow().config.dry_run);
+        let dry_run = error != AuthError::Internal
+            && root.is_some_and(|root| root.with(gate, |r| r.config().dry_run));
         if let Some(root) = root {
-            root.borrow_mut().count_connection(if dry_run {
-                Decision::DryRun(error)
-            } else {
-                Decision::Refused(error)
+            root.with(gate, |r| {
+                r.count_connection(if dry_run {
+                    Decision::DryRun(error)
+                } else {
+                    Decision::Refused(error)
+                })
             });
         }
         let level = if dry_run {
@@ -255,6 +264,7 @@ impl<H: Host> Runtime<H> {
         if log::log_enabled!(level) {
             let peer = self
                 .host
+                .quiet()
                 .property(&["source", "address"])
                 .and_then(|b| String::from_utf8(b).ok())
                 .unwrap_or_default();
@@ -271,7 +281,7 @@ impl<H: Host> Runtime<H> {
         if dry_run {
             return Action::Continue;
         }
-        if self.host.close_downstream().is_err() {
+        if self.host.reentrant(gate).close_downstream().is_err() {
             log::error!("could not close a refused connection");
         }
         Action::Pause

@@ -1,27 +1,45 @@
-//! One plugin's state in one VM: its compiled configuration, this worker's view of the remote key
-//! sets, the callouts in flight, the requests waiting for keys, the verified-token cache and the
-//! counts not yet flushed.
+//! One plugin's state in one VM: its compiled configuration, its callouts and this worker's view
+//! of the remote key sets, the requests waiting for keys, the connections held for their
+//! handshake, the verified-token cache and the counts not yet flushed.
 
-use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use super::host::Host;
+use super::callouts::Callouts;
+use super::gate::Guarded;
+use super::held::Held;
+use super::host::Quiet;
 use super::metrics::{Census, Counts, Metrics};
-use crate::authn::{self, Env, KeyStore, RemoteKeys, Verdict};
+use crate::authn::{self, Env, Verdict};
 use crate::config::Config;
 use crate::crypto::policy::{Policy, PolicyVerifier};
 use crate::crypto::verify_signature;
 use crate::error::AuthError;
 use crate::jwt::cache::TokenCache;
-use crate::remote::fetch::{Jitter, SharedStore, Source, Ticket};
+use crate::remote::fetch::Ticket;
 use crate::request::Request;
+
+/// A root as the runtime's callbacks share it.
+pub type SharedRoot = Rc<Guarded<Root>>;
 
 /// A request paused until its key set is ready. Its headers stay in Envoy and are read again
 /// when it resumes, so what a client sends does not change what a waiter costs.
 pub struct Waiter {
     pub context_id: u32,
-    pub remote: usize,
-    pub ticket: Ticket,
+    remote: usize,
+    ticket: Ticket,
+}
+
+/// What a root that is configured again hands to its successor.
+#[derive(Default)]
+pub struct Paused {
+    waiters: Vec<Waiter>,
+    held: Held,
+}
+
+impl Paused {
+    pub fn is_empty(&self) -> bool {
+        self.waiters.is_empty() && self.held.is_empty()
+    }
 }
 
 /// How a request or connection was decided, for the counters.
@@ -33,43 +51,24 @@ pub enum Decision {
     DryRun(AuthError),
 }
 
-/// What a callout in flight fetches, for the source at `index`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Call {
-    /// The issuer's discovery document, whose `jwks_uri` names the keys.
-    Discovery { index: usize },
-    /// The keys, from `uri` (the source's own, or the one its discovery document named).
-    Keys { index: usize, uri: String },
-}
-
-/// A TLS connection paused until its handshake shows whether the peer presented a certificate.
-#[derive(Debug, Clone, Copy)]
-pub struct Handshake {
-    pub deadline_ms: u64,
-    pub next_poll_ms: u64,
-    pub poll_interval_ms: u64,
-}
-
 pub struct Root {
-    pub config: Rc<Config>,
-    /// Paused connections by context id (NETWORK plugin only).
-    pub handshakes: BTreeMap<u32, Handshake>,
+    config: Rc<Config>,
+    verifier: Policy,
+    callouts: Callouts,
+    waiters: Vec<Waiter>,
+    /// Connections paused for their handshake (NETWORK plugin only).
+    held: Held,
     /// The log line for a connection-level plugin given HTTP-only fields was written.
-    pub http_only_logged: bool,
-    pub sources: Vec<Source>,
-    pub waiters: Vec<Waiter>,
-    /// Callout token → the source it fetches for, and what it fetches.
-    pub calls: HashMap<u32, Call>,
-    pub metrics: Metrics,
-    pub counts: Counts,
-    pub census: Census,
-    /// This VM has decided requests (the main thread's never does).
-    pub served: bool,
-    pub tick_ms: u32,
-    pub cache: TokenCache,
+    http_only_logged: bool,
+    cache: TokenCache,
     /// The cache's entries and bytes as last added to the plugin's gauges.
-    pub cache_reported: (i64, i64),
-    pub verifier: Policy,
+    cache_reported: (i64, i64),
+    metrics: Metrics,
+    counts: Counts,
+    census: Census,
+    /// This VM has decided requests (the main thread's never does).
+    served: bool,
+    tick_ms: u32,
 }
 
 impl Root {
@@ -82,50 +81,144 @@ impl Root {
         seed: u64,
     ) -> Self {
         Self {
-            census,
-            handshakes: BTreeMap::new(),
-            http_only_logged: false,
-            sources: (0..config.remotes.len() as u64)
-                .map(|i| Source {
-                    jitter: Jitter::seeded(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-                    ..Source::default()
-                })
-                .collect(),
+            callouts: Callouts::new(config.remotes.len(), seed),
             cache: TokenCache::new(config.jwt_cache_bytes, config.jwt_cache_size),
             cache_reported: (0, 0),
             config: Rc::new(config),
+            verifier,
             waiters: Vec::new(),
-            calls: HashMap::new(),
+            held: Held::default(),
+            http_only_logged: false,
             metrics,
             counts: Counts::default(),
+            census,
             served: false,
             tick_ms: 0,
-            verifier,
         }
     }
 
+    pub fn config(&self) -> &Rc<Config> {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        self.metrics
+    }
+
+    pub fn callouts(&mut self) -> &mut Callouts {
+        &mut self.callouts
+    }
+
+    pub fn held(&mut self) -> &mut Held {
+        &mut self.held
+    }
+
+    pub fn holds_connections(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// The verdict for a request, from this worker's keys, cache and verifier.
-    pub fn decide(&mut self, host: &impl Host, req: &Request, now_ms: u64) -> Verdict {
-        let Root {
-            config,
-            sources,
-            cache,
-            verifier: mode,
-            ..
-        } = self;
-        let view = KeyView { sources, now_ms };
-        let verifier = PolicyVerifier::new(*mode, verify_signature_call(host));
-        let (hits, misses) = (cache.hits, cache.misses);
+    pub fn decide(&mut self, host: &impl Quiet, req: &Request, now_ms: u64) -> Verdict {
+        let verifier = PolicyVerifier::new(self.verifier, verify_signature_call(host));
+        let (hits, misses) = (self.cache.hits, self.cache.misses);
+        let keys = self.callouts.keys(now_ms);
         let mut env = Env {
-            keys: &view,
+            keys: &keys,
             verifier: &verifier,
-            cache: Some(cache),
+            cache: Some(&mut self.cache),
         };
-        let verdict = authn::authenticate(config, req, now_ms, &mut env);
+        let verdict = authn::authenticate(&self.config, req, now_ms, &mut env);
         self.counts.cache_hit += self.cache.hits - hits;
         self.counts.cache_miss += self.cache.misses - misses;
         self.counts.host_verify_failed += verifier.failed();
         verdict
+    }
+
+    /// Pauses a request until source `remote` has keys (or a refetch ended); past the cap, the
+    /// error it is answered with instead, as a failed fetch would answer it.
+    pub fn park(
+        &mut self,
+        context_id: u32,
+        remote: usize,
+        refetch: bool,
+        now_ms: u64,
+    ) -> Result<(), AuthError> {
+        if self.waiters.len() >= self.config.max_paused_requests {
+            return Err(if refetch {
+                AuthError::NoMatchingKey
+            } else {
+                AuthError::JwksFetchFailed
+            });
+        }
+        let spec = self.config.remotes.get(remote).ok_or(AuthError::Internal)?;
+        let ticket = self
+            .callouts
+            .ticket(remote, spec, refetch, now_ms)
+            .ok_or(AuthError::Internal)?;
+        self.waiters.push(Waiter {
+            context_id,
+            remote,
+            ticket,
+        });
+        Ok(())
+    }
+
+    /// The waiters whose keys arrived, whose fetch ended, or whose deadline passed, each once.
+    pub fn take_ready(&mut self, now_ms: u64) -> Vec<Waiter> {
+        let callouts = &self.callouts;
+        let (ready, waiting) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| callouts.ready(w.remote, &w.ticket, now_ms));
+        self.waiters = waiting;
+        ready
+    }
+
+    /// A stream or connection that went away waits no more.
+    pub fn forget(&mut self, context_id: u32) {
+        if !self.waiters.is_empty() {
+            self.waiters.retain(|w| w.context_id != context_id);
+        }
+        self.held.release(context_id);
+    }
+
+    /// Everything paused here, for the root that replaces this one.
+    pub fn take_paused(&mut self) -> Paused {
+        Paused {
+            waiters: std::mem::take(&mut self.waiters),
+            held: std::mem::take(&mut self.held),
+        }
+    }
+
+    /// A root configured again keeps its paused requests and connections: they are decided
+    /// under the new configuration, at the latest at their deadline.
+    pub fn adopt(&mut self, paused: Paused) {
+        self.waiters.extend(paused.waiters);
+        self.held.extend(paused.held);
+    }
+
+    /// Whether some request waits or some key set has never been loaded.
+    pub fn busy(&self) -> bool {
+        !self.waiters.is_empty() || !self.callouts.loaded()
+    }
+
+    /// Sets the root's tick period.
+    pub fn set_tick(&mut self, host: &impl Quiet, ms: u32) {
+        host.set_tick_period_ms(ms);
+        self.tick_ms = ms;
+    }
+
+    /// Makes the tick at least this frequent.
+    pub fn tick_within(&mut self, host: &impl Quiet, ms: u32) {
+        if self.tick_ms == 0 || self.tick_ms > ms {
+            self.set_tick(host, ms);
+        }
+    }
+
+    /// Sets the tick period unless it is set already.
+    pub fn tick_every(&mut self, host: &impl Quiet, ms: u32) {
+        if self.tick_ms != ms {
+            self.set_tick(host, ms);
+        }
     }
 
     /// A request decided: let through, refused, or let through by a dry run that would have
@@ -165,55 +258,40 @@ impl Root {
         }
     }
 
-    /// Whether some request waits or some key set has never been loaded.
-    pub fn busy(&self) -> bool {
-        !self.waiters.is_empty() || self.sources.iter().any(|s| s.keys.is_none())
-    }
-}
-
-/// The host's shared data, as the fetch coordination sees it.
-pub struct Shared<'h, H>(pub &'h H);
-
-impl<H: Host> SharedStore for Shared<'_, H> {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.0.shared_data(key)
+    /// Counts a caller without mTLS (the plaintext census); true when its address should be
+    /// logged now.
+    pub fn count_plaintext(&mut self, host: &impl Quiet, port: Option<u32>, now_ms: u64) -> bool {
+        self.census.count(host, port, now_ms)
     }
 
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-        self.0.set_shared_data(key, value, cas)
+    /// The HTTP-only field a connection-level plugin was given, and whether this is the first
+    /// time it is asked (when it is logged).
+    pub fn http_only_field(&mut self) -> Option<(&'static str, bool)> {
+        let field = self.config.http_only_field?;
+        let first = !std::mem::replace(&mut self.http_only_logged, true);
+        Some((field, first))
+    }
+
+    /// Adds the counts since the last flush to the host's metrics.
+    pub fn flush(&mut self, host: &impl Quiet) {
+        self.census.flush(host);
+        let now = (self.cache.len() as i64, self.cache.bytes() as i64);
+        let before = std::mem::replace(&mut self.cache_reported, now);
+        let delta = (now.0 - before.0, now.1 - before.1);
+        let counts = std::mem::take(&mut self.counts);
+        self.metrics.flush(host, &counts, self.served, delta);
+    }
+
+    /// A root going away frees its cache, and with it its share of the cache gauges.
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
     }
 }
 
 /// One call of the host's `verify_signature`, for `crypto::policy`.
-pub fn verify_signature_call<H: Host>(host: &H) -> impl Fn(&[u8]) -> Result<Vec<u8>, String> + '_ {
+pub fn verify_signature_call<Q: Quiet>(host: &Q) -> impl Fn(&[u8]) -> Result<Vec<u8>, String> + '_ {
     |args: &[u8]| {
         host.call_foreign_function(verify_signature::FUNCTION, args)
             .map_err(|e| format!("host status {}", e.0))
-    }
-}
-
-/// The key store a request sees: this worker's view of each remote source at `now_ms`.
-struct KeyView<'a> {
-    sources: &'a [Source],
-    now_ms: u64,
-}
-
-impl KeyStore for KeyView<'_> {
-    fn remote(&self, index: usize) -> RemoteKeys<'_> {
-        match self.sources.get(index) {
-            Some(Source { keys: Some(k), .. }) => RemoteKeys::Ready(k),
-            Some(s) if !s.failed() => RemoteKeys::Loading,
-            _ => RemoteKeys::Failed,
-        }
-    }
-
-    fn may_refetch(&self, index: usize) -> bool {
-        self.sources
-            .get(index)
-            .is_some_and(|s| s.may_refetch(self.now_ms))
-    }
-
-    fn generation(&self) -> u64 {
-        self.sources.iter().map(|s| s.version).sum()
     }
 }

@@ -52,7 +52,7 @@ fn a_silent_connection_is_decided_by_the_tick_and_upstream_bytes_wait_for_the_de
     let mut p = Proxy::with(strict(), as_network);
     let (good, _) = p.connect(Peer::Handshaking);
     let (foreign, _) = p.connect(Peer::Handshaking);
-    assert_eq!(p.fake().tick_ms, network::TICK_HANDSHAKE_MS);
+    assert_eq!(p.fake().tick_ms, held::TICK_HANDSHAKE_MS);
     // Before the handshake ends the TLS socket holds what the upstream sends.
     assert_eq!(p.upstream_data(foreign), Action::Continue);
     p.advance(5);
@@ -149,7 +149,7 @@ fn a_network_plugin_refuses_http_only_fields_at_configure() {
 #[test]
 fn paused_connections_are_capped_forgotten_when_gone_and_closed_with_their_plugin() {
     let mut p = Proxy::with(strict(), as_network);
-    let ids: Vec<u32> = (0..network::MAX_PAUSED_CONNECTIONS)
+    let ids: Vec<u32> = (0..held::MAX_PAUSED_CONNECTIONS)
         .map(|_| p.connect(Peer::Handshaking).0)
         .collect();
     assert!(p.closed().is_empty());
@@ -160,7 +160,7 @@ fn paused_connections_are_capped_forgotten_when_gone_and_closed_with_their_plugi
     assert_eq!(action, Action::Continue);
     assert_eq!(p.closed(), vec![over], "room for one more");
     p.rt.on_done(ROOT);
-    assert_eq!(p.closed().len(), network::MAX_PAUSED_CONNECTIONS + 1);
+    assert_eq!(p.closed().len(), held::MAX_PAUSED_CONNECTIONS + 1);
     assert!(p.closed().contains(&again) && !p.closed().contains(&ids[0]));
 }
 

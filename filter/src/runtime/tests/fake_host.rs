@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::super::host::{Host, HostError, MetricKind};
+use super::super::host::{Host, HostError, MetricKind, Quiet};
 use super::ROOT;
 use crate::crypto::verify_signature;
 use crate::request::wire;
@@ -41,7 +41,7 @@ pub(super) struct Fake {
 #[derive(Default)]
 pub(super) struct FakeHost(pub(super) RefCell<Fake>);
 
-impl Host for FakeHost {
+impl Quiet for FakeHost {
     fn log(&self, _level: log::Level, _message: &str) {}
 
     fn log_level(&self) -> log::LevelFilter {
@@ -98,33 +98,6 @@ impl Host for FakeHost {
         Ok(())
     }
 
-    fn send_local_response(
-        &self,
-        status: u32,
-        _headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<(), HostError> {
-        let mut f = self.0.borrow_mut();
-        let current = f.current;
-        let body = String::from_utf8_lossy(body).into_owned();
-        f.replies.push((current, status, body));
-        Ok(())
-    }
-
-    fn resume_request(&self) -> Result<(), HostError> {
-        let mut f = self.0.borrow_mut();
-        let current = f.current;
-        f.resumed.push(current);
-        Ok(())
-    }
-
-    fn close_downstream(&self) -> Result<(), HostError> {
-        let mut f = self.0.borrow_mut();
-        let current = f.current;
-        f.closed.push(current);
-        Ok(())
-    }
-
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
         let mut f = self.0.borrow_mut();
         if context_id != ROOT
@@ -139,20 +112,6 @@ impl Host for FakeHost {
 
     fn set_tick_period_ms(&self, ms: u32) {
         self.0.borrow_mut().tick_ms = ms;
-    }
-
-    fn http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        _timeout_ms: u64,
-    ) -> Result<u32, HostError> {
-        let mut f = self.0.borrow_mut();
-        let token = u32::try_from(f.callouts.len()).unwrap() + 100;
-        let path = headers.iter().find(|(k, _)| *k == ":path").unwrap().1;
-        f.callouts
-            .push((token, cluster.to_string(), path.to_string()));
-        Ok(token)
     }
 
     fn http_call_status(&self) -> Option<u32> {
@@ -222,5 +181,48 @@ impl Host for FakeHost {
 
     fn memory_bytes(&self) -> u64 {
         1 << 20
+    }
+}
+
+impl Host for FakeHost {
+    fn send_local_response(
+        &self,
+        status: u32,
+        _headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        let mut f = self.0.borrow_mut();
+        let current = f.current;
+        let body = String::from_utf8_lossy(body).into_owned();
+        f.replies.push((current, status, body));
+        Ok(())
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        let mut f = self.0.borrow_mut();
+        let current = f.current;
+        f.resumed.push(current);
+        Ok(())
+    }
+
+    fn close_downstream(&self) -> Result<(), HostError> {
+        let mut f = self.0.borrow_mut();
+        let current = f.current;
+        f.closed.push(current);
+        Ok(())
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        _timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        let mut f = self.0.borrow_mut();
+        let token = u32::try_from(f.callouts.len()).unwrap() + 100;
+        let path = headers.iter().find(|(k, _)| *k == ":path").unwrap().1;
+        f.callouts
+            .push((token, cluster.to_string(), path.to_string()));
+        Ok(token)
     }
 }

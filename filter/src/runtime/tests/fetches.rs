@@ -308,7 +308,7 @@ fn a_discovery_document_without_usable_keys_is_a_failed_fetch() {
 #[test]
 fn a_key_set_that_is_cut_is_counted() {
     let key = json!({"kty": "oct", "kid": "a", "k": B64URL.encode(SECRET)});
-    let long = json!({ "keys": vec![key; jwks::MAX_KEYS + 1] }).to_string();
+    let long = json!({ "keys": vec![key; crate::jwt::jwks::MAX_KEYS + 1] }).to_string();
     let p = Proxy::new(json!({"jwtRules": [{"issuer": ISS, "jwks": long}]}));
     assert_eq!(p.metric("jwks_keys_cut"), 1);
 
