@@ -115,6 +115,8 @@ fn numeric_date(
     match v {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
+            // The range check makes the cast exact up to truncation, which is jwt_verify_lib's
+            // reading of a fractional date.
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             Some(f) if (0.0..18_446_744_073_709_551_616.0).contains(&f) => Ok(Some(f as u64)),
             _ => Err(out_of_range),
