@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod error;
 pub mod json;
 pub mod jwt;
+pub mod pattern;
 pub mod peer;
 pub mod remote;
 pub mod request;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Lower layers first; a module may use only modules of a strictly lower layer.
 const LAYERS: &[&[&str]] = &[
-    &["error", "json"],
+    &["error", "json", "pattern"],
     &["crypto"],
     &["jwt", "request", "peer"],
     &["remote"],

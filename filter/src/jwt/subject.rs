@@ -1,10 +1,11 @@
 //! `subjects`: which `sub` a rule's tokens may assert, as Envoy's `JwtProvider.subjects` (a
 //! `StringMatcher`); for instance the `spiffe://<trust domain>/` prefix of JWT-SVIDs.
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::pattern;
 
 /// Exactly one of `exact`, `prefix`, `suffix`, `contains`, `regex` (RE2 syntax, whole `sub`), as
 /// Envoy's `StringMatcher` (`regex` for its `safe_regex`); `ignoreCase` for all but `regex`.
@@ -25,8 +26,6 @@ pub struct SubjectMatch {
     #[serde(default)]
     pub ignore_case: bool,
 }
-
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 #[derive(Debug)]
 pub enum Kind {
@@ -77,10 +76,7 @@ impl SubjectMatcher {
                         "not with regex (write (?i) in it)",
                     ));
                 }
-                let re = RegexBuilder::new(&format!("^(?:{value})$"))
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                    .map_err(|e| ConfigError::new("regex", format!("invalid regex: {e}")))?;
+                let re = pattern::whole_string(value).map_err(|e| ConfigError::new("regex", e))?;
                 return Ok(Self::Regex(re));
             }
         };

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::path;
 use crate::error::ConfigError;
+use crate::pattern;
 
 /// Istio's `StringMatch`: exactly one of `exact`, `prefix`, `suffix`, `regex` (RE2 syntax, full match).
 #[derive(Debug, Clone, Deserialize)]
@@ -17,9 +18,6 @@ pub enum StringMatch {
     Suffix(String),
     Regex(String),
 }
-
-/// Bounds what an operator's regex may cost to compile and to run.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 #[derive(Debug)]
 pub enum PathMatcher {
@@ -35,12 +33,9 @@ impl PathMatcher {
             StringMatch::Exact(s) => Self::Exact(path::normalize_pattern(s)),
             StringMatch::Prefix(s) => Self::Prefix(path::normalize_pattern(s)),
             StringMatch::Suffix(s) => Self::Suffix(path::normalize_pattern(s)),
-            StringMatch::Regex(r) => Self::Regex(
-                regex::RegexBuilder::new(&format!("^(?:{r})$"))
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                    .map_err(|e| ConfigError::new("regex", format!("invalid regex: {e}")))?,
-            ),
+            StringMatch::Regex(r) => {
+                Self::Regex(pattern::whole_string(r).map_err(|e| ConfigError::new("regex", e))?)
+            }
         })
     }
 
