@@ -88,3 +88,44 @@ fn unsafe_code_only_in_abi() {
         }
     }
 }
+
+/// The layout in docs/design.md names every module of the tree, so a newcomer finds each file
+/// there: `x.rs` or `x/` for top-level modules, `` `name` `` for the files inside them. Test
+/// modules (`tests.rs`, `tests/`) are not listed one by one.
+#[test]
+fn design_layout_names_every_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let design = std::fs::read_to_string(root.join("../docs/design.md")).unwrap();
+    let layout = design
+        .split("\n## Layout")
+        .nth(1)
+        .expect("docs/design.md has a Layout section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let src = root.join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut missing = Vec::new();
+    for path in files {
+        let rel = path.strip_prefix(&src).unwrap();
+        let parts: Vec<&str> = rel.iter().map(|p| p.to_str().unwrap()).collect();
+        if parts.iter().any(|p| *p == "tests" || *p == "tests.rs") || parts == ["lib.rs"] {
+            continue;
+        }
+        let stem = rel.file_stem().unwrap().to_str().unwrap();
+        let wanted = match parts.as_slice() {
+            [file] => format!("`{file}`"),
+            [dir, "mod.rs"] => format!("`{dir}/`"),
+            [.., "mod.rs"] => format!("`{}`", parts[parts.len() - 2]),
+            _ => format!("`{stem}`"),
+        };
+        if !layout.contains(&wanted) {
+            missing.push(format!("{} (as {wanted})", rel.display()));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/design.md's Layout does not name: {missing:#?}"
+    );
+}
