@@ -73,7 +73,7 @@ def clock(stream, capacity):
 
 
 def sieve(stream, capacity):
-    """As filter/src/jwt/cache.rs: the hand walks from the oldest towards the newest and wraps."""
+    """As filter/src/jwt/cache/mod.rs: the hand walks from the oldest towards the newest and wraps."""
     visited, newer, older = {}, {}, {}
     newest = oldest = hand = None
     for key in stream:

@@ -1,0 +1,140 @@
+use super::*;
+use crate::jwt::claims::Claims;
+
+fn v(rule: usize) -> Rc<Verified> {
+    Rc::new(Verified {
+        rule,
+        claims: Claims::default(),
+        set: vec![],
+        principal: None,
+    })
+}
+
+fn entry_bytes(token: &str) -> usize {
+    ENTRY_OVERHEAD + token.len() + v(0).bytes()
+}
+
+fn tokens(c: &TokenCache) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = c.oldest;
+    while let Some(e) = c.slots.get(i as usize).and_then(Option::as_ref) {
+        out.push(e.token.to_string());
+        i = e.newer;
+    }
+    out
+}
+
+#[test]
+fn a_hit_survives_the_next_eviction_an_unvisited_entry_does_not() {
+    let mut c = TokenCache::new(usize::MAX, 3);
+    for t in ["a", "b", "c"] {
+        c.insert(0, t, v(0));
+    }
+    assert!(c.get(0, "a").is_some());
+    c.insert(0, "d", v(0));
+    assert_eq!(tokens(&c), ["a", "c", "d"], "b evicted, a kept by its hit");
+    assert!(c.get(0, "c").is_some() && c.get(0, "d").is_some());
+    c.insert(0, "e", v(0));
+    assert_eq!(
+        tokens(&c),
+        ["c", "d", "e"],
+        "a's mark was spent on the first pass"
+    );
+    assert_eq!((c.hits, c.misses), (3, 0));
+}
+
+#[test]
+fn popular_tokens_stay_while_a_stream_of_new_ones_passes() {
+    let mut c = TokenCache::new(usize::MAX, 64);
+    for n in 0..10_000 {
+        c.insert(0, &format!("cold-{n}"), v(0));
+        for hot in 0..8 {
+            let t = format!("hot-{hot}");
+            if c.get(0, &t).is_none() {
+                c.insert(0, &t, v(0));
+            }
+        }
+    }
+    assert_eq!(
+        c.misses, 8,
+        "only the first request of each hot token missed"
+    );
+    assert_eq!(c.len(), 64);
+}
+
+#[test]
+fn bounded_by_bytes() {
+    let one = entry_bytes("t-0000");
+    let mut c = TokenCache::new(10 * one + one / 2, usize::MAX);
+    for n in 0..1000 {
+        c.insert(0, &format!("t-{n:04}"), v(0));
+        assert!(c.bytes() <= 10 * one + one / 2);
+    }
+    assert_eq!((c.len(), c.bytes()), (10, 10 * one));
+    let long = "x".repeat(MAX_CACHED_TOKEN_BYTES);
+    let mut small = TokenCache::new(entry_bytes(&long) - 1, usize::MAX);
+    small.insert(0, &long, v(0));
+    assert!(
+        small.is_empty(),
+        "an entry larger than the budget is not cached"
+    );
+    let mut large = TokenCache::new(usize::MAX, usize::MAX);
+    large.insert(0, &long, v(0));
+    assert_eq!(large.bytes(), entry_bytes(&long));
+    large.insert(0, &format!("{long}x"), v(0));
+    assert_eq!(
+        large.len(),
+        1,
+        "tokens over MAX_CACHED_TOKEN_BYTES are not cached"
+    );
+}
+
+#[test]
+fn location_generation_remove_and_disabled() {
+    let mut c = TokenCache::new(usize::MAX, 8);
+    c.insert(1, "t", v(0));
+    assert!(
+        c.get(0, "t").is_none(),
+        "another location is another verification"
+    );
+    assert!(c.get(1, "t").is_some());
+    c.keys_generation(0);
+    assert_eq!(c.len(), 1);
+    c.keys_generation(7);
+    assert!(c.is_empty() && c.bytes() == 0);
+    for t in ["a", "b", "c"] {
+        c.insert(1, t, v(0));
+    }
+    c.remove("b");
+    assert_eq!(tokens(&c), ["a", "c"]);
+    c.remove("a");
+    c.remove("c");
+    assert!(c.is_empty() && c.bytes() == 0 && tokens(&c).is_empty());
+    c.insert(1, "d", v(0));
+    assert_eq!(tokens(&c), ["d"], "freed slots are reused");
+    assert_eq!(c.slots.len(), 3);
+    for off in [TokenCache::new(0, 8), TokenCache::new(1 << 20, 0)] {
+        let mut off = off;
+        off.insert(0, "t", v(0));
+        assert!(off.is_empty() && !off.enabled());
+    }
+}
+
+#[test]
+fn removing_the_hand_moves_it_on() {
+    let mut c = TokenCache::new(usize::MAX, 3);
+    for t in ["a", "b", "c"] {
+        c.insert(0, t, v(0));
+    }
+    c.get(0, "b");
+    c.insert(0, "d", v(0));
+    assert_eq!(tokens(&c), ["b", "c", "d"], "a evicted; the hand is at b");
+    c.remove("b");
+    c.insert(0, "e", v(0));
+    c.insert(0, "f", v(0));
+    assert_eq!(
+        tokens(&c),
+        ["d", "e", "f"],
+        "the hand moved on to c, not to b's slot"
+    );
+}
