@@ -7,8 +7,6 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::OnceLock;
-
 use base64::Engine;
 use mesh_authn::authn::{admit_connection, authenticate, Admission, Env, NoRemotes, Verdict};
 use mesh_authn::config::{self, Config};
@@ -16,114 +14,28 @@ use mesh_authn::error::AuthError;
 use mesh_authn::jwt::B64URL;
 use mesh_authn::peer::Workload;
 use mesh_authn::request::Request;
-use p256::ecdsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
-use rand::SeedableRng;
-use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
+use test_tokens::{mint, Key, HS256_RSA_PUB};
 
 const NOW: u64 = 1_800_000_000;
 const ISS: &str = "testing@secure.istio.io";
-
-struct Keys {
-    rsa: rsa::RsaPrivateKey,
-    ec: p256::ecdsa::SigningKey,
-    ec384: p384::ecdsa::SigningKey,
-    ed: ed25519_dalek::SigningKey,
-    hmac: Vec<u8>,
-}
-
-fn keys() -> &'static Keys {
-    static K: OnceLock<Keys> = OnceLock::new();
-    K.get_or_init(|| {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        Keys {
-            rsa: rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap(),
-            ec: p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap(),
-            ec384: p384::ecdsa::SigningKey::from_slice(&[9u8; 48]).unwrap(),
-            ed: ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]),
-            hmac: b"a-shared-secret-of-thirty-two-by".to_vec(),
-        }
-    })
-}
 
 fn b64(b: &[u8]) -> String {
     B64URL.encode(b)
 }
 
+/// The shared test keys (`test_tokens`) under the kids these tests name; rsa1 only for RS256.
 fn jwks() -> String {
-    let k = keys();
-    let rsa_pub = k.rsa.to_public_key();
-    let ec = k.ec.verifying_key().to_encoded_point(false);
-    let ec384 = k.ec384.verifying_key().to_encoded_point(false);
+    let rsa1 = with(Key::Rsa.jwk("rsa1"), json!({"alg": "RS256", "use": "sig"}));
     json!({"keys": [
-        {"kty": "RSA", "kid": "rsa1", "alg": "RS256", "use": "sig",
-         "n": b64(&rsa_pub.n().to_bytes_be()), "e": b64(&rsa_pub.e().to_bytes_be())},
-        {"kty": "RSA", "kid": "rsa-any",
-         "n": b64(&rsa_pub.n().to_bytes_be()), "e": b64(&rsa_pub.e().to_bytes_be())},
-        {"kty": "EC", "crv": "P-256", "kid": "ec1",
-         "x": b64(ec.x().unwrap()), "y": b64(ec.y().unwrap())},
-        {"kty": "EC", "crv": "P-384", "kid": "ec384",
-         "x": b64(ec384.x().unwrap()), "y": b64(ec384.y().unwrap())},
-        {"kty": "OKP", "crv": "Ed25519", "kid": "ed1", "x": b64(k.ed.verifying_key().as_bytes())},
-        {"kty": "oct", "kid": "hs1", "k": b64(&k.hmac)},
+        rsa1,
+        Key::Rsa.jwk("rsa-any"),
+        Key::P256.jwk("ec1"),
+        Key::P384.jwk("ec384"),
+        Key::Ed25519.jwk("ed1"),
+        Key::Hmac.jwk("hs1"),
     ]})
     .to_string()
-}
-
-fn sign(alg: &str, input: &[u8]) -> Vec<u8> {
-    let k = keys();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    match alg {
-        "RS256" => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k.rsa.clone())
-            .sign(input)
-            .to_vec(),
-        "RS512" => rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(k.rsa.clone())
-            .sign(input)
-            .to_vec(),
-        "PS256" => rsa::pss::BlindedSigningKey::<sha2::Sha256>::new(k.rsa.clone())
-            .sign_with_rng(&mut rng, input)
-            .to_vec(),
-        "ES256" => {
-            let s: p256::ecdsa::Signature = k.ec.sign(input);
-            s.to_bytes().to_vec()
-        }
-        "ES384" => {
-            let s: p384::ecdsa::Signature = k.ec384.sign(input);
-            s.to_bytes().to_vec()
-        }
-        "EdDSA" => k.ed.sign(input).to_bytes().to_vec(),
-        "HS256" => hmac_sha256(&k.hmac, input),
-        // Algorithm confusion: HMAC keyed with the RSA public key's bytes.
-        "HS256-rsa-pub" => hmac_sha256(&k.rsa.to_public_key().n().to_bytes_be(), input),
-        _ => Vec::new(),
-    }
-}
-
-fn hmac_sha256(key: &[u8], input: &[u8]) -> Vec<u8> {
-    use hmac::Mac;
-    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
-    m.update(input);
-    m.finalize().into_bytes().to_vec()
-}
-
-fn mint(header: Value, claims: Value) -> String {
-    let alg = header["alg"].as_str().unwrap_or("").to_string();
-    let signer = header
-        .get("x-signer")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .unwrap_or(alg);
-    let mut header = header;
-    if let Some(h) = header.as_object_mut() {
-        h.remove("x-signer");
-    }
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let sig = sign(&signer, input.as_bytes());
-    format!("{input}.{}", b64(&sig))
 }
 
 fn claims() -> Value {
@@ -227,12 +139,13 @@ fn algorithms_and_keys() {
             json!({"alg": "ES256", "kid": "ec1", "x-signer": "EdDSA"}),
             Err(AuthError::VerificationFailed),
         ),
+        // Algorithm confusion: HMAC keyed with the RSA public key's modulus.
         (
-            json!({"alg": "HS256", "kid": "rsa1", "x-signer": "HS256-rsa-pub"}),
+            json!({"alg": "HS256", "kid": "rsa1", "x-signer": HS256_RSA_PUB}),
             Err(AuthError::NoMatchingKey),
         ),
         (
-            json!({"alg": "HS256", "x-signer": "HS256-rsa-pub"}),
+            json!({"alg": "HS256", "x-signer": HS256_RSA_PUB}),
             Err(AuthError::VerificationFailed),
         ),
         (json!({"alg": "none"}), Err(AuthError::AlgNotSupported)),
@@ -242,7 +155,7 @@ fn algorithms_and_keys() {
         ),
     ];
     for (header, want) in cases {
-        let t = mint(header.clone(), claims());
+        let t = mint(&header, &claims());
         assert_eq!(verdict(&cfg, &t), want, "{header}");
     }
 }
@@ -250,7 +163,7 @@ fn algorithms_and_keys() {
 #[test]
 fn tampering_is_detected() {
     let cfg = config(json!({}));
-    let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let t = mint(&json!({"alg": "ES256", "kid": "ec1"}), &claims());
     let parts: Vec<&str> = t.split('.').collect();
     let forged_payload = b64(with(claims(), json!({"sub": "admin"}))
         .to_string()
@@ -290,11 +203,11 @@ fn claims_in_envoy_order() {
         (json!({"aud": {"a": 1}}), Err(AuthError::AudNotStringList)),
     ];
     for (patch, want) in cases {
-        let t = mint(h.clone(), with(claims(), patch.clone()));
+        let t = mint(&h, &with(claims(), patch.clone()));
         assert_eq!(verdict(&cfg, &t), want, "{patch}");
     }
     let no_aud_check = config(json!({}));
-    let t = mint(h.clone(), with(claims(), json!({"aud": "anything"})));
+    let t = mint(&h, &with(claims(), json!({"aud": "anything"})));
     assert_eq!(verdict(&no_aud_check, &t), Ok(()));
 }
 
@@ -303,26 +216,20 @@ fn skew_and_required_expiration() {
     let h = json!({"alg": "ES256", "kid": "ec1"});
     let strict = config(json!({"clockSkewSeconds": 0, "requireExpiration": true}));
     assert_eq!(
-        verdict(
-            &strict,
-            &mint(h.clone(), with(claims(), json!({"exp": NOW - 1})))
-        ),
+        verdict(&strict, &mint(&h, &with(claims(), json!({"exp": NOW - 1})))),
         Err(AuthError::Expired)
     );
     assert_eq!(
-        verdict(
-            &strict,
-            &mint(h.clone(), with(claims(), json!({"exp": null})))
-        ),
+        verdict(&strict, &mint(&h, &with(claims(), json!({"exp": null})))),
         Err(AuthError::ExpirationMissing)
     );
-    assert_eq!(verdict(&strict, &mint(h.clone(), claims())), Ok(()));
+    assert_eq!(verdict(&strict, &mint(&h, &claims())), Ok(()));
     // As in Envoy, the audience is checked before a missing exp (403 rather than 401).
     let with_aud = config(json!({"requireExpiration": true, "audiences": ["svc-a"]}));
     assert_eq!(
         verdict(
             &with_aud,
-            &mint(h, with(claims(), json!({"exp": null, "aud": "svc-b"})))
+            &mint(&h, &with(claims(), json!({"exp": null, "aud": "svc-b"})))
         ),
         Err(AuthError::AudienceNotAllowed)
     );
@@ -352,10 +259,10 @@ fn missing_token_follows_require_token() {
 #[test]
 fn every_token_must_verify() {
     let cfg = config(json!({}));
-    let good = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let good = mint(&json!({"alg": "ES256", "kid": "ec1"}), &claims());
     let expired = mint(
-        json!({"alg": "ES256", "kid": "ec1"}),
-        with(claims(), json!({"exp": NOW - 999})),
+        &json!({"alg": "ES256", "kid": "ec1"}),
+        &with(claims(), json!({"exp": NOW - 999})),
     );
     let r = request(
         &format!("/headers?access_token={expired}"),
@@ -381,7 +288,7 @@ fn every_token_must_verify() {
 #[test]
 fn locations_bind_issuers() {
     let cookie_only = config(json!({"fromCookies": ["session"]}));
-    let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let t = mint(&json!({"alg": "ES256", "kid": "ec1"}), &claims());
     // The default location is not read when a rule names its own.
     let r = request("/h", &[("authorization", &bearer("garbage"))]);
     assert!(matches!(
@@ -435,7 +342,7 @@ fn forward_and_outputs() {
             {"header": "x-jwt-missing", "claim": "nope"},
         ],
     }));
-    let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let t = mint(&json!({"alg": "ES256", "kid": "ec1"}), &claims());
     let Verdict::Allow(fwd) = authenticate(
         &cfg,
         &request("/", &[("authorization", &bearer(&t))]),
@@ -482,7 +389,7 @@ fn forward_and_outputs() {
 
 #[test]
 fn verified_query_tokens_leave_the_path() {
-    let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let t = mint(&json!({"alg": "ES256", "kid": "ec1"}), &claims());
     let allow = |cfg: &Config, path: &str| match authenticate(
         cfg,
         &request(path, &[]),
@@ -600,10 +507,10 @@ fn remote_key_states() {
     )
     .unwrap();
     let (jwks, _) = mesh_authn::jwt::jwks::parse(jwks().as_bytes()).unwrap();
-    let good = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let good = mint(&json!({"alg": "ES256", "kid": "ec1"}), &claims());
     let rotated = mint(
-        json!({"alg": "ES256", "kid": "not-yet-published"}),
-        claims(),
+        &json!({"alg": "ES256", "kid": "not-yet-published"}),
+        &claims(),
     );
     let at = |store: &FakeRemote, t: &str| {
         authenticate(
@@ -659,14 +566,14 @@ fn remote_key_states() {
     );
     // Claims are checked before keys are needed: an expired token never waits.
     let expired = mint(
-        json!({"alg": "ES256", "kid": "ec1"}),
-        with(claims(), json!({"exp": NOW - 999})),
+        &json!({"alg": "ES256", "kid": "ec1"}),
+        &with(claims(), json!({"exp": NOW - 999})),
     );
     assert_eq!(at(&loading, &expired), Verdict::Deny(AuthError::Expired));
     // A kid the keys hold under another algorithm is no reason to refetch.
     let wrong_alg = mint(
-        json!({"alg": "ES384", "kid": "ec1", "x-signer": "ES384"}),
-        claims(),
+        &json!({"alg": "ES384", "kid": "ec1", "x-signer": "ES384"}),
+        &claims(),
     );
     assert_eq!(
         at(&ready, &wrong_alg),
@@ -792,7 +699,7 @@ fn peer_modes_and_principals() {
 #[test]
 fn peer_and_jwt_combine_with_principal_binding() {
     let foo_curl = "spiffe://cluster.local/ns/foo/sa/curl";
-    let t = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let t = mint(&json!({"alg": "ES256", "kid": "ec1"}), &claims());
     let auth = bearer(&t);
     let origin = peer_config(
         json!({"mtls": {"mode": "STRICT"}, "principalBinding": "USE_ORIGIN", "requireToken": true}),
@@ -896,8 +803,8 @@ fn verified_tokens_are_cached_and_rechecked() {
     let counting = Counting(std::cell::Cell::new(0));
     let mut cache = mesh_authn::jwt::cache::TokenCache::new(1 << 20, 16);
     let short_lived = mint(
-        json!({"alg": "ES256", "kid": "ec1"}),
-        with(claims(), json!({"exp": NOW + 10})),
+        &json!({"alg": "ES256", "kid": "ec1"}),
+        &with(claims(), json!({"exp": NOW + 10})),
     );
     let mut run = |t: &str, now: u64, generation: u64| {
         let store = Generation(generation);
@@ -1031,10 +938,10 @@ fn trigger_rules_per_issuer() {
     )
     .unwrap();
     assert!(cfg.per_rule_triggers);
-    let token_a = mint(json!({"alg": "ES256", "kid": "ec1"}), claims());
+    let token_a = mint(&json!({"alg": "ES256", "kid": "ec1"}), &claims());
     let token_b = mint(
-        json!({"alg": "ES256", "kid": "ec1"}),
-        with(claims(), json!({"iss": other})),
+        &json!({"alg": "ES256", "kid": "ec1"}),
+        &with(claims(), json!({"iss": other})),
     );
     let counting = Counting(std::cell::Cell::new(0));
     let mut cache = mesh_authn::jwt::cache::TokenCache::new(1 << 20, 16);
@@ -1132,7 +1039,7 @@ fn subjects_and_max_lifetime_as_envoy_checks_them() {
     ];
     for (patch, want) in cases {
         assert_eq!(
-            verdict(&svid, &mint(rs.clone(), with(claims(), patch.clone()))),
+            verdict(&svid, &mint(&rs, &with(claims(), patch.clone()))),
             want,
             "{patch}"
         );
@@ -1141,7 +1048,7 @@ fn subjects_and_max_lifetime_as_envoy_checks_them() {
     assert_eq!(
         verdict(
             &with_aud,
-            &mint(rs.clone(), with(claims(), json!({"aud": "svc-b"})))
+            &mint(&rs, &with(claims(), json!({"aud": "svc-b"})))
         ),
         Err(AuthError::AudienceNotAllowed)
     );
@@ -1154,7 +1061,7 @@ fn subjects_and_max_lifetime_as_envoy_checks_them() {
         (Some(u64::MAX - 4096), Err(AuthError::VerificationFailed)),
         (None, Err(AuthError::VerificationFailed)),
     ] {
-        let t = mint(rs.clone(), with(claims(), json!({ "exp": exp })));
+        let t = mint(&rs, &with(claims(), json!({ "exp": exp })));
         assert_eq!(verdict(&short, &t), want, "exp {exp:?}");
     }
 }
@@ -1177,10 +1084,10 @@ fn a_required_rule_needs_its_own_token() {
         rule(ISS, "x-user", "REQUIRED"),
         rule(other_iss, "x-device", "REQUIRED")
     ]));
-    let user = mint(json!({"alg": "RS256", "kid": "rsa1"}), claims());
+    let user = mint(&json!({"alg": "RS256", "kid": "rsa1"}), &claims());
     let device = mint(
-        json!({"alg": "RS256", "kid": "rsa1"}),
-        with(claims(), json!({"iss": other_iss})),
+        &json!({"alg": "RS256", "kid": "rsa1"}),
+        &with(claims(), json!({"iss": other_iss})),
     );
     let run = |cfg: &Config, hs: &[(&str, &str)]| match authenticate(
         cfg,
@@ -1239,8 +1146,8 @@ fn space_delimited_claims_become_one_header_copy_each() {
         ]
     }));
     let t = mint(
-        json!({"alg": "RS256", "kid": "rsa1"}),
-        with(
+        &json!({"alg": "RS256", "kid": "rsa1"}),
+        &with(
             claims(),
             json!({"scope": " read  write ", "permission": "a b", "roles": ["r1"],
                    "group": {"name": "eng ops"}}),

@@ -5,10 +5,10 @@
 //! (`common/reference.rs`: keys read from the JWKS JSON, the crates called directly).
 //!
 //! Input starting with a 0 byte instead: [0] [alg, mutation] header [0 payload]. The harness
-//! signs header.payload under that algorithm with its own keys (`signing_*` below, in a second
-//! JWKS and config), then alters the result or not, so valid signatures reach the verifiers and
-//! accepted tokens reach the claim checks. An empty header or payload stands for a default one;
-//! with both default, the token must be accepted unaltered and refused altered.
+//! signs header.payload under that algorithm with the tests' keys (`test_tokens`, in a second
+//! JWKS and config: `signing` below), then alters the result or not, so valid signatures reach
+//! the verifiers and accepted tokens reach the claim checks. An empty header or payload stands
+//! for a default one; with both default, the token must be accepted unaltered and refused altered.
 #![no_main]
 
 #[path = "../common/mod.rs"]
@@ -27,12 +27,8 @@ use mesh_authn::crypto::{self, Alg, InModule};
 use mesh_authn::jwt::jwks::{self, Jwks};
 use mesh_authn::jwt::jws;
 use mesh_authn::request::Request;
-use rand::{rngs::StdRng, SeedableRng};
 use reference::{RefKey, B64};
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::traits::PublicKeyParts;
-use rsa::{Pkcs1v15Sign, Pss, RsaPrivateKey};
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use test_tokens::{sign, Key};
 
 const ALGS: [&str; 14] = [
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
@@ -102,13 +98,17 @@ fn fixed_keys() -> &'static KeySet {
     K.get_or_init(|| KeySet::new(common::fixed_jwks(), common::JWKS_JSON))
 }
 
+/// The harness's keys (`test_tokens`, shared with the tests) under these kids, in this order.
+const SIGNING_KIDS: [(Key, &str); 6] = [
+    (Key::Rsa, "s-rsa"),
+    (Key::P256, "s-ec256"),
+    (Key::P384, "s-ec384"),
+    (Key::P521, "s-ec521"),
+    (Key::Ed25519, "s-ed25519"),
+    (Key::Hmac, "s-hmac"),
+];
+
 struct Signing {
-    rsa: RsaPrivateKey,
-    p256: p256::ecdsa::SigningKey,
-    p384: p384::ecdsa::SigningKey,
-    p521: p521::ecdsa::SigningKey,
-    ed25519: ed25519_dalek::SigningKey,
-    hmac: Vec<u8>,
     keys: KeySet,
     config: Config,
 }
@@ -116,33 +116,7 @@ struct Signing {
 fn signing() -> &'static Signing {
     static S: OnceLock<Signing> = OnceLock::new();
     S.get_or_init(|| {
-        let rsa =
-            RsaPrivateKey::from_pkcs8_der(include_bytes!("../fixtures/rsa/rsa-2048-e65537.p8.der"))
-                .expect("fixture key");
-        let p256 = p256::ecdsa::SigningKey::from_slice(&[7; 32]).expect("P-256 key");
-        let p384 = p384::ecdsa::SigningKey::from_slice(&[9; 48]).expect("P-384 key");
-        let p521 = p521::ecdsa::SigningKey::from_slice(&[[0].as_slice(), &[3; 65]].concat())
-            .expect("P-521 key");
-        let ed25519 = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-        let hmac = b"mesh-authn fuzz HMAC key, 32+ bytes".to_vec();
-        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
-        let p256_point = p256.verifying_key().to_encoded_point(false);
-        let p384_point = p384.verifying_key().to_encoded_point(false);
-        let p521_point = p521::ecdsa::VerifyingKey::from(&p521).to_encoded_point(false);
-        let json = serde_json::json!({"keys": [
-            {"kty": "RSA", "kid": "s-rsa", "n": b64(&rsa.n().to_bytes_be()),
-             "e": b64(&rsa.e().to_bytes_be())},
-            {"kty": "EC", "kid": "s-ec256", "crv": "P-256",
-             "x": b64(p256_point.x().unwrap()), "y": b64(p256_point.y().unwrap())},
-            {"kty": "EC", "kid": "s-ec384", "crv": "P-384",
-             "x": b64(p384_point.x().unwrap()), "y": b64(p384_point.y().unwrap())},
-            {"kty": "EC", "kid": "s-ec521", "crv": "P-521",
-             "x": b64(p521_point.x().unwrap()), "y": b64(p521_point.y().unwrap())},
-            {"kty": "OKP", "kid": "s-ed25519", "crv": "Ed25519",
-             "x": b64(ed25519.verifying_key().as_bytes())},
-            {"kty": "oct", "kid": "s-hmac", "k": b64(&hmac)},
-        ]})
-        .to_string();
+        let json = test_tokens::jwks_json(&SIGNING_KIDS);
         let module: &'static Jwks = Box::leak(Box::new(
             jwks::parse(json.as_bytes()).expect("signing JWKS").0,
         ));
@@ -152,12 +126,6 @@ fn signing() -> &'static Signing {
         let config =
             config::load(cfg.to_string().as_bytes(), &Default::default()).expect("signing config");
         Signing {
-            rsa,
-            p256,
-            p384,
-            p521,
-            ed25519,
-            hmac,
             keys: KeySet::new(module, &json),
             config,
         }
@@ -165,71 +133,12 @@ fn signing() -> &'static Signing {
 }
 
 fn kid(alg: &str) -> &'static str {
-    match alg {
-        "ES256" => "s-ec256",
-        "ES384" => "s-ec384",
-        "ES512" => "s-ec521",
-        "EdDSA" => "s-ed25519",
-        a if a.starts_with("HS") => "s-hmac",
-        _ => "s-rsa",
-    }
-}
-
-fn sign(alg: &str, input: &[u8]) -> Vec<u8> {
-    use ed25519_dalek::Signer as _;
-    use hmac::{Hmac, Mac};
-    let s = signing();
-    // PSS salt from the input, so a crash replays.
-    let rng = &mut StdRng::seed_from_u64(u64::from_le_bytes(
-        Sha256::digest(input)[..8].try_into().unwrap(),
-    ));
-    match alg {
-        "RS256" => s
-            .rsa
-            .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(input)),
-        "RS384" => s
-            .rsa
-            .sign(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(input)),
-        "RS512" => s
-            .rsa
-            .sign(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(input)),
-        "PS256" => s
-            .rsa
-            .sign_with_rng(rng, Pss::new::<Sha256>(), &Sha256::digest(input)),
-        "PS384" => s
-            .rsa
-            .sign_with_rng(rng, Pss::new::<Sha384>(), &Sha384::digest(input)),
-        "PS512" => s
-            .rsa
-            .sign_with_rng(rng, Pss::new::<Sha512>(), &Sha512::digest(input)),
-        "ES256" => Ok(p256::ecdsa::Signature::to_vec(&s.p256.sign(input))),
-        "ES384" => Ok(p384::ecdsa::Signature::to_vec(&s.p384.sign(input))),
-        "ES512" => {
-            use p256::ecdsa::signature::RandomizedSigner as _;
-            let sig: p521::ecdsa::Signature = s.p521.sign_with_rng(rng, input);
-            Ok(sig.to_vec())
-        }
-        "EdDSA" => Ok(s.ed25519.sign(input).to_vec()),
-        "HS256" => Ok(<Hmac<Sha256> as Mac>::new_from_slice(&s.hmac)
-            .unwrap()
-            .chain_update(input)
-            .finalize()
-            .into_bytes()
-            .to_vec()),
-        "HS384" => Ok(<Hmac<Sha384> as Mac>::new_from_slice(&s.hmac)
-            .unwrap()
-            .chain_update(input)
-            .finalize()
-            .into_bytes()
-            .to_vec()),
-        _ => Ok(<Hmac<Sha512> as Mac>::new_from_slice(&s.hmac)
-            .unwrap()
-            .chain_update(input)
-            .finalize()
-            .into_bytes()
-            .to_vec()),
-    }
-    .expect("signing")
+    let key = Key::for_alg(alg).expect("a signing algorithm");
+    SIGNING_KIDS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, kid)| *kid)
+        .expect("every key has a kid")
 }
 
 /// A token the harness signs: `alg` from the low 4 bits of `select`, the alteration from the next

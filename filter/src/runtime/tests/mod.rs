@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use hmac::Mac;
 use serde_json::json;
 
 use super::*;
@@ -21,7 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
 const ROOT: u32 = 1;
 const NOW_MS: u64 = 1_800_000_000_000;
-const SECRET: &[u8] = b"a-shared-secret-of-thirty-two-by";
+const SECRET: &[u8] = test_tokens::HMAC_KEY;
 const ISS: &str = "https://idp.example.com";
 
 mod connections;
@@ -135,16 +134,11 @@ impl Proxy {
 }
 
 fn jwks(kid: &str) -> String {
-    json!({"keys": [{"kty": "oct", "kid": kid, "k": B64URL.encode(SECRET)}]}).to_string()
+    test_tokens::jwks_json(&[(test_tokens::Key::Hmac, kid)])
 }
 
 fn hs256(kid: &str, claims: serde_json::Value) -> String {
-    let header = B64URL.encode(json!({"alg": "HS256", "kid": kid}).to_string());
-    let payload = B64URL.encode(claims.to_string());
-    let input = format!("{header}.{payload}");
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
-    mac.update(input.as_bytes());
-    format!("{input}.{}", B64URL.encode(mac.finalize().into_bytes()))
+    test_tokens::hs256(kid, &claims)
 }
 
 fn token(kid: &str) -> String {
@@ -206,21 +200,13 @@ fn host_verifier(later: Result<bool, HostError>) -> ForeignFunction {
 }
 
 fn es256_config(verifier: &str) -> serde_json::Value {
-    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
-    let point = key.verifying_key().to_encoded_point(false);
-    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec",
-        "x": B64URL.encode(point.x().unwrap()), "y": B64URL.encode(point.y().unwrap())}]});
-    json!({"jwtRules": [{"issuer": ISS, "jwks": jwks.to_string()}],
+    let jwks = test_tokens::jwks_json(&[(test_tokens::Key::P256, "ec")]);
+    json!({"jwtRules": [{"issuer": ISS, "jwks": jwks}],
            "signatureVerifier": verifier, "jwtCacheSize": 0})
 }
 
 fn es256_token(claims: serde_json::Value) -> String {
-    use p256::ecdsa::signature::Signer;
-    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
-    let header = B64URL.encode(json!({"alg": "ES256", "kid": "ec"}).to_string());
-    let input = format!("{header}.{}", B64URL.encode(claims.to_string()));
-    let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
-    format!("{input}.{}", B64URL.encode(sig.to_bytes()))
+    test_tokens::mint(&json!({"alg": "ES256", "kid": "ec"}), &claims)
 }
 
 fn claims() -> serde_json::Value {
