@@ -131,7 +131,7 @@ fn a_network_plugin_refuses_http_only_fields_at_configure() {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         let p = Proxy {
-            rt: Runtime::new(FakeHost::default()),
+            rt: fake_host::runtime(),
             next_stream: 2,
         };
         as_network(&mut p.fake());

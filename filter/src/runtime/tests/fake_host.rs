@@ -3,9 +3,10 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use super::super::host::{Host, HostError, MetricKind, Quiet};
+use super::super::Runtime;
 use super::ROOT;
 use crate::crypto::verify_signature;
 use crate::request::wire;
@@ -36,10 +37,39 @@ pub(super) struct Fake {
     /// Connection contexts and their properties (`connection/mtls`, …).
     pub(super) connections: HashMap<u32, HashMap<String, Vec<u8>>>,
     pub(super) closed: Vec<u32>,
+    /// A local reply or a resumed request ends its stream before the host call returns, as
+    /// Envoy may: the runtime is called back (`on_done`) from inside the call.
+    pub(super) end_streams_at_once: bool,
+    /// Streams ended that way.
+    pub(super) ended: Vec<u32>,
 }
 
+/// The fake, and the runtime it belongs to (to call it back from inside a host call).
 #[derive(Default)]
-pub(super) struct FakeHost(pub(super) RefCell<Fake>);
+pub(super) struct FakeHost(pub(super) RefCell<Fake>, Weak<Runtime<FakeHost>>);
+
+/// A runtime over a fake host that can call it back.
+pub(super) fn runtime() -> Rc<Runtime<FakeHost>> {
+    Rc::new_cyclic(|rt| Runtime::new(FakeHost(RefCell::default(), Weak::clone(rt))))
+}
+
+impl FakeHost {
+    /// Ends the current stream from inside a host call, when the test asks for it.
+    fn maybe_end_stream(&self) {
+        let current = {
+            let mut f = self.0.borrow_mut();
+            if !f.end_streams_at_once {
+                return;
+            }
+            let current = f.current;
+            f.ended.push(current);
+            current
+        };
+        if let Some(rt) = self.1.upgrade() {
+            rt.on_done(current);
+        }
+    }
+}
 
 impl Quiet for FakeHost {
     fn log(&self, _level: log::Level, _message: &str) {}
@@ -191,17 +221,23 @@ impl Host for FakeHost {
         _headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError> {
-        let mut f = self.0.borrow_mut();
-        let current = f.current;
-        let body = String::from_utf8_lossy(body).into_owned();
-        f.replies.push((current, status, body));
+        {
+            let mut f = self.0.borrow_mut();
+            let current = f.current;
+            let body = String::from_utf8_lossy(body).into_owned();
+            f.replies.push((current, status, body));
+        }
+        self.maybe_end_stream();
         Ok(())
     }
 
     fn resume_request(&self) -> Result<(), HostError> {
-        let mut f = self.0.borrow_mut();
-        let current = f.current;
-        f.resumed.push(current);
+        {
+            let mut f = self.0.borrow_mut();
+            let current = f.current;
+            f.resumed.push(current);
+        }
+        self.maybe_end_stream();
         Ok(())
     }
 

@@ -322,3 +322,25 @@ fn a_key_set_that_is_cut_is_counted() {
     let p = Proxy::new(inline_config());
     assert_eq!(p.metric("jwks_keys_cut"), 0);
 }
+
+#[test]
+fn streams_that_end_inside_a_host_call_leave_no_borrow_behind() {
+    let mut p = Proxy::with(remote_config(), |f| f.end_streams_at_once = true);
+    let (refused, action) = p.request(Some("not-a-jwt"));
+    assert_eq!(action, Action::Pause);
+    let (resumed, _) = p.request(Some(&token("a")));
+    let (late, _) = p.request(Some(&token("b")));
+    p.tick();
+    // Both resume on the answer: one goes on, the other's kid is not in the set.
+    p.answer(Some(200), jwks("a").as_bytes());
+    let f = p.fake();
+    assert_eq!(f.resumed, vec![resumed]);
+    assert_eq!(f.ended, vec![refused, resumed, late]);
+    assert_eq!(
+        f.replies.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![refused, late]
+    );
+    drop(f);
+    let (_, action) = p.request(Some(&token("a")));
+    assert_eq!(action, Action::Continue, "the plugin goes on serving");
+}

@@ -34,7 +34,7 @@ use fake_host::{Fake, FakeHost, ForeignFunction, SharedData};
 
 /// One worker's runtime with one configured plugin (root `ROOT`).
 struct Proxy {
-    rt: Runtime<FakeHost>,
+    rt: std::rc::Rc<Runtime<FakeHost>>,
     next_stream: u32,
 }
 
@@ -45,7 +45,7 @@ impl Proxy {
 
     fn with(config: serde_json::Value, setup: impl FnOnce(&mut Fake)) -> Self {
         let proxy = Self {
-            rt: Runtime::new(FakeHost::default()),
+            rt: fake_host::runtime(),
             next_stream: 2,
         };
         {

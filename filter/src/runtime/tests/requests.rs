@@ -55,7 +55,7 @@ fn streams_of_unknown_roots_are_refused() {
 fn a_rule_without_issuer_accepts_any_iss() {
     assert!(
         !Proxy {
-            rt: Runtime::new(FakeHost::default()),
+            rt: fake_host::runtime(),
             next_stream: 2,
         }
         .configure(json!({"jwtRules": [{"jwks": jwks("a")}]})),

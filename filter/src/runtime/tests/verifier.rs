@@ -86,7 +86,7 @@ fn algorithms_the_host_does_not_take_stay_in_the_module() {
 #[test]
 fn without_a_working_host_verifier() {
     let refused = Proxy {
-        rt: Runtime::new(FakeHost::default()),
+        rt: fake_host::runtime(),
         next_stream: 2,
     };
     assert!(
