@@ -2,7 +2,7 @@
 
     python envoy-test/bench.py [--seconds 5] [--rounds 3] [--connections 32] [--soak 1000000]
                                [--users 20000] [--zipf-s 1.0] [--native-large-size N]
-                               [--only one-token|many-users|all]
+                               [--only one-token|many-users|all] [--baseline OTHER.wasm]
 
 One token: one Envoy (--concurrency 1) with a listener per row, all answering with a direct
 response so only the filters differ:
@@ -14,6 +14,9 @@ response so only the filters differ:
   wasm-cache      mesh-authn, defaults (host verify_signature, verified-token cache)
   wasm-nocache    mesh-authn, jwtCacheSize 0 (every request verified by the host)
   wasm-module     mesh-authn, signatureVerifier "wasm", jwtCacheSize 0 (verified in the module)
+With --baseline, also
+  wasm-baseline   another build of mesh-authn (say, the last release), defaults: an A/B of a
+                  change measured in the same Envoy and rounds as wasm-cache
 Each is driven by wrk in interleaved rounds with the same token, for RS256-2048 and ES256. Prints
 req/s (median of rounds), p50 and p99 latency, ratios to the native rows and to the floor; then
 the VM's linear memory before and after a soak of --soak requests on wasm-cache.
@@ -298,8 +301,8 @@ def chart(tables: list[Table]) -> Path | None:
 # --------------------------------------------------------------------------- one token
 
 
-def one_token_filters(jwks_json: str) -> dict[str, list[dict]]:
-    return {
+def one_token_filters(jwks_json: str, baseline: Path | None) -> dict[str, list[dict]]:
+    rows = {
         "none": [],
         "native": native(jwks_json),
         "native-cache": native(jwks_json, {"jwt_cache_size": 1024}),
@@ -308,13 +311,18 @@ def one_token_filters(jwks_json: str) -> dict[str, list[dict]]:
         "wasm-nocache": wasm("wasm-nocache", jwks_json, jwtCacheSize=0),
         "wasm-module": wasm("wasm-module", jwks_json, jwtCacheSize=0, signatureVerifier="wasm"),
     }
+    if baseline:
+        config = {"jwtRules": [{"issuer": ISSUER, "jwks": jwks_json}], "requireToken": True}
+        rows["wasm-baseline"] = [harness.wasm_filter("wasm-baseline", config, baseline)]
+    return rows
 
 
 def one_token_table(title: str, bench: Bench, token: str, args) -> Table:
-    table = measure(bench, ONE_TOKEN_ROWS, one_token(token), args)
+    names = [*ONE_TOKEN_ROWS, *(["wasm-baseline"] if args.baseline else [])]
+    table = measure(bench, names, one_token(token), args)
     rows, ratios = [], {}
-    for name in ONE_TOKEN_ROWS:
-        base = "native-cache" if name in ("wasm-cache", "wasm-floor") else "native"
+    for name in names:
+        base = "native-cache" if name in ("wasm-cache", "wasm-floor", "wasm-baseline") else "native"
         if name.startswith("wasm"):
             ratios[name] = f"{table[name]['rps'] / table[base]['rps']:.2f}x {base}"
         rows.append([name, *latency_cells(table[name]), ratios.get(name, "")])
@@ -323,8 +331,11 @@ def one_token_table(title: str, bench: Bench, token: str, args) -> Table:
              f"{over_none['wasm-floor']:.2f} us, wasm-cache {over_none['wasm-cache']:.2f} us "
              f"(filter logic {over_none['wasm-cache'] - over_none['wasm-floor']:.2f} us above the floor)",
              f"wasm-cache / wasm-floor: {table['wasm-cache']['rps'] / table['wasm-floor']['rps']:.2f}x"]
+    if args.baseline:
+        notes.append(f"wasm-cache / wasm-baseline ({args.baseline.name}): "
+                     f"{table['wasm-cache']['rps'] / table['wasm-baseline']['rps']:.2f}x")
     return Table(f"One token, {title}", bench.conditions(args), [*LATENCY_HEADER, "vs native"],
-                 rows, notes, {n: table[n]["rps"] for n in ONE_TOKEN_ROWS}, ratios)
+                 rows, notes, {n: table[n]["rps"] for n in names}, ratios)
 
 
 def vm_memory(envoy: harness.Envoy, plugin: str) -> int | None:
@@ -336,7 +347,7 @@ def kib(value: int | None) -> str:
 
 
 def run_one_token(jwks_json: str, rsa: Key, ec: Key, args) -> tuple[list[Table], list[str]]:
-    with start(one_token_filters(jwks_json), 1) as bench:
+    with start(one_token_filters(jwks_json, args.baseline), 1) as bench:
         rs256 = mint(rsa, "RS256", rsa.kid, claims(sub="bench", lifetime=TOKEN_LIFETIME))
         es256 = mint(ec, "ES256", ec.kid, claims(sub="bench", lifetime=TOKEN_LIFETIME))
         for name, port in bench.ports.items():  # warm-up, and every listener must accept the tokens
@@ -488,6 +499,7 @@ def main() -> int:
     ap.add_argument("--zipf-s", type=float, default=1.0)
     ap.add_argument("--native-large-size", type=int, help="jwt_cache_size of native-large (default: probed)")
     ap.add_argument("--only", choices=["one-token", "many-users", "all"], default="all")
+    ap.add_argument("--baseline", type=Path, help="another mesh-authn module, measured beside this one")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk (or `make bench`, which does)")
