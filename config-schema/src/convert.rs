@@ -43,6 +43,8 @@ const JWT_RULE_FIELDS: &[&str] = &[
     "timeout",
     "spaceDelimitedClaims",
     "presence",
+    // Extensions of this filter, no Istio field: passed through from a policy written for it.
+    "certificateBinding",
 ];
 
 /// RequestAuthentications grouped by (namespace, selector): the selector, merged rules, names,

@@ -43,11 +43,15 @@ pub enum AuthError {
     PeerAuthenticationFailed,
     /// mTLS, but the peer's identity is not from an accepted trust domain.
     PeerUntrusted,
+    /// `certificateBinding`: the token has no usable `cnf.x5t#S256` (RFC 8705).
+    CertificateBindingMissing,
+    /// `certificateBinding`: the token is bound to a certificate this connection did not present.
+    CertificateBindingMismatch,
     Internal,
 }
 
 /// The refusal counters, one per kind of reason, in `AuthError::kind` order.
-pub const REASON_KINDS: [&str; 12] = [
+pub const REASON_KINDS: [&str; 13] = [
     "missing",
     "malformed",
     "issuer",
@@ -60,6 +64,7 @@ pub const REASON_KINDS: [&str; 12] = [
     "peer_plaintext",
     "peer_untrusted",
     "internal",
+    "binding",
 ];
 
 impl AuthError {
@@ -97,6 +102,12 @@ impl AuthError {
             Self::VerificationFailed => "Jwt verification fails",
             Self::JwksFetchFailed => "Jwks remote fetch is failed",
             Self::PeerAuthenticationFailed | Self::PeerUntrusted => "Peer authentication failed.",
+            Self::CertificateBindingMissing => {
+                "Jwt payload [cnf] has no valid [x5t#S256] certificate thumbprint"
+            }
+            Self::CertificateBindingMismatch => {
+                "Jwt is bound to a client certificate this connection did not present"
+            }
             Self::Internal => "Authentication failed: internal error",
         }
     }
@@ -123,6 +134,7 @@ impl AuthError {
             Self::PeerAuthenticationFailed => 9,
             Self::PeerUntrusted => 10,
             Self::Internal => 11,
+            Self::CertificateBindingMissing | Self::CertificateBindingMismatch => 12,
             _ => 1,
         }
     }

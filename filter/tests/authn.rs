@@ -620,6 +620,7 @@ fn mtls(uri: &str, port: u32) -> mesh_authn::request::Connection {
         tls: true,
         port: Some(port),
         uri_san: Some(uri.into()),
+        ..Default::default()
     }
 }
 
@@ -629,6 +630,7 @@ fn plain(port: u32) -> mesh_authn::request::Connection {
         tls: false,
         port: Some(port),
         uri_san: None,
+        ..Default::default()
     }
 }
 
@@ -1171,4 +1173,79 @@ fn space_delimited_claims_become_one_header_copy_each() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn certificate_bound_tokens_match_this_connections_certificate() {
+    use mesh_authn::request::Connection;
+    let (alice_cert, bob_cert) = ([0xa1u8; 32], [0xb0u8; 32]);
+    let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(alice_cert);
+    let bound = mint(
+        &json!({"alg": "ES256", "kid": "ec1"}),
+        &with(claims(), json!({"cnf": {"x5t#S256": thumbprint}})),
+    );
+    let unbound = mint(&json!({"alg": "ES256", "kid": "ec1"}), &claims());
+    let malformed = [
+        json!("x"),
+        json!({"x5t#S256": 42}),
+        json!({"x5t#S256": format!("{thumbprint}=")}),
+        json!({"x5t#S256": &thumbprint[..42]}),
+    ]
+    .map(|cnf| {
+        mint(
+            &json!({"alg": "ES256", "kid": "ec1"}),
+            &with(claims(), json!({ "cnf": cnf })),
+        )
+    });
+    let over = |digest: Option<[u8; 32]>| Connection {
+        mtls: digest.is_some(),
+        certificate_sha256: digest,
+        ..Default::default()
+    };
+    let mut cache = mesh_authn::jwt::cache::TokenCache::new(1 << 20, 16);
+    for mode in ["REQUIRED", "OPTIONAL"] {
+        let cfg = config(json!({ "certificateBinding": mode }));
+        assert!(cfg.certificate_bound && cfg.peer.needs_connection);
+        let mut run = |token: &str, conn: Connection| {
+            let req = request("/", &[("authorization", &bearer(token))]).with_connection(conn);
+            let mut env = Env::new(&NoRemotes);
+            env.cache = Some(&mut cache);
+            match authenticate(&cfg, &req, NOW * 1000, &mut env) {
+                Verdict::Allow(_) => Ok(()),
+                Verdict::Deny(e) => Err(e),
+                Verdict::Wait { .. } => panic!("inline keys never wait"),
+            }
+        };
+        // The second and third requests are cache hits: the binding is checked on each.
+        assert_eq!(run(&bound, over(Some(alice_cert))), Ok(()), "{mode}");
+        assert_eq!(
+            run(&bound, over(Some(bob_cert))),
+            Err(AuthError::CertificateBindingMismatch),
+            "{mode}"
+        );
+        assert_eq!(
+            run(&bound, over(None)),
+            Err(AuthError::CertificateBindingMismatch),
+            "{mode}"
+        );
+        let unbound_answer = if mode == "REQUIRED" {
+            Err(AuthError::CertificateBindingMissing)
+        } else {
+            Ok(())
+        };
+        assert_eq!(run(&unbound, over(Some(alice_cert))), unbound_answer);
+        for t in &malformed {
+            assert_eq!(
+                run(t, over(Some(alice_cert))),
+                Err(AuthError::CertificateBindingMissing),
+                "{mode}"
+            );
+        }
+    }
+    // Without certificateBinding, cnf means nothing, as in Envoy and Istio.
+    let cfg = config(json!({}));
+    assert!(!cfg.certificate_bound);
+    for t in malformed.iter().chain([&bound]) {
+        assert_eq!(verdict(&cfg, t), Ok(()));
+    }
 }

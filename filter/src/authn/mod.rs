@@ -1,5 +1,6 @@
 //! The per-request decision: which tokens are present, whether each verifies, and what to forward.
 
+mod binding;
 mod connection;
 mod forward;
 mod keys;

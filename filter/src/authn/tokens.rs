@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 
+use super::binding;
 use super::verify::{verified_token, verify};
 use super::{Env, Failure, Forward, Now, Verdict};
 use crate::config::{Config, Rule};
@@ -82,6 +83,11 @@ pub(super) fn authenticate_jwt(
         let Some(rule) = cfg.rules.get(verified.rule) else {
             return Err(Verdict::Deny(AuthError::Internal));
         };
+        if let Some(mode) = rule.certificate_binding {
+            let presented = req.connection().certificate_sha256.as_ref();
+            binding::check_certificate(mode, &verified.claims.cnf.x5t_s256, presented)
+                .map_err(Verdict::Deny)?;
+        }
         if !rule.forward_original_token {
             match &location.kind {
                 LocationKind::Header { name, .. } if !fwd.remove.contains(name) => {
@@ -109,7 +115,7 @@ pub(super) fn authenticate_jwt(
             .filter(|(i, r)| required(*i, r))
         {
             if !verified_rules.contains(&i) {
-                required_rule_satisfied(cfg, i, &found, now, env, &applies)?;
+                required_rule_satisfied(cfg, req, i, &found, now, env, &applies)?;
             }
         }
     }
@@ -125,6 +131,7 @@ pub(super) fn authenticate_jwt(
 /// provider alone answers.
 fn required_rule_satisfied(
     cfg: &Config,
+    req: &Request,
     rule: usize,
     found: &[token::Found],
     now: Now,
@@ -140,8 +147,19 @@ fn required_rule_satisfied(
         if !reads {
             continue;
         }
-        match verify(cfg, &[rule], &f.token, now, env, applies) {
-            Ok(_) => return Ok(()),
+        let checked = verify(cfg, &[rule], &f.token, now, env, applies).and_then(|(_, r, jws)| {
+            match r.certificate_binding {
+                Some(mode) => binding::check_certificate(
+                    mode,
+                    &jws.claims.cnf.x5t_s256,
+                    req.connection().certificate_sha256.as_ref(),
+                )
+                .map_err(Failure::Deny),
+                None => Ok(()),
+            }
+        });
+        match checked {
+            Ok(()) => return Ok(()),
             Err(Failure::Deny(e)) => {
                 first_error.get_or_insert(e);
             }

@@ -11,8 +11,8 @@ mod rules;
 pub use duration::parse_duration_ms;
 pub use limits::*;
 pub use plugin_config::{
-    ClaimToHeader, JwtHeader, JwtRule, PluginConfig, Presence, PrincipalBinding, SignatureVerifier,
-    TriggerRule,
+    Binding, ClaimToHeader, JwtHeader, JwtRule, PluginConfig, Presence, PrincipalBinding,
+    SignatureVerifier, TriggerRule,
 };
 
 use std::collections::HashSet;
@@ -45,6 +45,7 @@ pub struct Rule {
     pub required: bool,
     pub subjects: Option<SubjectMatcher>,
     pub max_lifetime_ms: Option<u64>,
+    pub certificate_binding: Option<Binding>,
 }
 
 /// One `outputClaimToHeaders` entry.
@@ -122,6 +123,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Inline key sets longer than `jwks::MAX_KEYS`, counted once configured.
     pub keys_cut: u64,
+    /// Some rule has `certificateBinding`: requests need the client certificate's digest.
+    pub certificate_bound: bool,
 }
 
 /// Parses and compiles `pluginConfig` for the workload `node` describes (its namespace and the
@@ -174,7 +177,9 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
 
     let trigger_rules = compile_trigger_rules(&raw.trigger_rules, "triggerRules")?;
 
-    let peer = compile_peer(raw, node, &mut output_headers, &mut warnings)?;
+    let certificate_bound = rules.iter().any(|r| r.certificate_binding.is_some());
+    let mut peer = compile_peer(raw, node, &mut output_headers, &mut warnings)?;
+    peer.needs_connection |= certificate_bound;
     for l in &locations {
         if let LocationKind::Header { name, .. } = &l.kind {
             if output_headers.contains(name) {
@@ -240,6 +245,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         http_only_field: raw.http_only_field(),
         warnings,
         keys_cut,
+        certificate_bound,
     })
 }
 

@@ -207,6 +207,15 @@ pub struct JwtRule {
     /// `exp`, fails ("Jwt verification fails").
     #[serde(default)]
     pub max_lifetime: Option<String>,
+    /// Tokens bound to the client's TLS certificate (RFC 8705; an extension of this filter, no
+    /// Istio field). `REQUIRED`: a token must carry `cnf` with `x5t#S256`, the base64url SHA-256
+    /// of the DER certificate the client presented on this connection. `OPTIONAL`: a token that
+    /// carries one must match it; tokens without are bearer tokens. Unset: `cnf` is ignored, as
+    /// Envoy and Istio ignore it. A malformed `cnf` is refused under both. Refusals are 401 with
+    /// `error="invalid_token"`, counted as `binding`. The listener must require and validate client
+    /// certificates.
+    #[serde(default)]
+    pub certificate_binding: Option<Binding>,
     /// The older policy's per-origin `trigger_rules`: this issuer applies only to requests whose
     /// path matches one of them (none: every path). Where no issuer applies, no token is needed;
     /// where some do, a token must verify against one of them.
@@ -221,6 +230,17 @@ pub struct JwtRule {
 pub enum Presence {
     #[default]
     Optional,
+    Required,
+}
+
+/// How a rule treats a token's binding (`certificateBinding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Binding {
+    /// Tokens without a binding are bearer tokens; a token with one must match it.
+    Optional,
+    /// Every token must be bound, and match.
     Required,
 }
 

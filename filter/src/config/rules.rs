@@ -1,5 +1,6 @@
 //! One `jwtRules` entry compiled: its issuer, its keys (`keys`), where its tokens are read, its
-//! output headers and its own checks (`subjects`, `maxLifetime`, `presence`).
+//! output headers and its own checks (`subjects`, `maxLifetime`, `presence`,
+//! `certificateBinding`).
 
 use super::keys::key_source;
 use super::{
@@ -79,6 +80,7 @@ pub(super) fn compile_rule(i: usize, r: &JwtRule, g: &mut Gathered) -> Result<Ru
         required: r.presence == Presence::Required,
         subjects,
         max_lifetime_ms,
+        certificate_binding: r.certificate_binding,
         trigger_rules: compile_trigger_rules(&r.trigger_rules, &at("triggerRules"))?,
         issuer: r.issuer.clone().filter(|i| !i.is_empty()),
         audiences: r

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
+use super::confirmation::Confirmation;
 use crate::error::AuthError;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub struct Claims {
     pub aud: Vec<String>,
     pub exp: Option<u64>,
     pub nbf: Option<u64>,
+    /// What the token is bound to, for rules with `certificateBinding` or `dpop`.
+    pub cnf: Confirmation,
 }
 
 impl Claims {
@@ -54,6 +57,7 @@ impl Claims {
                 AuthError::NbfNotInteger,
                 AuthError::NbfOutOfRange,
             )?,
+            cnf: Confirmation::from_payload(p),
         })
     }
 

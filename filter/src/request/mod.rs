@@ -30,6 +30,27 @@ pub struct Connection {
     pub port: Option<u32>,
     /// The peer certificate's first URI SAN.
     pub uri_san: Option<String>,
+    /// The SHA-256 of the client certificate's DER, when a rule binds tokens to it.
+    pub certificate_sha256: Option<[u8; 32]>,
+}
+
+impl Connection {
+    /// Envoy's `connection.sha256_peer_certificate_digest`: 64 hex digits, or empty without a
+    /// client certificate.
+    pub fn digest_from_hex(hex: &[u8]) -> Option<[u8; 32]> {
+        if hex.len() != 64 {
+            return None;
+        }
+        let digit = |c: &u8| char::from(*c).to_digit(16);
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            let [hi, lo] = pair else {
+                return None;
+            };
+            *byte = u8::try_from(digit(hi)? * 16 + digit(lo)?).ok()?;
+        }
+        Some(out)
+    }
 }
 
 impl Request {
@@ -155,6 +176,25 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn certificate_digests_are_64_hex_digits() {
+        let hex = "00ff10A0".repeat(8);
+        let d = Connection::digest_from_hex(hex.as_bytes());
+        assert_eq!(
+            d.map(|d| d[..4].to_vec()),
+            Some(vec![0x00, 0xff, 0x10, 0xa0])
+        );
+        for bad in [
+            "",
+            "00",
+            &"0".repeat(63),
+            &"0".repeat(65),
+            &format!("+f{}", "0".repeat(62)),
+        ] {
+            assert_eq!(Connection::digest_from_hex(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

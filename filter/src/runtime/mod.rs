@@ -338,8 +338,9 @@ impl<H: Host> Runtime<H> {
         }
     }
 
-    /// `with_tls`: also whether the connection is TLS (a connection-level plugin needs it).
-    fn connection(&self, with_tls: bool) -> Connection {
+    /// `with_tls`: also whether the connection is TLS (a connection-level plugin needs it);
+    /// `with_digest`: also the client certificate's digest (certificate-bound tokens need it).
+    fn connection(&self, with_tls: bool, with_digest: bool) -> Connection {
         let host = self.host.quiet();
         Connection {
             tls: with_tls && host.property(&["connection", "tls_version"]).is_some(),
@@ -354,6 +355,10 @@ impl<H: Host> Runtime<H> {
                 .property(&["connection", "uri_san_peer_certificate"])
                 .and_then(|b| String::from_utf8(b).ok())
                 .filter(|s| !s.is_empty()),
+            certificate_sha256: with_digest
+                .then(|| host.property(&["connection", "sha256_peer_certificate_digest"]))
+                .flatten()
+                .and_then(|hex| Connection::digest_from_hex(&hex)),
         }
     }
 }

@@ -20,7 +20,7 @@ impl<H: Host> Runtime<H> {
     fn current_request(&self, cfg: &Config) -> Option<Request> {
         let req = Request::from_wire(self.host.quiet().request_headers().ok()?)?;
         Some(if cfg.peer.needs_connection {
-            req.with_connection(self.connection(false))
+            req.with_connection(self.connection(false, cfg.certificate_bound))
         } else {
             req
         })
