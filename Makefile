@@ -6,7 +6,7 @@ WASM   := target/$(TARGET)/release/mesh_authn.wasm
 CARGO_HOME ?= $(HOME)/.cargo
 ENVOY_OLDEST := .envoy-oldest
 SMOKE_TESTS  := test_jwt_authn.py test_bad_input.py test_jwt_rule_fields.py test_remote_jwks.py \
-                test_peer_mtls.py test_network_plugin.py
+                test_peer_mtls.py test_network_plugin.py test_sender_constrained.py
 # Reproducible module: the crates' source paths embedded in it must not depend on where they live,
 # so a release's digest (`make release`) is the digest of what any clean clone builds
 # (`make reproducible` checks it).
