@@ -47,11 +47,34 @@ pub enum AuthError {
     CertificateBindingMissing,
     /// `certificateBinding`: the token is bound to a certificate this connection did not present.
     CertificateBindingMismatch,
+    /// `dpop` (RFC 9449): the request has no `DPoP` proof, or more than one.
+    DpopProofMissing,
+    DpopProofMultiple,
+    /// Not a `dpop+jwt` with a public `jwk` of an asymmetric `alg`, and `jti`, `htm`, `htu`, `iat`.
+    DpopProofMalformed,
+    DpopProofSignature,
+    /// `htm` or `htu` is not this request's.
+    DpopProofWrongRequest,
+    /// `iat` outside `maxAge` (plus the clock skew) either way.
+    DpopProofStale,
+    /// `ath` is not the hash of this access token.
+    DpopProofWrongToken,
+    /// The proof's `jti` was seen within its window, or the replay store could not record it.
+    DpopProofReplayed,
+    /// The token's `cnf.jkt` is not the proof key's thumbprint, or is malformed.
+    DpopKeyMismatch,
+    /// A DPoP-bound token (`cnf.jkt`) presented as a bearer token (RFC 9449 §7.2).
+    DpopBoundAsBearer,
+    /// `dpop.mode: REQUIRED`, and the token came as a bearer token, or without `cnf.jkt`.
+    DpopRequired,
     Internal,
 }
 
+/// The proof algorithms a `dpop` rule accepts, as its challenges list them (RFC 9449 §7.1).
+pub const DPOP_ALGS: &str = "ES256 ES384 ES512 EdDSA PS256 PS384 PS512 RS256 RS384 RS512";
+
 /// The refusal counters, one per kind of reason, in `AuthError::kind` order.
-pub const REASON_KINDS: [&str; 13] = [
+pub const REASON_KINDS: [&str; 14] = [
     "missing",
     "malformed",
     "issuer",
@@ -65,6 +88,7 @@ pub const REASON_KINDS: [&str; 13] = [
     "peer_untrusted",
     "internal",
     "binding",
+    "dpop",
 ];
 
 impl AuthError {
@@ -108,6 +132,17 @@ impl AuthError {
             Self::CertificateBindingMismatch => {
                 "Jwt is bound to a client certificate this connection did not present"
             }
+            Self::DpopProofMissing => "DPoP proof is missing",
+            Self::DpopProofMultiple => "DPoP proof must be one DPoP header",
+            Self::DpopProofMalformed => "DPoP proof is not a valid dpop+jwt",
+            Self::DpopProofSignature => "DPoP proof signature is invalid",
+            Self::DpopProofWrongRequest => "DPoP proof [htm] or [htu] does not match the request",
+            Self::DpopProofStale => "DPoP proof [iat] is outside the accepted window",
+            Self::DpopProofWrongToken => "DPoP proof [ath] does not match the access token",
+            Self::DpopProofReplayed => "DPoP proof [jti] was already used",
+            Self::DpopKeyMismatch => "Jwt is bound to another DPoP key",
+            Self::DpopBoundAsBearer => "Jwt is DPoP-bound and cannot be a bearer token",
+            Self::DpopRequired => "Jwt must be DPoP-bound and sent with a DPoP proof",
             Self::Internal => "Authentication failed: internal error",
         }
     }
@@ -135,13 +170,49 @@ impl AuthError {
             Self::PeerUntrusted => 10,
             Self::Internal => 11,
             Self::CertificateBindingMissing | Self::CertificateBindingMismatch => 12,
+            Self::DpopProofMissing
+            | Self::DpopProofMultiple
+            | Self::DpopProofMalformed
+            | Self::DpopProofSignature
+            | Self::DpopProofWrongRequest
+            | Self::DpopProofStale
+            | Self::DpopProofWrongToken
+            | Self::DpopProofReplayed
+            | Self::DpopKeyMismatch
+            | Self::DpopBoundAsBearer
+            | Self::DpopRequired => 13,
             _ => 1,
         }
     }
 
-    /// The error code RFC 6750 (§3.1) gives this failure, for JSON bodies.
+    /// A failure of the DPoP proof itself (RFC 9449 §7.1 `invalid_dpop_proof`).
+    fn is_dpop_proof(self) -> bool {
+        matches!(
+            self,
+            Self::DpopProofMissing
+                | Self::DpopProofMultiple
+                | Self::DpopProofMalformed
+                | Self::DpopProofSignature
+                | Self::DpopProofWrongRequest
+                | Self::DpopProofStale
+                | Self::DpopProofWrongToken
+                | Self::DpopProofReplayed
+        )
+    }
+
+    /// A failure answered with the `DPoP` authentication scheme (RFC 9449 §7.1).
+    fn is_dpop(self) -> bool {
+        self.is_dpop_proof()
+            || matches!(
+                self,
+                Self::DpopKeyMismatch | Self::DpopBoundAsBearer | Self::DpopRequired
+            )
+    }
+
+    /// The error code RFC 6750 (§3.1) or RFC 9449 (§7.1) gives this failure, for JSON bodies.
     pub fn rfc6750_error(self) -> &'static str {
         match self {
+            e if e.is_dpop_proof() => "invalid_dpop_proof",
             Self::Missing | Self::PeerAuthenticationFailed | Self::PeerUntrusted => {
                 "invalid_request"
             }
@@ -156,6 +227,10 @@ impl AuthError {
         match self {
             Self::Internal | Self::PeerAuthenticationFailed | Self::PeerUntrusted => None,
             Self::Missing => Some(format!("Bearer realm=\"{realm}\"")),
+            e if e.is_dpop() => Some(format!(
+                "DPoP realm=\"{realm}\", error=\"{}\", algs=\"{DPOP_ALGS}\"",
+                e.rfc6750_error()
+            )),
             _ => Some(format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
         }
     }

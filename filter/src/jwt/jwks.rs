@@ -108,7 +108,8 @@ fn bytes(k: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("[{name}] is not base64url"))
 }
 
-fn parse_key(k: &Map<String, Value>) -> Result<Jwk, String> {
+/// One JWK, as a key set holds it or a DPoP proof carries it.
+pub fn parse_key(k: &Map<String, Value>) -> Result<Jwk, String> {
     // `jwt-svid` marks a SPIFFE trust bundle's JWT signing keys (SPIFFE Trust Domain and Bundle
     // §4.2.2); `x509-svid` and `enc` keys must not verify JWTs.
     if let Some(usage) = field(k, "use")? {

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod claim_header;
 pub mod claims;
 pub mod confirmation;
+pub mod dpop;
 pub mod jwks;
 pub mod jws;
 pub mod subject;

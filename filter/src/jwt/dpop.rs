@@ -1,0 +1,256 @@
+//! DPoP proofs (RFC 9449 §4.3): a `dpop+jwt` signed with the public key in its own header, naming
+//! this request (`htm`, `htu`), fresh (`iat`) and made for this access token (`ath`). What is left
+//! to the caller: that the key is the one the token is bound to (`cnf.jkt` against `jkt`), and
+//! that the `jti` was not used before (the replay store, last, so that no invalid proof uses one).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::jwks;
+use crate::crypto::{Alg, Verifier};
+use crate::error::AuthError;
+use crate::json;
+
+/// A `DPoP` header longer than this is refused unread: an RSA-4096 proof is about 2 KiB.
+pub const MAX_PROOF_BYTES: usize = 8 * 1024;
+/// A longer `jti` is refused; RFC 9449 asks for 96 bits of randomness, 22 characters or so.
+const MAX_JTI_BYTES: usize = 256;
+/// JWK members that only a private key has (RFC 7518 §6): a proof carrying one is refused.
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// The request a proof must name.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub method: &'a str,
+    /// The request's URI as the client addressed it, without query (normalized here).
+    pub uri: &'a str,
+    pub access_token: &'a str,
+    pub now_s: u64,
+    pub max_age_s: u64,
+    pub skew_s: u64,
+}
+
+/// What a valid proof leaves for the caller to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// The RFC 7638 thumbprint of the proof's key.
+    pub jkt: [u8; 32],
+    /// The SHA-256 of the `jti`: what the replay store keeps.
+    pub jti_hash: [u8; 32],
+    /// Until when the `jti` must be remembered: past it, the proof is stale anyway.
+    pub remember_until_s: u64,
+}
+
+pub fn check(
+    proof: &str,
+    expected: &Expected<'_>,
+    verifier: &dyn Verifier,
+) -> Result<Checked, AuthError> {
+    use AuthError::DpopProofMalformed as Malformed;
+    if proof.len() > MAX_PROOF_BYTES {
+        return Err(Malformed);
+    }
+    let mut parts = proof.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Malformed);
+    };
+    let header = object(h)?;
+    let payload = object(p)?;
+    let typ = string(&header, "typ")?;
+    if !typ.eq_ignore_ascii_case("dpop+jwt") || header.contains_key("crit") {
+        return Err(Malformed);
+    }
+    let alg = Alg::from_name(string(&header, "alg")?)
+        .filter(|a| !matches!(a, Alg::Hs256 | Alg::Hs384 | Alg::Hs512))
+        .ok_or(Malformed)?;
+    let Some(Value::Object(jwk)) = header.get("jwk") else {
+        return Err(Malformed);
+    };
+    if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
+        return Err(Malformed);
+    }
+    let key = jwks::parse_key(jwk).map_err(|_| Malformed)?.key;
+    let jkt = thumbprint(jwk).ok_or(Malformed)?;
+    if !alg.fits(&key.material) {
+        return Err(Malformed);
+    }
+    let jti = string(&payload, "jti")?;
+    let (htm, htu, ath) = (
+        string(&payload, "htm")?,
+        string(&payload, "htu")?,
+        string(&payload, "ath")?,
+    );
+    let iat = match payload.get("iat").and_then(Value::as_f64) {
+        // Truncated, as every NumericDate here is read.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(f) if (0.0..18_446_744_073_709_551_616.0).contains(&f) => f as u64,
+        _ => return Err(Malformed),
+    };
+    if jti.is_empty() || jti.len() > MAX_JTI_BYTES {
+        return Err(Malformed);
+    }
+    let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| Malformed)?;
+    let signing_input = proof.get(..h.len() + 1 + p.len()).ok_or(Malformed)?;
+    if !verifier.verify(alg, &key, signing_input.as_bytes(), &signature) {
+        return Err(AuthError::DpopProofSignature);
+    }
+    let same_uri = normalize_uri(htu).is_some_and(|u| Some(u) == normalize_uri(expected.uri));
+    if htm != expected.method || !same_uri {
+        return Err(AuthError::DpopProofWrongRequest);
+    }
+    let window = expected.max_age_s.saturating_add(expected.skew_s);
+    if iat > expected.now_s.saturating_add(expected.skew_s)
+        || expected.now_s > iat.saturating_add(window)
+    {
+        return Err(AuthError::DpopProofStale);
+    }
+    if ath != URL_SAFE_NO_PAD.encode(Sha256::digest(expected.access_token.as_bytes())) {
+        return Err(AuthError::DpopProofWrongToken);
+    }
+    Ok(Checked {
+        jkt,
+        jti_hash: Sha256::digest(jti.as_bytes()).into(),
+        remember_until_s: iat.saturating_add(window),
+    })
+}
+
+fn object(segment: &str) -> Result<Map<String, Value>, AuthError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| AuthError::DpopProofMalformed)?;
+    match json::from_slice(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(AuthError::DpopProofMalformed),
+    }
+}
+
+fn string<'m>(m: &'m Map<String, Value>, name: &str) -> Result<&'m str, AuthError> {
+    m.get(name)
+        .and_then(Value::as_str)
+        .ok_or(AuthError::DpopProofMalformed)
+}
+
+/// RFC 7638: the SHA-256 of the key's required members, in lexicographic order, without spaces.
+pub fn thumbprint(jwk: &Map<String, Value>) -> Option<[u8; 32]> {
+    let member =
+        |name: &str| -> Option<String> { serde_json::to_string(jwk.get(name)?.as_str()?).ok() };
+    let canonical = match jwk.get("kty")?.as_str()? {
+        "RSA" => format!(
+            r#"{{"e":{},"kty":"RSA","n":{}}}"#,
+            member("e")?,
+            member("n")?
+        ),
+        "EC" => format!(
+            r#"{{"crv":{},"kty":"EC","x":{},"y":{}}}"#,
+            member("crv")?,
+            member("x")?,
+            member("y")?
+        ),
+        "OKP" => format!(
+            r#"{{"crv":{},"kty":"OKP","x":{}}}"#,
+            member("crv")?,
+            member("x")?
+        ),
+        _ => return None,
+    };
+    Some(Sha256::digest(canonical.as_bytes()).into())
+}
+
+/// An `http(s)` URI without query and fragment, normalized as RFC 3986 §6.2.2–6.2.3 describes:
+/// scheme and host lower-cased, the scheme's default port dropped, percent-encodings upper-cased
+/// and those of unreserved characters decoded, dot segments removed, an empty path as `/`. None for
+/// anything else (user info, a bad percent-encoding, another scheme), which then matches nothing.
+pub fn normalize_uri(uri: &str) -> Option<String> {
+    let uri = uri.split(['?', '#']).next()?;
+    let (scheme, rest) = uri.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => "443",
+        "http" => "80",
+        _ => return None,
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    if !uri.is_ascii() || authority.contains(['@', '%']) {
+        return None;
+    }
+    let authority = authority.to_ascii_lowercase();
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (inside, after) = v6.split_once(']')?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?),
+            };
+            (format!("[{inside}]"), port)
+        }
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.clone(), None),
+        },
+    };
+    if host.is_empty() || port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let port = match port {
+        Some(p) if !p.is_empty() && p != default_port => format!(":{p}"),
+        _ => String::new(),
+    };
+    let path = remove_dot_segments(&normalize_percent(path)?);
+    Some(format!(
+        "{scheme}://{host}{port}{}",
+        if path.is_empty() { "/" } else { &path }
+    ))
+}
+
+fn normalize_percent(path: &str) -> Option<String> {
+    let mut out = String::with_capacity(path.len());
+    let mut bytes = path.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(char::from(b));
+            continue;
+        }
+        let hex = |b: Option<u8>| char::from(b?).to_digit(16);
+        let value = u8::try_from(hex(bytes.next())? * 16 + hex(bytes.next())?).ok()?;
+        if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+            out.push(char::from(value));
+        } else {
+            out.push_str(&format!("%{value:02X}"));
+        }
+    }
+    Some(out)
+}
+
+/// RFC 3986 §5.2.4.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." | ".." => {
+                if *seg == ".." {
+                    out.pop();
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    if path.is_empty() {
+        return String::new();
+    }
+    format!("/{}", out.join("/"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use serde_json::json;
+use test_tokens::{mint, Key};
+
+use super::*;
+use crate::crypto::InModule;
+
+const NOW: u64 = 1_800_000_000;
+const TOKEN: &str = "an.access.token";
+const URI: &str = "https://api.example.com/orders/42";
+
+fn expected() -> Expected<'static> {
+    Expected {
+        method: "POST",
+        uri: URI,
+        access_token: TOKEN,
+        now_s: NOW,
+        max_age_s: 60,
+        skew_s: 60,
+    }
+}
+
+fn public_jwk(key: Key) -> Value {
+    let mut jwk = key.jwk("proof");
+    jwk.as_object_mut().unwrap().remove("kid");
+    jwk
+}
+
+fn claims() -> Value {
+    json!({"jti": "e1j3V_bKic8-LAEB", "htm": "POST", "htu": URI, "iat": NOW,
+           "ath": URL_SAFE_NO_PAD.encode(Sha256::digest(TOKEN.as_bytes()))})
+}
+
+fn proof_with(header: Value, claims: Value) -> String {
+    mint(&header, &claims)
+}
+
+fn header(alg: &str, key: Key) -> Value {
+    json!({"typ": "dpop+jwt", "alg": alg, "jwk": public_jwk(key)})
+}
+
+fn patch(mut base: Value, with: Value) -> Value {
+    for (k, v) in with.as_object().unwrap() {
+        if v.is_null() {
+            base.as_object_mut().unwrap().remove(k);
+        } else {
+            base[k] = v.clone();
+        }
+    }
+    base
+}
+
+fn checked(proof: &str) -> Result<Checked, AuthError> {
+    check(proof, &expected(), &InModule)
+}
+
+#[test]
+fn a_proof_from_each_asymmetric_key_kind_passes() {
+    for (alg, key) in [
+        ("ES256", Key::P256),
+        ("ES384", Key::P384),
+        ("ES512", Key::P521),
+        ("RS256", Key::Rsa),
+        ("PS256", Key::Rsa),
+        ("EdDSA", Key::Ed25519),
+    ] {
+        let c = checked(&proof_with(header(alg, key), claims())).unwrap();
+        let jwk = public_jwk(key);
+        assert_eq!(Some(c.jkt), thumbprint(jwk.as_object().unwrap()), "{alg}");
+        assert_eq!(c.remember_until_s, NOW + 120);
+        assert_eq!(
+            c.jti_hash,
+            <[u8; 32]>::from(Sha256::digest(b"e1j3V_bKic8-LAEB"))
+        );
+    }
+}
+
+#[test]
+fn rfc_7638_thumbprint_vector() {
+    let jwk = json!({
+        "kty": "RSA",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29"
+    });
+    let t = thumbprint(jwk.as_object().unwrap()).unwrap();
+    assert_eq!(
+        URL_SAFE_NO_PAD.encode(t),
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
+}
+
+#[test]
+fn every_check_of_rfc_9449_section_4_3() {
+    use AuthError::*;
+    let es = header("ES256", Key::P256);
+    let private = patch(
+        es.clone(),
+        json!({"jwk": patch(public_jwk(Key::P256), json!({"d": "AAAA"}))}),
+    );
+    let cases: Vec<(&str, String, AuthError)> = vec![
+        ("two segments", "a.b".into(), DpopProofMalformed),
+        ("not base64", "!.!.!".into(), DpopProofMalformed),
+        (
+            "typ JWT",
+            proof_with(patch(es.clone(), json!({"typ": "JWT"})), claims()),
+            DpopProofMalformed,
+        ),
+        (
+            "no typ",
+            proof_with(patch(es.clone(), json!({"typ": null})), claims()),
+            DpopProofMalformed,
+        ),
+        (
+            "alg none",
+            proof_with(patch(es.clone(), json!({"alg": "none"})), claims()),
+            DpopProofMalformed,
+        ),
+        (
+            "HS256 with the secret as jwk",
+            proof_with(header("HS256", Key::Hmac), claims()),
+            DpopProofMalformed,
+        ),
+        (
+            "ES256 over an RSA jwk",
+            proof_with(
+                json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(Key::Rsa), "x-signer": "ES256"}),
+                claims(),
+            ),
+            DpopProofMalformed,
+        ),
+        (
+            "private jwk",
+            proof_with(private, claims()),
+            DpopProofMalformed,
+        ),
+        (
+            "no jwk",
+            proof_with(patch(es.clone(), json!({"jwk": null})), claims()),
+            DpopProofMalformed,
+        ),
+        (
+            "crit",
+            proof_with(patch(es.clone(), json!({"crit": ["x"], "x": 1})), claims()),
+            DpopProofMalformed,
+        ),
+        (
+            "no jti",
+            proof_with(es.clone(), patch(claims(), json!({"jti": null}))),
+            DpopProofMalformed,
+        ),
+        (
+            "empty jti",
+            proof_with(es.clone(), patch(claims(), json!({"jti": ""}))),
+            DpopProofMalformed,
+        ),
+        (
+            "long jti",
+            proof_with(es.clone(), patch(claims(), json!({"jti": "j".repeat(257)}))),
+            DpopProofMalformed,
+        ),
+        (
+            "no ath",
+            proof_with(es.clone(), patch(claims(), json!({"ath": null}))),
+            DpopProofMalformed,
+        ),
+        (
+            "iat a string",
+            proof_with(es.clone(), patch(claims(), json!({"iat": "1800000000"}))),
+            DpopProofMalformed,
+        ),
+        (
+            "negative iat",
+            proof_with(es.clone(), patch(claims(), json!({"iat": -1}))),
+            DpopProofMalformed,
+        ),
+        (
+            "another key signed",
+            proof_with(
+                patch(
+                    es.clone(),
+                    json!({"x-signer": "ES384", "jwk": public_jwk(Key::P256)}),
+                ),
+                claims(),
+            ),
+            DpopProofSignature,
+        ),
+        (
+            "GET for POST",
+            proof_with(es.clone(), patch(claims(), json!({"htm": "GET"}))),
+            DpopProofWrongRequest,
+        ),
+        (
+            "post for POST",
+            proof_with(es.clone(), patch(claims(), json!({"htm": "post"}))),
+            DpopProofWrongRequest,
+        ),
+        (
+            "other path",
+            proof_with(
+                es.clone(),
+                patch(
+                    claims(),
+                    json!({"htu": "https://api.example.com/orders/43"}),
+                ),
+            ),
+            DpopProofWrongRequest,
+        ),
+        (
+            "other host",
+            proof_with(
+                es.clone(),
+                patch(
+                    claims(),
+                    json!({"htu": "https://evil.example.com/orders/42"}),
+                ),
+            ),
+            DpopProofWrongRequest,
+        ),
+        (
+            "http for https",
+            proof_with(
+                es.clone(),
+                patch(claims(), json!({"htu": "http://api.example.com/orders/42"})),
+            ),
+            DpopProofWrongRequest,
+        ),
+        (
+            "user info",
+            proof_with(
+                es.clone(),
+                patch(
+                    claims(),
+                    json!({"htu": "https://a@api.example.com/orders/42"}),
+                ),
+            ),
+            DpopProofWrongRequest,
+        ),
+        (
+            "too old",
+            proof_with(es.clone(), patch(claims(), json!({"iat": NOW - 121}))),
+            DpopProofStale,
+        ),
+        (
+            "from the future",
+            proof_with(es.clone(), patch(claims(), json!({"iat": NOW + 61}))),
+            DpopProofStale,
+        ),
+        (
+            "another token",
+            proof_with(
+                es.clone(),
+                patch(
+                    claims(),
+                    json!({"ath": URL_SAFE_NO_PAD.encode(Sha256::digest(b"other"))}),
+                ),
+            ),
+            DpopProofWrongToken,
+        ),
+        (
+            "huge",
+            format!("{}.{}.", "a".repeat(MAX_PROOF_BYTES), "b"),
+            DpopProofMalformed,
+        ),
+    ];
+    for (what, proof, want) in cases {
+        assert_eq!(checked(&proof), Err(want), "{what}");
+    }
+    for (what, c) in [
+        ("oldest", patch(claims(), json!({"iat": NOW - 120}))),
+        ("newest", patch(claims(), json!({"iat": NOW + 60}))),
+        (
+            "fractional iat",
+            patch(claims(), json!({"iat": NOW as f64 + 0.5})),
+        ),
+        (
+            "query and fragment ignored",
+            patch(claims(), json!({"htu": format!("{URI}?a=1#f")})),
+        ),
+        (
+            "spelled otherwise",
+            patch(
+                claims(),
+                json!({"htu": "HTTPS://API.example.COM:443/orders/./x/../%34%32"}),
+            ),
+        ),
+    ] {
+        assert!(checked(&proof_with(es.clone(), c)).is_ok(), "{what}");
+    }
+}
+
+#[test]
+fn uris_normalize_as_rfc_3986_section_6() {
+    for (a, b) in [
+        ("https://Example.com", "https://example.com/"),
+        ("https://example.com:443/a", "https://example.com/a"),
+        ("http://example.com:80/a", "http://example.com/a"),
+        ("https://example.com:/a", "https://example.com/a"),
+        ("https://example.com:8443/a", "https://example.com:8443/a"),
+        (
+            "https://example.com/%7euser/%2fx",
+            "https://example.com/~user/%2Fx",
+        ),
+        (
+            "https://example.com/a/b/../../c/./d",
+            "https://example.com/c/d",
+        ),
+        ("https://example.com/a/..", "https://example.com/"),
+        ("https://[::1]:443/a", "https://[::1]/a"),
+        ("https://[::1]:8443/a", "https://[::1]:8443/a"),
+        ("https://example.com/a?q#f", "https://example.com/a"),
+    ] {
+        assert_eq!(normalize_uri(a).as_deref(), Some(b), "{a}");
+    }
+    for bad in [
+        "ftp://example.com/",
+        "example.com/a",
+        "https://",
+        "https://u@example.com/",
+        "https://example.com:x/",
+        "https://example.com/%zz",
+        "https://example.com/%4",
+        "https://example.com/é",
+        "https://[::1/",
+    ] {
+        assert_eq!(normalize_uri(bad), None, "{bad}");
+    }
+}
