@@ -45,6 +45,7 @@ const JWT_RULE_FIELDS: &[&str] = &[
     "presence",
     // Extensions of this filter, no Istio field: passed through from a policy written for it.
     "certificateBinding",
+    "dpop",
 ];
 
 /// RequestAuthentications grouped by (namespace, selector): the selector, merged rules, names,

@@ -59,8 +59,10 @@ pub enum AuthError {
     DpopProofStale,
     /// `ath` is not the hash of this access token.
     DpopProofWrongToken,
-    /// The proof's `jti` was seen within its window, or the replay store could not record it.
+    /// The proof's `jti` was seen within its window.
     DpopProofReplayed,
+    /// The replay store could not record the proof's `jti` (its entry is full): refused, counted.
+    DpopReplayStoreFull,
     /// The token's `cnf.jkt` is not the proof key's thumbprint, or is malformed.
     DpopKeyMismatch,
     /// A DPoP-bound token (`cnf.jkt`) presented as a bearer token (RFC 9449 §7.2).
@@ -140,6 +142,9 @@ impl AuthError {
             Self::DpopProofStale => "DPoP proof [iat] is outside the accepted window",
             Self::DpopProofWrongToken => "DPoP proof [ath] does not match the access token",
             Self::DpopProofReplayed => "DPoP proof [jti] was already used",
+            Self::DpopReplayStoreFull => {
+                "DPoP proof could not be recorded: the replay store is full"
+            }
             Self::DpopKeyMismatch => "Jwt is bound to another DPoP key",
             Self::DpopBoundAsBearer => "Jwt is DPoP-bound and cannot be a bearer token",
             Self::DpopRequired => "Jwt must be DPoP-bound and sent with a DPoP proof",
@@ -178,6 +183,7 @@ impl AuthError {
             | Self::DpopProofStale
             | Self::DpopProofWrongToken
             | Self::DpopProofReplayed
+            | Self::DpopReplayStoreFull
             | Self::DpopKeyMismatch
             | Self::DpopBoundAsBearer
             | Self::DpopRequired => 13,
@@ -197,6 +203,7 @@ impl AuthError {
                 | Self::DpopProofStale
                 | Self::DpopProofWrongToken
                 | Self::DpopProofReplayed
+                | Self::DpopReplayStoreFull
         )
     }
 

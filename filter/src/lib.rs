@@ -24,6 +24,7 @@ pub mod jwt;
 pub mod pattern;
 pub mod peer;
 pub mod remote;
+pub mod replay;
 pub mod request;
 pub mod runtime;
 

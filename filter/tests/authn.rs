@@ -814,6 +814,7 @@ fn verified_tokens_are_cached_and_rechecked() {
             keys: &store,
             verifier: &counting,
             cache: Some(&mut cache),
+            replay: None,
         };
         authenticate(
             &cfg,
@@ -956,6 +957,7 @@ fn trigger_rules_per_issuer() {
             keys: &store,
             verifier: &counting,
             cache: Some(&mut cache),
+            replay: None,
         };
         match authenticate(&cfg, &request(path, &headers), NOW * 1000, &mut env) {
             Verdict::Allow(_) => Ok(()),
@@ -1247,5 +1249,147 @@ fn certificate_bound_tokens_match_this_connections_certificate() {
     assert!(!cfg.certificate_bound);
     for t in malformed.iter().chain([&bound]) {
         assert_eq!(verdict(&cfg, t), Ok(()));
+    }
+}
+
+/// A replay store in memory, as the shared one behaves.
+#[derive(Default)]
+struct SeenJtis(std::collections::HashSet<[u8; 32]>);
+
+impl mesh_authn::replay::ReplayGuard for SeenJtis {
+    fn first_use(
+        &mut self,
+        jti_hash: &[u8; 32],
+        _until_s: u64,
+        _now_s: u64,
+    ) -> Result<(), mesh_authn::replay::Refusal> {
+        if self.0.insert(*jti_hash) {
+            Ok(())
+        } else {
+            Err(mesh_authn::replay::Refusal::Seen)
+        }
+    }
+}
+
+#[test]
+fn dpop_bound_tokens_need_their_proof_once() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use sha2::Digest;
+    let public = |key: Key| {
+        let mut jwk = key.jwk("x");
+        jwk.as_object_mut().unwrap().remove("kid");
+        jwk
+    };
+    let jkt = |key: Key| {
+        let t = mesh_authn::jwt::dpop::thumbprint(public(key).as_object().unwrap()).unwrap();
+        URL_SAFE_NO_PAD.encode(t)
+    };
+    let bound = mint(
+        &json!({"alg": "RS256", "kid": "rsa1"}),
+        &with(claims(), json!({"cnf": {"jkt": jkt(Key::P256)}})),
+    );
+    let unbound = mint(&json!({"alg": "RS256", "kid": "rsa1"}), &claims());
+    let proof = |key: Key, jti: &str, token: &str, extra: Value| {
+        let alg = if key == Key::Ed25519 {
+            "EdDSA"
+        } else {
+            "ES256"
+        };
+        let ath = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()));
+        let c = json!({"jti": jti, "htm": "GET", "htu": "https://example.com/orders",
+                       "iat": NOW, "ath": ath});
+        mint(
+            &json!({"typ": "dpop+jwt", "alg": alg, "jwk": public(key)}),
+            &with(c, extra),
+        )
+    };
+    let mut seen = SeenJtis::default();
+    let mut cache = mesh_authn::jwt::cache::TokenCache::new(1 << 20, 16);
+    for mode in ["REQUIRED", "OPTIONAL"] {
+        let cfg = config(json!({"dpop": {"mode": mode}}));
+        let mut run = |headers: &[(&str, &str)]| {
+            let mut h = vec![(":scheme", "https"), (":method", "GET")];
+            h.extend_from_slice(headers);
+            let req = request("/orders?page=2", &h);
+            let mut env = Env::new(&NoRemotes);
+            env.cache = Some(&mut cache);
+            env.replay = Some(&mut seen);
+            match authenticate(&cfg, &req, NOW * 1000, &mut env) {
+                Verdict::Allow(f) => Ok(f.remove.clone()),
+                Verdict::Deny(e) => Err(e),
+                Verdict::Wait { .. } => panic!("inline keys never wait"),
+            }
+        };
+        let as_dpop = format!("DPoP {bound}");
+        let p1 = proof(Key::P256, &format!("{mode}-1"), &bound, json!({}));
+        let removed = run(&[("authorization", &as_dpop), ("dpop", &p1)]).unwrap();
+        assert!(removed.contains(&"dpop".to_string()), "{removed:?}");
+        assert_eq!(
+            run(&[("authorization", &as_dpop), ("dpop", &p1)]),
+            Err(AuthError::DpopProofReplayed),
+            "{mode}: the same proof again"
+        );
+        let p2 = proof(Key::P256, &format!("{mode}-2"), &bound, json!({}));
+        assert!(
+            run(&[("authorization", &as_dpop), ("dpop", &p2)]).is_ok(),
+            "{mode}"
+        );
+        for (what, headers, want) in [
+            (
+                "no proof",
+                vec![("authorization", as_dpop.as_str())],
+                AuthError::DpopProofMissing,
+            ),
+            (
+                "two proofs",
+                vec![("authorization", &as_dpop), ("dpop", &p1), ("dpop", &p2)],
+                AuthError::DpopProofMultiple,
+            ),
+            (
+                "bound token as bearer",
+                vec![("authorization", &bearer(&bound))],
+                AuthError::DpopBoundAsBearer,
+            ),
+        ] {
+            assert_eq!(run(&headers), Err(want), "{mode}: {what}");
+        }
+        let other_key = proof(Key::Ed25519, &format!("{mode}-3"), &bound, json!({}));
+        assert_eq!(
+            run(&[("authorization", &as_dpop), ("dpop", &other_key)]),
+            Err(AuthError::DpopKeyMismatch),
+            "{mode}: a valid proof by another key"
+        );
+        let wrong_path = proof(
+            Key::P256,
+            &format!("{mode}-4"),
+            &bound,
+            json!({"htu": "https://example.com/other"}),
+        );
+        assert_eq!(
+            run(&[("authorization", &as_dpop), ("dpop", &wrong_path)]),
+            Err(AuthError::DpopProofWrongRequest)
+        );
+        let for_other_token = proof(Key::P256, &format!("{mode}-5"), &unbound, json!({}));
+        assert_eq!(
+            run(&[("authorization", &as_dpop), ("dpop", &for_other_token)]),
+            Err(AuthError::DpopProofWrongToken)
+        );
+        let unbound_answer = if mode == "REQUIRED" {
+            Err(AuthError::DpopRequired)
+        } else {
+            Ok(vec!["authorization".to_string()])
+        };
+        assert_eq!(
+            run(&[("authorization", &bearer(&unbound))]),
+            unbound_answer,
+            "{mode}"
+        );
+        let unbound_as_dpop = format!("DPoP {unbound}");
+        let p6 = proof(Key::P256, &format!("{mode}-6"), &unbound, json!({}));
+        assert_eq!(
+            run(&[("authorization", &unbound_as_dpop), ("dpop", &p6)]),
+            Err(AuthError::DpopRequired),
+            "{mode}: a DPoP-scheme token must be bound"
+        );
     }
 }

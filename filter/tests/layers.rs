@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["jwt", "request", "peer"],
     &["remote"],
     &["config"],
+    &["replay"],
     &["authn"],
     &["runtime"],
     &["abi"],

@@ -1,9 +1,10 @@
 //! Where a decision finds its keys and verifier: remote key sets as the caller holds them, the
-//! signature verifier, and the token cache.
+//! signature verifier, the token cache and the DPoP replay store.
 
 use crate::crypto::{InModule, Verifier};
 use crate::jwt::cache::TokenCache;
 use crate::jwt::jwks::Jwks;
+use crate::replay::ReplayGuard;
 
 /// The state of a remote key set, as the caller's key store knows it.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +31,8 @@ pub struct Env<'a> {
     pub keys: &'a dyn KeyStore,
     pub verifier: &'a dyn Verifier,
     pub cache: Option<&'a mut TokenCache>,
+    /// DPoP proofs seen; without it, a `dpop` rule refuses every proof.
+    pub replay: Option<&'a mut dyn ReplayGuard>,
 }
 
 impl<'a> Env<'a> {
@@ -39,6 +42,7 @@ impl<'a> Env<'a> {
             keys,
             verifier: &InModule,
             cache: None,
+            replay: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod binding;
 mod connection;
+mod dpop;
 mod forward;
 mod keys;
 mod tokens;

@@ -3,8 +3,8 @@
 
 use std::rc::Rc;
 
-use super::binding;
 use super::verify::{verified_token, verify};
+use super::{binding, dpop};
 use super::{Env, Failure, Forward, Now, Verdict};
 use crate::config::{Config, Rule};
 use crate::error::AuthError;
@@ -68,6 +68,7 @@ pub(super) fn authenticate_jwt(
     let mut first = None;
     let mut params_to_remove: Vec<&str> = Vec::new();
     let mut verified_rules: Vec<usize> = Vec::new();
+    let mut proof_use = dpop::ProofUse::default();
     // Every token present must verify: one bad token fails the request, whatever else it carries.
     for f in &found {
         let Some(location) = cfg.locations.get(f.location) else {
@@ -87,6 +88,29 @@ pub(super) fn authenticate_jwt(
             let presented = req.connection().certificate_sha256.as_ref();
             binding::check_certificate(mode, &verified.claims.cnf.x5t_s256, presented)
                 .map_err(Verdict::Deny)?;
+        }
+        if let Some(d) = &rule.dpop {
+            let as_dpop = location.kind.is_dpop();
+            let jkt = &verified.claims.cnf.jkt;
+            let skew = cfg.clock_skew_seconds;
+            dpop::check(
+                d,
+                jkt,
+                as_dpop,
+                &f.token,
+                req,
+                skew,
+                now.s,
+                env,
+                &mut proof_use,
+            )
+            .map_err(Verdict::Deny)?;
+            if !rule.forward_original_token && req.header("dpop").is_some() {
+                let dpop_header = "dpop".to_string();
+                if !fwd.remove.contains(&dpop_header) {
+                    fwd.remove.push(dpop_header);
+                }
+            }
         }
         if !rule.forward_original_token {
             match &location.kind {
@@ -115,7 +139,7 @@ pub(super) fn authenticate_jwt(
             .filter(|(i, r)| required(*i, r))
         {
             if !verified_rules.contains(&i) {
-                required_rule_satisfied(cfg, req, i, &found, now, env, &applies)?;
+                required_rule_satisfied(cfg, req, i, &found, now, env, &applies, &mut proof_use)?;
             }
         }
     }
@@ -129,14 +153,16 @@ pub(super) fn authenticate_jwt(
 /// location): one of the tokens in its locations must verify under it too, or the request fails
 /// with that token's reason, and without any as a missing token, as Envoy's requirement on the
 /// provider alone answers.
+#[allow(clippy::too_many_arguments)] // the request's state, each needed once
 fn required_rule_satisfied(
     cfg: &Config,
     req: &Request,
     rule: usize,
     found: &[token::Found],
     now: Now,
-    env: &Env<'_>,
+    env: &mut Env<'_>,
     applies: &dyn Fn(usize) -> bool,
+    proof_use: &mut dpop::ProofUse,
 ) -> Result<(), Verdict> {
     let mut first_error = None;
     for f in found {
@@ -148,15 +174,19 @@ fn required_rule_satisfied(
             continue;
         }
         let checked = verify(cfg, &[rule], &f.token, now, env, applies).and_then(|(_, r, jws)| {
-            match r.certificate_binding {
-                Some(mode) => binding::check_certificate(
-                    mode,
-                    &jws.claims.cnf.x5t_s256,
-                    req.connection().certificate_sha256.as_ref(),
-                )
-                .map_err(Failure::Deny),
-                None => Ok(()),
+            if let Some(mode) = r.certificate_binding {
+                let presented = req.connection().certificate_sha256.as_ref();
+                binding::check_certificate(mode, &jws.claims.cnf.x5t_s256, presented)?;
             }
+            if let Some(d) = &r.dpop {
+                let as_dpop = cfg
+                    .locations
+                    .get(f.location)
+                    .is_some_and(|l| l.kind.is_dpop());
+                let (jkt, skew) = (&jws.claims.cnf.jkt, cfg.clock_skew_seconds);
+                dpop::check(d, jkt, as_dpop, &f.token, req, skew, now.s, env, proof_use)?;
+            }
+            Ok(())
         });
         match checked {
             Ok(()) => return Ok(()),

@@ -22,6 +22,15 @@ pub const MAX_JWT_CACHE_BYTES: usize = 256 << 20;
 /// `jwtCacheSize`, when set.
 pub const MAX_JWT_CACHE_SIZE: usize = 1_000_000;
 
+/// A rule's `dpop.maxAge`: how old a proof may be. Its bound also bounds how long a `jti` is kept.
+pub const DEFAULT_DPOP_MAX_AGE_S: u64 = 60;
+pub const MAX_DPOP_MAX_AGE_S: u64 = 3_600;
+/// The DPoP replay store, shared by every worker: `jti`s in this many shared-data entries of at
+/// most `DPOP_REPLAY_PER_SHARD` each (24 bytes apiece: 6 MiB in all when full). A proof whose
+/// entry is full is refused, never let through, and counted (`dpop_replay_full`).
+pub const DPOP_REPLAY_SHARDS: usize = 1024;
+pub const DPOP_REPLAY_PER_SHARD: usize = 256;
+
 /// `maxPausedRequests`.
 pub const DEFAULT_MAX_PAUSED_REQUESTS: usize = 10_000;
 pub const MAX_MAX_PAUSED_REQUESTS: usize = 100_000;
@@ -47,6 +56,11 @@ pub(super) fn default_max_paused_requests() -> usize {
 #[cfg(feature = "schema")]
 pub(super) fn default_timeout() -> Option<String> {
     Some(format!("{}s", DEFAULT_TIMEOUT_MS / 1000))
+}
+
+#[cfg(feature = "schema")]
+pub(super) fn default_dpop_max_age() -> Option<String> {
+    Some(format!("{DEFAULT_DPOP_MAX_AGE_S}s"))
 }
 
 #[cfg(feature = "schema")]

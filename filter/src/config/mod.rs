@@ -11,7 +11,7 @@ mod rules;
 pub use duration::parse_duration_ms;
 pub use limits::*;
 pub use plugin_config::{
-    Binding, ClaimToHeader, JwtHeader, JwtRule, PluginConfig, Presence, PrincipalBinding,
+    Binding, ClaimToHeader, Dpop, JwtHeader, JwtRule, PluginConfig, Presence, PrincipalBinding,
     SignatureVerifier, TriggerRule,
 };
 
@@ -46,6 +46,16 @@ pub struct Rule {
     pub subjects: Option<SubjectMatcher>,
     pub max_lifetime_ms: Option<u64>,
     pub certificate_binding: Option<Binding>,
+    pub dpop: Option<DpopRule>,
+}
+
+/// A rule's `dpop`, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopRule {
+    pub mode: Binding,
+    pub max_age_s: u64,
+    /// `scheme://authority`, normalized, when `origin` is set.
+    pub origin: Option<String>,
 }
 
 /// One `outputClaimToHeaders` entry.
@@ -125,6 +135,8 @@ pub struct Config {
     pub keys_cut: u64,
     /// Some rule has `certificateBinding`: requests need the client certificate's digest.
     pub certificate_bound: bool,
+    /// Some rule has `dpop`: the replay store is used.
+    pub dpop: bool,
 }
 
 /// Parses and compiles `pluginConfig` for the workload `node` describes (its namespace and the
@@ -178,6 +190,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
     let trigger_rules = compile_trigger_rules(&raw.trigger_rules, "triggerRules")?;
 
     let certificate_bound = rules.iter().any(|r| r.certificate_binding.is_some());
+    let dpop = rules.iter().any(|r| r.dpop.is_some());
     let mut peer = compile_peer(raw, node, &mut output_headers, &mut warnings)?;
     peer.needs_connection |= certificate_bound;
     for l in &locations {
@@ -246,6 +259,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         warnings,
         keys_cut,
         certificate_bound,
+        dpop,
     })
 }
 

@@ -7,8 +7,10 @@ use super::{
     compile_trigger_rules, header_name, is_token_char, parse_duration_ms, ClaimHeader, JwtRule,
     Presence, Rule, MAX_SPACE_DELIMITED_CLAIMS,
 };
+use super::{Dpop, DpopRule, DEFAULT_DPOP_MAX_AGE_S, MAX_DPOP_MAX_AGE_S};
 use crate::error::ConfigError;
 use crate::jwt::claims::sanitize_audience;
+use crate::jwt::dpop;
 use crate::jwt::subject::SubjectMatcher;
 use crate::remote::RemoteJwks;
 use crate::request::token::{Location, LocationKind};
@@ -81,6 +83,10 @@ pub(super) fn compile_rule(i: usize, r: &JwtRule, g: &mut Gathered) -> Result<Ru
         subjects,
         max_lifetime_ms,
         certificate_binding: r.certificate_binding,
+        dpop: match &r.dpop {
+            Some(d) => Some(dpop_rule(d, &at("dpop"))?),
+            None => None,
+        },
         trigger_rules: compile_trigger_rules(&r.trigger_rules, &at("triggerRules"))?,
         issuer: r.issuer.clone().filter(|i| !i.is_empty()),
         audiences: r
@@ -134,7 +140,56 @@ fn token_locations(
         });
         locations.push(LocationKind::Param("access_token".into()));
     }
+    // A rule with `dpop` also reads `Authorization: DPoP <token>`.
+    if r.dpop.is_some() && !locations.iter().any(LocationKind::is_dpop) {
+        locations.push(LocationKind::dpop());
+    }
     Ok(locations)
+}
+
+fn dpop_rule(d: &Dpop, at: &str) -> Result<DpopRule, ConfigError> {
+    let max_age_s = match &d.max_age {
+        None => DEFAULT_DPOP_MAX_AGE_S,
+        Some(text) => {
+            let ms = parse_duration_ms(text).map_err(|e| e.within(&format!("{at}.maxAge")))?;
+            match ms / 1000 {
+                0 => {
+                    return Err(ConfigError::new(
+                        format!("{at}.maxAge"),
+                        "must be at least 1s",
+                    ))
+                }
+                s if s > MAX_DPOP_MAX_AGE_S => {
+                    return Err(ConfigError::new(
+                        format!("{at}.maxAge"),
+                        format!("must be at most {MAX_DPOP_MAX_AGE_S}s"),
+                    ))
+                }
+                s => s,
+            }
+        }
+    };
+    let origin = match &d.origin {
+        None => None,
+        Some(o) => {
+            // Scheme and authority only: the normalized URI's path is "/".
+            let normalized = dpop::normalize_uri(o)
+                .filter(|_| !o.contains(['?', '#']))
+                .and_then(|u| u.strip_suffix('/').map(String::from))
+                .filter(|u| u.matches('/').count() == 2);
+            Some(normalized.ok_or_else(|| {
+                ConfigError::new(
+                    format!("{at}.origin"),
+                    "must be an http(s) scheme and authority, e.g. \"https://api.example.com\"",
+                )
+            })?)
+        }
+    };
+    Ok(DpopRule {
+        mode: d.mode,
+        max_age_s,
+        origin,
+    })
 }
 
 /// `outputClaimToHeaders`, each header named once in the rule, with `spaceDelimitedClaims`.

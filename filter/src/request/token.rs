@@ -17,6 +17,20 @@ pub enum LocationKind {
     Cookie(String),
 }
 
+impl LocationKind {
+    /// `Authorization: DPoP <token>` (RFC 9449 §7.1), which rules with `dpop` read.
+    pub fn dpop() -> Self {
+        Self::Header {
+            name: "authorization".into(),
+            prefix: "DPoP ".into(),
+        }
+    }
+
+    pub fn is_dpop(&self) -> bool {
+        matches!(self, Self::Header { name, prefix } if name == "authorization" && prefix == "DPoP ")
+    }
+}
+
 /// A token location and the rules (indices into `Config::rules`) that read it.
 #[derive(Debug, Clone)]
 pub struct Location {

@@ -18,6 +18,8 @@ pub struct Metrics {
     host_verify_failed: Option<u32>,
     connections_allowed: Option<u32>,
     connections_refused: Option<u32>,
+    /// DPoP proofs refused because the replay store could not record them.
+    dpop_replay_full: Option<u32>,
     /// Per reason (`REASON_KINDS`): what was refused, and what a dry run would have refused.
     refused: [Option<u32>; REASONS],
     dry_run_refused: [Option<u32>; REASONS],
@@ -37,6 +39,7 @@ pub struct Counts {
     pub host_verify_failed: u64,
     pub connections_allowed: u64,
     pub connections_refused: u64,
+    pub dpop_replay_full: u64,
     pub refused: [u64; REASONS],
     pub dry_run_refused: [u64; REASONS],
 }
@@ -58,6 +61,7 @@ impl Metrics {
             host_verify_failed: counter("host_verify_failed"),
             connections_allowed: counter("connections_allowed"),
             connections_refused: counter("connections_refused"),
+            dpop_replay_full: counter("dpop_replay_full"),
             refused: REASON_KINDS.map(|r| counter(&format!("refused_{r}"))),
             dry_run_refused: REASON_KINDS.map(|r| counter(&format!("dry_run_refused_{r}"))),
             vm_memory: gauge("vm_memory_bytes"),
@@ -96,6 +100,7 @@ impl Metrics {
         Self::add(host, self.host_verify_failed, counts.host_verify_failed);
         Self::add(host, self.connections_allowed, counts.connections_allowed);
         Self::add(host, self.connections_refused, counts.connections_refused);
+        Self::add(host, self.dpop_replay_full, counts.dpop_replay_full);
         for (id, n) in self.refused.iter().zip(counts.refused) {
             Self::add(host, *id, n);
         }

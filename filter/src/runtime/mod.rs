@@ -29,6 +29,7 @@ use crate::crypto::policy::{host_verifier_works, Policy};
 use crate::error::{AuthError, ConfigError, DenialBody};
 use crate::peer::Workload;
 use crate::remote::fetch::Source;
+use crate::replay;
 use crate::request::{wire, Connection, Request};
 use callouts::Shared;
 use gate::{Gate, Guarded, Proxy};
@@ -130,6 +131,9 @@ impl<H: Host> Runtime<H> {
         let config = root.with(gate, |r| Rc::clone(r.config()));
         for spec in &config.remotes {
             Source::ensure_record(spec, &mut Shared(host));
+        }
+        if config.dpop {
+            replay::ensure_shards(&mut Shared(host));
         }
         let previous = previous.map(|p| {
             p.with(gate, |p| {

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use super::callouts::Callouts;
+use super::callouts::{Callouts, Shared};
 use super::gate::Guarded;
 use super::held::Held;
 use super::host::Quiet;
@@ -16,6 +16,7 @@ use crate::crypto::verify_signature;
 use crate::error::AuthError;
 use crate::jwt::cache::TokenCache;
 use crate::remote::fetch::Ticket;
+use crate::replay::{ReplayGuard, SharedReplay};
 use crate::request::Request;
 
 /// A root as the runtime's callbacks share it.
@@ -122,10 +123,16 @@ impl Root {
         let verifier = PolicyVerifier::new(self.verifier, verify_signature_call(host));
         let (hits, misses) = (self.cache.hits, self.cache.misses);
         let keys = self.callouts.keys(now_ms);
+        let mut shared = Shared(host);
+        let mut replay = SharedReplay { store: &mut shared };
         let mut env = Env {
             keys: &keys,
             verifier: &verifier,
             cache: Some(&mut self.cache),
+            replay: self
+                .config
+                .dpop
+                .then_some(&mut replay as &mut dyn ReplayGuard),
         };
         let verdict = authn::authenticate(&self.config, req, now_ms, &mut env);
         self.counts.cache_hit += self.cache.hits - hits;
@@ -255,6 +262,9 @@ impl Root {
         };
         if let Some(n) = per_reason.get_mut(e.kind()) {
             *n += 1;
+        }
+        if e == AuthError::DpopReplayStoreFull {
+            c.dpop_replay_full += 1;
         }
     }
 

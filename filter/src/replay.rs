@@ -1,0 +1,175 @@
+//! DPoP proofs seen, shared by every worker of the proxy through proxy-wasm shared data, so that
+//! a proof is accepted once per Envoy (RFC 9449 §11.1). A proof's `jti` hash lives in one of
+//! `DPOP_REPLAY_SHARDS` entries, updated with compare-and-swap, until its proof would be stale
+//! anyway. Bounded: an entry holds at most `DPOP_REPLAY_PER_SHARD` live `jti`s; when it is full, or
+//! the swap keeps losing to other workers, the proof is refused, never let through.
+
+use crate::config::{DPOP_REPLAY_PER_SHARD, DPOP_REPLAY_SHARDS};
+use crate::remote::fetch::SharedStore;
+
+/// Bytes of a `jti`'s SHA-256 kept: 128 bits, so no two proofs meet by chance.
+const KEPT: usize = 16;
+/// A kept hash and until when (seconds since the epoch, big-endian).
+const ENTRY: usize = KEPT + 8;
+/// Compare-and-swap attempts before giving up (and refusing).
+const ATTEMPTS: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The `jti` is in the store: a replay.
+    Seen,
+    /// The store could not record it: its entry is full, or was never created.
+    Full,
+}
+
+/// What a decision asks of the replay store.
+pub trait ReplayGuard {
+    /// Records a proof's `jti` until `until_s`, unless it is there already.
+    fn first_use(&mut self, jti_hash: &[u8; 32], until_s: u64, now_s: u64) -> Result<(), Refusal>;
+}
+
+fn shard_key(shard: usize) -> String {
+    format!("mesh_authn.dpop_jti.{shard}")
+}
+
+/// Creates every entry unless it exists. A compare-and-swap only guards an entry that exists, so
+/// the entries are made when the plugin is configured, on Envoy's main thread, before any worker
+/// records a proof; a missing entry later refuses proofs rather than risk an unguarded write.
+pub fn ensure_shards(store: &mut dyn SharedStore) {
+    for shard in 0..DPOP_REPLAY_SHARDS {
+        let key = shard_key(shard);
+        if store.get(&key).is_none() {
+            store.set(&key, &[], 0);
+        }
+    }
+}
+
+/// The shared store of proofs seen.
+pub struct SharedReplay<'s> {
+    pub store: &'s mut dyn SharedStore,
+}
+
+impl ReplayGuard for SharedReplay<'_> {
+    fn first_use(&mut self, jti_hash: &[u8; 32], until_s: u64, now_s: u64) -> Result<(), Refusal> {
+        let [a, b, ..] = *jti_hash;
+        let key = shard_key(usize::from(u16::from_be_bytes([a, b])) % DPOP_REPLAY_SHARDS);
+        let kept = jti_hash.get(..KEPT).ok_or(Refusal::Full)?;
+        for _ in 0..ATTEMPTS {
+            let (value, cas) = self.store.get(&key).ok_or(Refusal::Full)?;
+            let mut next = Vec::with_capacity(value.len() + ENTRY);
+            let mut live = 0;
+            for entry in value.chunks_exact(ENTRY) {
+                let (hash, until) = entry.split_at(KEPT);
+                let until = u64::from_be_bytes(until.try_into().map_err(|_| Refusal::Full)?);
+                if until < now_s {
+                    continue;
+                }
+                if hash == kept {
+                    return Err(Refusal::Seen);
+                }
+                next.extend_from_slice(entry);
+                live += 1;
+            }
+            if live >= DPOP_REPLAY_PER_SHARD {
+                return Err(Refusal::Full);
+            }
+            next.extend_from_slice(kept);
+            next.extend_from_slice(&until_s.to_be_bytes());
+            if self.store.set(&key, &next, cas) {
+                return Ok(());
+            }
+        }
+        Err(Refusal::Full)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Shared data as Envoy keeps it: a version per entry, bumped by each write.
+    #[derive(Default)]
+    struct Mem(HashMap<String, (Vec<u8>, u32)>, usize);
+
+    impl SharedStore for Mem {
+        fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.0.get(key).cloned()
+        }
+
+        fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+            let current = self.0.get(key).map_or(0, |(_, c)| *c);
+            if cas != 0 && cas != current {
+                return false;
+            }
+            // Another worker's write lands between our read and our swap, this many times.
+            if self.1 > 0 {
+                self.1 -= 1;
+                if let Some(entry) = self.0.get_mut(key) {
+                    entry.1 += 1;
+                }
+                return false;
+            }
+            self.0
+                .insert(key.to_string(), (value.to_vec(), current + 1));
+            true
+        }
+    }
+
+    fn hash(i: u32) -> [u8; 32] {
+        let mut h = [0u8; 32];
+        h[..2].copy_from_slice(&[0, 7]); // one shard
+        h[2..6].copy_from_slice(&i.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn a_jti_is_accepted_once_within_its_window() {
+        let mut mem = Mem::default();
+        ensure_shards(&mut mem);
+        assert_eq!(mem.0.len(), DPOP_REPLAY_SHARDS);
+        let mut replay = SharedReplay { store: &mut mem };
+        assert_eq!(replay.first_use(&hash(1), 160, 100), Ok(()));
+        assert_eq!(replay.first_use(&hash(1), 170, 110), Err(Refusal::Seen));
+        assert_eq!(replay.first_use(&hash(2), 170, 110), Ok(()));
+        // Past its window the entry is dropped: a proof that old is refused as stale anyway.
+        assert_eq!(replay.first_use(&hash(1), 230, 161), Ok(()));
+    }
+
+    #[test]
+    fn a_full_entry_refuses_until_its_proofs_expire() {
+        let mut mem = Mem::default();
+        ensure_shards(&mut mem);
+        let mut replay = SharedReplay { store: &mut mem };
+        for i in 0..DPOP_REPLAY_PER_SHARD as u32 {
+            assert_eq!(replay.first_use(&hash(i), 160, 100), Ok(()));
+        }
+        let one_more = hash(DPOP_REPLAY_PER_SHARD as u32);
+        assert_eq!(replay.first_use(&one_more, 160, 100), Err(Refusal::Full));
+        assert_eq!(replay.first_use(&hash(0), 160, 100), Err(Refusal::Seen));
+        assert_eq!(replay.first_use(&one_more, 260, 200), Ok(()));
+        let bytes = mem.0[&shard_key(7)].0.len();
+        assert_eq!(bytes, ENTRY, "the expired entries went with that write");
+    }
+
+    #[test]
+    fn contention_retries_then_refuses_and_missing_entries_refuse() {
+        let mut mem = Mem::default();
+        ensure_shards(&mut mem);
+        mem.1 = ATTEMPTS - 1;
+        let mut replay = SharedReplay { store: &mut mem };
+        assert_eq!(replay.first_use(&hash(1), 160, 100), Ok(()));
+        let mut lost = Mem::default();
+        ensure_shards(&mut lost);
+        lost.1 = ATTEMPTS;
+        let mut replay = SharedReplay { store: &mut lost };
+        assert_eq!(replay.first_use(&hash(1), 160, 100), Err(Refusal::Full));
+        let mut empty = Mem::default();
+        let mut replay = SharedReplay { store: &mut empty };
+        assert_eq!(replay.first_use(&hash(1), 160, 100), Err(Refusal::Full));
+        assert!(empty.0.is_empty(), "no unguarded write");
+    }
+}
