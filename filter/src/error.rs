@@ -73,7 +73,7 @@ pub enum AuthError {
 }
 
 /// The proof algorithms a `dpop` rule accepts, as its challenges list them (RFC 9449 §7.1).
-pub const DPOP_ALGS: &str = "ES256 ES384 ES512 EdDSA PS256 PS384 PS512 RS256 RS384 RS512";
+pub const DPOP_ALGS: &str = "ES256 ES384 ES512 EdDSA Ed25519 PS256 PS384 PS512 RS256 RS384 RS512";
 
 /// The refusal counters, one per kind of reason, in `AuthError::kind` order.
 pub const REASON_KINDS: [&str; 14] = [

@@ -64,9 +64,14 @@ pub fn check(
     if !typ.eq_ignore_ascii_case("dpop+jwt") || header.contains_key("crit") {
         return Err(Malformed);
     }
-    let alg = Alg::from_name(string(&header, "alg")?)
-        .filter(|a| !matches!(a, Alg::Hs256 | Alg::Hs384 | Alg::Hs512))
-        .ok_or(Malformed)?;
+    // "Ed25519" is RFC 9864's fully-specified name for EdDSA over Ed25519, which DPoP clients
+    // (panva's dpop 2) use.
+    let alg = match string(&header, "alg")? {
+        "Ed25519" => Some(Alg::EdDsa),
+        name => Alg::from_name(name),
+    }
+    .filter(|a| !matches!(a, Alg::Hs256 | Alg::Hs384 | Alg::Hs512))
+    .ok_or(Malformed)?;
     let Some(Value::Object(jwk)) = header.get("jwk") else {
         return Err(Malformed);
     };

@@ -37,7 +37,11 @@ fn proof_with(header: Value, claims: Value) -> String {
 }
 
 fn header(alg: &str, key: Key) -> Value {
-    json!({"typ": "dpop+jwt", "alg": alg, "jwk": public_jwk(key)})
+    let h = json!({"typ": "dpop+jwt", "alg": alg, "jwk": public_jwk(key)});
+    match alg {
+        "Ed25519" => patch(h, json!({"x-signer": "EdDSA"})),
+        _ => h,
+    }
 }
 
 fn patch(mut base: Value, with: Value) -> Value {
@@ -64,6 +68,7 @@ fn a_proof_from_each_asymmetric_key_kind_passes() {
         ("RS256", Key::Rsa),
         ("PS256", Key::Rsa),
         ("EdDSA", Key::Ed25519),
+        ("Ed25519", Key::Ed25519),
     ] {
         let c = checked(&proof_with(header(alg, key), claims())).unwrap();
         let jwk = public_jwk(key);
