@@ -22,11 +22,11 @@ else
     SECONDS_PER_TARGET="${1:-${FUZZ_SECONDS:-600}}"
     PARALLEL="${PARALLEL:-2}"
 fi
-TARGETS="${TARGETS:-token jwks config paths wire rsa}"
+TARGETS="${TARGETS:-token jwks config paths wire rsa dpop}"
 NICE="${NICE:-10}"
 
-declare -A MAX_LEN=([token]=16384 [jwks]=16384 [config]=16384 [paths]=4096 [wire]=4096 [rsa]=1024)
-declare -A DICT=([token]=token [jwks]=json [config]=json [paths]=token [wire]= [rsa]=)
+declare -A MAX_LEN=([token]=16384 [jwks]=16384 [config]=16384 [paths]=4096 [wire]=4096 [rsa]=1024 [dpop]=10240)
+declare -A DICT=([token]=token [jwks]=json [config]=json [paths]=token [wire]= [rsa]= [dpop]=token)
 
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz missing: cargo install cargo-fuzz --locked" >&2; exit 2; }
 nice -n "$NICE" cargo fuzz build -O >/dev/null

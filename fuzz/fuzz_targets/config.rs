@@ -55,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
             tls: true,
             port: Some(8080),
             uri_san: Some("spiffe://cluster.local/ns/foo/sa/curl".into()),
+            certificate_sha256: Some([7; 32]),
         }),
     ];
     for req in &requests {
