@@ -23,6 +23,7 @@ from jwt_mint import _public_members, b64url, claims, ec_key, ed25519_key, jwks,
 CLIENT = Path(__file__).resolve().parent / "dpop-client" / "proofs.mjs"
 ISS = "https://idp.example.com"
 ORIGIN = "https://api.example.com"
+ALGS = "ES256 ES384 ES512 EdDSA Ed25519 PS256 PS384 PS512 RS256 RS384 RS512"
 
 
 def node(command: str, arg: dict):
@@ -77,7 +78,8 @@ def gw(tmp_path_factory):
     rule = {"issuer": ISS, "jwks": jwks(idp.jwk())}
     scenarios = {
         "required": {"jwtRules": [{**rule, "dpop": {"mode": "REQUIRED"}}]},
-        "optional": {"jwtRules": [{**rule, "dpop": {"mode": "OPTIONAL", "maxAge": "30s"}}]},
+        "optional": {"jwtRules": [{**rule, "dpop": {"mode": "OPTIONAL", "maxAge": "30s"}}],
+                     "requireToken": True},
         "origin": {"jwtRules": [{**rule, "dpop": {"mode": "REQUIRED", "origin": ORIGIN}}]},
     }
     with harness.EchoServer() as upstream:
@@ -213,3 +215,18 @@ def test_origin_names_what_the_client_addressed(gw):
     assert send(gw, "origin", token, [hand_proof(key, "EdDSA", "GET", ORIGIN + "/orders", token)]).status == 200
     local = hand_proof(key, "EdDSA", "GET", url(gw, "origin", "/orders"), token)
     assert refused(send(gw, "origin", token, [local]), "DPoP proof [htm] or [htu] does not match the request")
+
+
+def test_challenges_name_dpop_where_it_is_taken(gw):
+    key = ec_key("challenged")
+    jkt = thumbprint(_public_members(key.private))
+    missing = gw.request("optional", "GET", "/orders")
+    assert missing.status == 401 and missing.headers["www-authenticate"] == [
+        f'Bearer realm="http://{gw.host("optional")}/orders"',
+        f'DPoP realm="http://{gw.host("optional")}/orders", algs="{ALGS}"'], missing.headers
+    expired = gw.token(jkt, sub="late", exp=int(time.time()) - 3600)
+    p = hand_proof(key, "ES256", "GET", url(gw, "required", "/orders"), expired)
+    r = send(gw, "required", expired, [p])
+    assert (r.status, r.text) == (401, "Jwt is expired")
+    assert r.header("www-authenticate") == (
+        f'DPoP realm="http://{gw.host("required")}/orders", error="invalid_token", algs="{ALGS}"')

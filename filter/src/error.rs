@@ -229,18 +229,37 @@ impl AuthError {
         }
     }
 
-    /// The `WWW-Authenticate` value for this failure; `realm` is the request's original URI.
-    pub fn www_authenticate(self, realm: &str) -> Option<String> {
-        match self {
-            Self::Internal | Self::PeerAuthenticationFailed | Self::PeerUntrusted => None,
-            Self::Missing => Some(format!("Bearer realm=\"{realm}\"")),
-            e if e.is_dpop() => Some(format!(
-                "DPoP realm=\"{realm}\", error=\"{}\", algs=\"{DPOP_ALGS}\"",
-                e.rfc6750_error()
-            )),
-            _ => Some(format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
+    /// The `WWW-Authenticate` challenges for this failure; `realm` is the request's original URI.
+    /// Where DPoP is configured a missing token is offered both schemes, and a request that came
+    /// with the DPoP scheme is answered in it (RFC 9449 §7.1).
+    pub fn challenges(self, realm: &str, dpop: DpopChallenge) -> Vec<String> {
+        let dpop_challenge = |error: Option<&str>| match error {
+            Some(e) => format!("DPoP realm=\"{realm}\", error=\"{e}\", algs=\"{DPOP_ALGS}\""),
+            None => format!("DPoP realm=\"{realm}\", algs=\"{DPOP_ALGS}\""),
+        };
+        match (self, dpop) {
+            (Self::Internal | Self::PeerAuthenticationFailed | Self::PeerUntrusted, _) => vec![],
+            (Self::Missing, DpopChallenge::None) => vec![format!("Bearer realm=\"{realm}\"")],
+            (Self::Missing, _) => {
+                vec![format!("Bearer realm=\"{realm}\""), dpop_challenge(None)]
+            }
+            (e, _) if e.is_dpop() => vec![dpop_challenge(Some(e.rfc6750_error()))],
+            (e, DpopChallenge::Used) => vec![dpop_challenge(Some(e.rfc6750_error()))],
+            _ => vec![format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")],
         }
     }
+}
+
+/// How DPoP figures in a refusal's challenges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DpopChallenge {
+    /// No rule takes DPoP.
+    #[default]
+    None,
+    /// Some rule takes DPoP; the request did not use it.
+    Offered,
+    /// The request came with `Authorization: DPoP`.
+    Used,
 }
 
 /// What the body of a refusal says (`denialBody`).
@@ -268,6 +287,15 @@ pub struct Denial {
 
 impl Denial {
     pub fn new(error: AuthError, realm: &str, style: DenialBody) -> Self {
+        Self::with_dpop(error, realm, style, DpopChallenge::None)
+    }
+
+    pub fn with_dpop(
+        error: AuthError,
+        realm: &str,
+        style: DenialBody,
+        dpop: DpopChallenge,
+    ) -> Self {
         let status = error.http_status();
         let (content_type, body) = match style {
             DenialBody::Text => (Some("text/plain"), Cow::Borrowed(error.reason())),
@@ -284,11 +312,11 @@ impl Denial {
             ),
             DenialBody::None => (None, Cow::Borrowed("")),
         };
-        let mut headers = Vec::with_capacity(2);
+        let mut headers = Vec::with_capacity(3);
         if let Some(t) = content_type {
             headers.push(("content-type", t.to_string()));
         }
-        if let Some(v) = error.www_authenticate(realm) {
+        for v in error.challenges(realm, dpop) {
             headers.push(("www-authenticate", v));
         }
         Self {
@@ -349,6 +377,60 @@ impl fmt::Display for ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dpop_challenges() {
+        let realm = "https://h/p";
+        let algs = format!("algs=\"{DPOP_ALGS}\"");
+        let c = |e: AuthError, d| e.challenges(realm, d);
+        assert_eq!(
+            c(AuthError::Missing, DpopChallenge::Offered),
+            vec![
+                format!("Bearer realm=\"{realm}\""),
+                format!("DPoP realm=\"{realm}\", {algs}")
+            ]
+        );
+        assert_eq!(
+            c(AuthError::Expired, DpopChallenge::Used),
+            vec![format!(
+                "DPoP realm=\"{realm}\", error=\"invalid_token\", {algs}"
+            )]
+        );
+        assert_eq!(
+            c(AuthError::Expired, DpopChallenge::Offered),
+            vec![format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")]
+        );
+        for d in [
+            DpopChallenge::None,
+            DpopChallenge::Offered,
+            DpopChallenge::Used,
+        ] {
+            assert_eq!(
+                c(AuthError::DpopProofStale, d),
+                vec![format!(
+                    "DPoP realm=\"{realm}\", error=\"invalid_dpop_proof\", {algs}"
+                )]
+            );
+            assert_eq!(
+                c(AuthError::DpopBoundAsBearer, d),
+                vec![format!(
+                    "DPoP realm=\"{realm}\", error=\"invalid_token\", {algs}"
+                )]
+            );
+            assert!(c(AuthError::Internal, d).is_empty());
+        }
+        let json = Denial::with_dpop(
+            AuthError::DpopProofReplayed,
+            realm,
+            DenialBody::Json,
+            DpopChallenge::Used,
+        );
+        assert!(
+            json.body.contains("\"error\":\"invalid_dpop_proof\""),
+            "{}",
+            json.body
+        );
+    }
 
     #[test]
     fn missing_has_no_error_attribute() {

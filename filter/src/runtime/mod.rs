@@ -26,7 +26,7 @@ pub use host::{Host, HostError, MetricKind, Quiet};
 
 use crate::config::{self, SignatureVerifier as Configured};
 use crate::crypto::policy::{host_verifier_works, Policy};
-use crate::error::{AuthError, ConfigError, DenialBody};
+use crate::error::{AuthError, ConfigError};
 use crate::peer::Workload;
 use crate::remote::fetch::Source;
 use crate::replay;
@@ -214,12 +214,7 @@ impl<H: Host> Runtime<H> {
         match self.take_new_stream(gate, context_id) {
             Some((_, root)) => self.request_headers(gate, context_id, &root),
             None => {
-                self.deny(
-                    gate,
-                    &Request::default(),
-                    AuthError::Internal,
-                    DenialBody::Text,
-                );
+                self.deny(gate, &Request::default(), AuthError::Internal, None);
                 Action::Pause
             }
         }

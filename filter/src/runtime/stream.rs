@@ -11,7 +11,7 @@ use super::Action;
 use super::Runtime;
 use crate::authn::Verdict;
 use crate::config::Config;
-use crate::error::{AuthError, Denial, DenialBody};
+use crate::error::{AuthError, Denial, DenialBody, DpopChallenge};
 use crate::peer::Mode;
 use crate::request::{strip_query, Connection, Request};
 
@@ -35,12 +35,7 @@ impl<H: Host> Runtime<H> {
         let host = self.host.quiet();
         let cfg = root.with(gate, |r| Rc::clone(r.config()));
         let (Some(req), Ok(now_ms)) = (self.current_request(&cfg), host.now_ms()) else {
-            let d = self.deny(
-                gate,
-                &Request::default(),
-                AuthError::Internal,
-                cfg.denial_body,
-            );
+            let d = self.deny(gate, &Request::default(), AuthError::Internal, Some(&cfg));
             root.with(gate, |r| r.count(d));
             return Action::Pause;
         };
@@ -87,12 +82,7 @@ impl<H: Host> Runtime<H> {
                 continue;
             }
             let Some(req) = self.current_request(&cfg) else {
-                let d = self.deny(
-                    gate,
-                    &Request::default(),
-                    AuthError::Internal,
-                    cfg.denial_body,
-                );
+                let d = self.deny(gate, &Request::default(), AuthError::Internal, Some(&cfg));
                 root.with(gate, |r| r.count(d));
                 continue;
             };
@@ -168,11 +158,11 @@ impl<H: Host> Runtime<H> {
                 match applied {
                     Ok(()) => Decision::Allowed,
                     // A spoofed output header that could not be removed must not reach the upstream.
-                    Err(_) => self.deny(gate, req, AuthError::Internal, cfg.denial_body),
+                    Err(_) => self.deny(gate, req, AuthError::Internal, Some(cfg)),
                 }
             }
             Verdict::Deny(e) => self.refuse(gate, req, e, cfg),
-            Verdict::Wait { .. } => self.deny(gate, req, AuthError::Internal, cfg.denial_body),
+            Verdict::Wait { .. } => self.deny(gate, req, AuthError::Internal, Some(cfg)),
         }
     }
 
@@ -180,7 +170,7 @@ impl<H: Host> Runtime<H> {
     /// it (every output header a client sent is removed) and the decision it would have had.
     fn refuse(&self, gate: &mut Gate, req: &Request, error: AuthError, cfg: &Config) -> Decision {
         if !cfg.dry_run || error == AuthError::Internal {
-            return self.deny(gate, req, error, cfg.denial_body);
+            return self.deny(gate, req, error, Some(cfg));
         }
         let host = self.host.quiet();
         let passed = cfg
@@ -195,7 +185,7 @@ impl<H: Host> Runtime<H> {
                 None => Ok(()),
             });
         if passed.is_err() {
-            return self.deny(gate, req, AuthError::Internal, cfg.denial_body);
+            return self.deny(gate, req, AuthError::Internal, Some(cfg));
         }
         log::info!(
             "dry run: would refuse {} {}: {}",
@@ -212,9 +202,15 @@ impl<H: Host> Runtime<H> {
         gate: &mut Gate,
         req: &Request,
         error: AuthError,
-        style: DenialBody,
+        cfg: Option<&Config>,
     ) -> Decision {
-        let d = Denial::new(error, &req.realm(), style);
+        let style = cfg.map_or(DenialBody::Text, |c| c.denial_body);
+        let dpop = match (cfg.is_some_and(|c| c.dpop), req.header("authorization")) {
+            (false, _) => DpopChallenge::None,
+            (true, Some(a)) if a.starts_with("DPoP ") => DpopChallenge::Used,
+            (true, _) => DpopChallenge::Offered,
+        };
+        let d = Denial::with_dpop(error, &req.realm(), style, dpop);
         log::debug!(
             "{} {}: {}",
             d.status,
