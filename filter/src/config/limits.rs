@@ -25,10 +25,12 @@ pub const MAX_JWT_CACHE_SIZE: usize = 1_000_000;
 /// A rule's `dpop.maxAge`: how old a proof may be. Its bound also bounds how long a `jti` is kept.
 pub const DEFAULT_DPOP_MAX_AGE_S: u64 = 60;
 pub const MAX_DPOP_MAX_AGE_S: u64 = 3_600;
-/// The DPoP replay store, shared by every worker: `jti`s in this many shared-data entries of at
-/// most `DPOP_REPLAY_PER_SHARD` each (24 bytes apiece: 6 MiB in all when full). A proof whose
-/// entry is full is refused, never let through, and counted (`dpop_replay_full`).
-pub const DPOP_REPLAY_SHARDS: usize = 1024;
+/// `dpopReplayEntries`: DPoP proofs the replay store shared by every worker keeps, in shared-data
+/// entries of at most `DPOP_REPLAY_PER_SHARD` each, 24 bytes a proof (6 MiB at the default). A
+/// proof whose entry is full is refused, never let through, and counted (`dpop_replay_full`).
+pub const DEFAULT_DPOP_REPLAY_ENTRIES: usize = 262_144;
+pub const MIN_DPOP_REPLAY_ENTRIES: usize = DPOP_REPLAY_PER_SHARD;
+pub const MAX_DPOP_REPLAY_ENTRIES: usize = 4 << 20;
 pub const DPOP_REPLAY_PER_SHARD: usize = 256;
 
 /// `maxPausedRequests`.
@@ -47,6 +49,10 @@ pub(super) fn default_root_namespace() -> String {
 
 pub(super) fn default_jwt_cache_bytes() -> usize {
     DEFAULT_JWT_CACHE_BYTES
+}
+
+pub(super) fn default_dpop_replay_entries() -> usize {
+    DEFAULT_DPOP_REPLAY_ENTRIES
 }
 
 pub(super) fn default_max_paused_requests() -> usize {

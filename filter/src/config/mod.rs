@@ -137,6 +137,8 @@ pub struct Config {
     pub certificate_bound: bool,
     /// Some rule has `dpop`: the replay store is used.
     pub dpop: bool,
+    /// Shared-data entries of the DPoP replay store (`dpopReplayEntries`).
+    pub dpop_replay_shards: usize,
 }
 
 /// Parses and compiles `pluginConfig` for the workload `node` describes (its namespace and the
@@ -216,6 +218,12 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
             format!("must be at most {MAX_JWT_CACHE_BYTES} (256 MiB)"),
         ));
     }
+    if !(MIN_DPOP_REPLAY_ENTRIES..=MAX_DPOP_REPLAY_ENTRIES).contains(&raw.dpop_replay_entries) {
+        return Err(ConfigError::new(
+            "dpopReplayEntries",
+            format!("must be from {MIN_DPOP_REPLAY_ENTRIES} to {MAX_DPOP_REPLAY_ENTRIES}"),
+        ));
+    }
     if raw.max_paused_requests > MAX_MAX_PAUSED_REQUESTS {
         return Err(ConfigError::new(
             "maxPausedRequests",
@@ -260,6 +268,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
         keys_cut,
         certificate_bound,
         dpop,
+        dpop_replay_shards: raw.dpop_replay_entries.div_ceil(DPOP_REPLAY_PER_SHARD),
     })
 }
 

@@ -38,6 +38,36 @@ fn errors_name_the_field() {
         (r#"{"jwtCacheBytes":-1}"#.to_string(), "jwtCacheBytes"),
         (r#"{"jwtCacheSize":1000001}"#.to_string(), "jwtCacheSize"),
         (
+            r#"{"dpopReplayEntries":255}"#.to_string(),
+            "dpopReplayEntries",
+        ),
+        (
+            r#"{"dpopReplayEntries":4194305}"#.to_string(),
+            "dpopReplayEntries",
+        ),
+        (rule(r#","dpop":{}"#), "jwtRules[0].dpop"),
+        (rule(r#","dpop":{"mode":"MAYBE"}"#), "jwtRules[0].dpop.mode"),
+        (
+            rule(r#","dpop":{"mode":"REQUIRED","maxAge":"0s"}"#),
+            "jwtRules[0].dpop.maxAge",
+        ),
+        (
+            rule(r#","dpop":{"mode":"REQUIRED","maxAge":"3601s"}"#),
+            "jwtRules[0].dpop.maxAge",
+        ),
+        (
+            rule(r#","dpop":{"mode":"REQUIRED","origin":"https://a.example/v1"}"#),
+            "jwtRules[0].dpop.origin",
+        ),
+        (
+            rule(r#","dpop":{"mode":"REQUIRED","origin":"ftp://a.example"}"#),
+            "jwtRules[0].dpop.origin",
+        ),
+        (
+            rule(r#","certificateBinding":"ALWAYS""#),
+            "jwtRules[0].certificateBinding",
+        ),
+        (
             rule(r#","fromHeaders":[{"name":"a b"}]"#),
             "jwtRules[0].fromHeaders[0].name",
         ),
@@ -259,4 +289,23 @@ fn inline_jwks_wins_over_uri() {
     assert!(matches!(c.rules[0].keys, KeySource::Inline(_)));
     assert!(c.remotes.is_empty());
     assert_eq!(c.warnings.len(), 1);
+}
+
+#[test]
+fn dpop_rules_compile() {
+    let c = cfg(&rule(
+        r#","dpop":{"mode":"OPTIONAL","maxAge":"90s","origin":"HTTPS://API.Example.com:443/"}"#,
+    ))
+    .unwrap();
+    let d = c.rules[0].dpop.clone().unwrap();
+    assert_eq!(
+        (d.mode, d.max_age_s, d.origin.as_deref()),
+        (Binding::Optional, 90, Some("https://api.example.com"))
+    );
+    assert!(c.dpop && c.dpop_replay_shards == 1024);
+    let kinds: Vec<_> = c.locations.iter().map(|l| l.kind.clone()).collect();
+    assert!(kinds.contains(&LocationKind::dpop()), "{kinds:?}");
+    let c = cfg(&rule(r#","dpop":{"mode":"REQUIRED"}"#)).unwrap();
+    assert_eq!(c.rules[0].dpop.as_ref().map(|d| d.max_age_s), Some(60));
+    assert!(!cfg(&rule("")).unwrap().dpop);
 }

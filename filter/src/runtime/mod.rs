@@ -133,7 +133,7 @@ impl<H: Host> Runtime<H> {
             Source::ensure_record(spec, &mut Shared(host));
         }
         if config.dpop {
-            replay::ensure_shards(&mut Shared(host));
+            replay::ensure_shards(&mut Shared(host), config.dpop_replay_shards);
         }
         let previous = previous.map(|p| {
             p.with(gate, |p| {

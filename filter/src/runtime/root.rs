@@ -124,7 +124,10 @@ impl Root {
         let (hits, misses) = (self.cache.hits, self.cache.misses);
         let keys = self.callouts.keys(now_ms);
         let mut shared = Shared(host);
-        let mut replay = SharedReplay { store: &mut shared };
+        let mut replay = SharedReplay {
+            store: &mut shared,
+            shards: self.config.dpop_replay_shards,
+        };
         let mut env = Env {
             keys: &keys,
             verifier: &verifier,
