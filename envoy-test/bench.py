@@ -2,7 +2,7 @@
 
     python envoy-test/bench.py [--seconds 5] [--rounds 3] [--connections 32] [--soak 1000000]
                                [--users 20000] [--zipf-s 1.0] [--native-large-size N]
-                               [--only one-token|many-users|all] [--baseline OTHER.wasm]
+                               [--only one-token|many-users|dpop|all] [--baseline OTHER.wasm]
 
 One token: one Envoy (--concurrency 1) with a listener per row, all answering with a direct
 response so only the filters differ:
@@ -32,6 +32,10 @@ on Envoy --concurrency 1 (pinned like the one-token run), then on a fresh Envoy 
 (not pinned). Every row is warmed for 3 s before the interleaved rounds. Prints req/s, p50, p99,
 the cache hit ratio over the measured rounds and wasm's ratio to each native row; then VM memory
 and the cache's bytes against its budget around a soak of --soak requests on wasm.
+
+DPoP: one ES256 token on one worker, sent as a bearer token (`bearer`) and as a DPoP-bound token
+with a fresh proof each request (`dpop`, proofs made beforehand and each sent once, by
+envoy-test/bench_dpop.lua), in interleaved rounds.
 
 The tables also go to target/bench/bench.md, and a chart of every row's req/s to
 target/bench/bench.png (matplotlib, from envoy-test/bench-requirements.txt).
@@ -65,6 +69,8 @@ MANY_USERS_ROWS = ["istio", "native-default", "native-large", "wasm"]
 CACHED_ROWS = ["native-default", "native-large", "wasm"]
 FLOOR = harness.REPO / "target" / "wasm32-wasip1" / "release" / "wasm_floor.wasm"
 ZIPF_LUA = Path(__file__).resolve().parent / "bench_zipf.lua"
+DPOP_LUA = Path(__file__).resolve().parent / "bench_dpop.lua"
+DPOP_ROWS = ["bearer", "dpop"]
 OUT = harness.REPO / "target" / "bench"
 WARMUP_SECONDS = 3
 # mesh-authn's default jwtCacheBytes, as the generated schema states it.
@@ -369,6 +375,77 @@ def run_one_token(jwks_json: str, rsa: Key, ec: Key, args) -> tuple[list[Table],
     return tables, memory
 
 
+# --------------------------------------------------------------------------- DPoP
+
+
+def dpop_requests(idp: Key, port: int, count: int, path: Path) -> str:
+    """`count` DPoP requests for `port`, each its own fresh proof, with one token bound to the
+    client's key; returns that token. Proofs stay fresh for the run under maxAge 3600s."""
+    import hashlib
+
+    from jwt_mint import _public_members, b64url
+
+    client = ec_key("bench-dpop-client")
+    public = _public_members(client.private)
+    jkt = b64url(hashlib.sha256(json.dumps(
+        {k: public[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":")).encode()).digest())
+    token = mint(idp, "ES256", idp.kid, claims(sub="bench", lifetime=TOKEN_LIFETIME, cnf={"jkt": jkt}))
+    ath = b64url(hashlib.sha256(token.encode()).digest())
+    htu, now = f"http://{harness.HOST}:{port}/", int(time.time())
+
+    def one(i: int) -> str:
+        proof = mint(client, "ES256", kid=None, claims={"jti": f"bench-{i}", "htm": "GET", "htu": htu,
+                                                       "iat": now, "ath": ath},
+                     header_overrides={"typ": "dpop+jwt", "jwk": public})
+        return f"DPoP {token} {proof}"
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        lines = list(pool.map(one, range(count), chunksize=2000))
+    path.write_text("\n".join(lines) + "\n")
+    return token
+
+
+def run_dpop(idp: Key, args) -> Table:
+    """One token, ES256, on one worker: as a bearer token, and as a DPoP-bound token with a fresh
+    proof each request (the proof's signature checked by the host every time, the token cached)."""
+    rule = {"issuer": ISSUER, "jwks": jwks(idp.jwk())}
+    dpop_rule = {**rule, "dpop": {"mode": "REQUIRED", "maxAge": "3600s"}}
+    filters = {"bearer": [harness.wasm_filter("bearer", {"jwtRules": [rule], "requireToken": True})],
+               "dpop": [harness.wasm_filter("dpop", {"jwtRules": [dpop_rule], "requireToken": True,
+                                                     "dpopReplayEntries": 4 << 20})]}
+    with start(filters, 1) as bench:
+        count = 12_000 * (args.rounds * args.seconds + WARMUP_SECONDS)
+        with timed("dpop proofs"):
+            lines = OUT / "dpop-requests.txt"
+            OUT.mkdir(parents=True, exist_ok=True)
+            token = dpop_requests(idp, bench.ports["dpop"], count, lines)
+        bearer = one_token(token)
+        used = 0
+
+        def dpop_load() -> Load:
+            return Load(["-s", str(DPOP_LUA)], {"BENCH_REQUESTS": str(lines), "BENCH_START": str(used)})
+
+        samples: dict[str, list[dict]] = {name: [] for name in DPOP_ROWS}
+        with timed("dpop rows"):
+            wrk(bench, "bearer", bearer, WARMUP_SECONDS, args.connections)
+            used += wrk(bench, "dpop", dpop_load(), WARMUP_SECONDS, args.connections)["requests"] + 1 + args.connections
+            for _ in range(args.rounds):
+                samples["bearer"].append(wrk(bench, "bearer", bearer, args.seconds, args.connections))
+                run = wrk(bench, "dpop", dpop_load(), args.seconds, args.connections)
+                used += run["requests"] + 1 + args.connections
+                samples["dpop"].append(run)
+        assert used < count, f"{used} DPoP requests needed, {count} made"
+        table = {name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99")}
+                 for name, runs in samples.items()}
+    ratio = f"{table['dpop']['rps'] / table['bearer']['rps']:.2f}x bearer"
+    rows = [["bearer", *latency_cells(table["bearer"]), "the token as a bearer token (cached)"],
+            ["dpop", *latency_cells(table["dpop"]), f"DPoP-bound, a fresh proof each request: {ratio}"]]
+    t = Table("DPoP, ES256 token and proofs", bench.conditions(args), [*LATENCY_HEADER, "what"], rows,
+              [f"dpop / bearer: {ratio}"], {n: table[n]["rps"] for n in DPOP_ROWS}, {"dpop": ratio})
+    print(t.text())
+    return t
+
+
 # --------------------------------------------------------------------------- many users
 
 
@@ -498,7 +575,7 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--zipf-s", type=float, default=1.0)
     ap.add_argument("--native-large-size", type=int, help="jwt_cache_size of native-large (default: probed)")
-    ap.add_argument("--only", choices=["one-token", "many-users", "all"], default="all")
+    ap.add_argument("--only", choices=["one-token", "many-users", "dpop", "all"], default="all")
     ap.add_argument("--baseline", type=Path, help="another mesh-authn module, measured beside this one")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -517,6 +594,8 @@ def main() -> int:
         part = run_many_users(set_json, rsa, args)
         tables += part[0]
         memory += part[1]
+    if args.only in ("dpop", "all"):
+        tables.append(run_dpop(ec, args))
 
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"\ntables: {write_markdown(tables, memory)}")
