@@ -81,6 +81,8 @@ def gw(tmp_path_factory):
         "optional": {"jwtRules": [{**rule, "dpop": {"mode": "OPTIONAL", "maxAge": "30s"}}],
                      "requireToken": True},
         "origin": {"jwtRules": [{**rule, "dpop": {"mode": "REQUIRED", "origin": ORIGIN}}]},
+        "dry": {"jwtRules": [{**rule, "dpop": {"mode": "REQUIRED"}}], "dryRun": True,
+                "outputDecisionToHeader": "x-authn-decision"},
     }
     with harness.EchoServer() as upstream:
         gateway = harness.start_gateway(scenarios, tmp_path_factory.mktemp("dpop"), upstream.port,
@@ -164,6 +166,7 @@ def test_every_check_of_rfc_9449(gw):
                        jwk={"kty": "oct", "k": b64url(b"a shared secret of 32 bytes....")}),
             "e30." + b64url(json.dumps({"htm": "GET"}).encode()) + ".",
             proof(header={"x-pad": "x" * 9000}),
+            b64url(b'{"typ":"dpop+jwt","x":' + b"[" * 3000 + b"]" * 3000 + b"}") + ".e30.AA",
             "not a jwt",
         ],
         "DPoP proof signature is invalid": [proof(jwk=_public_members(other.private))],
@@ -230,3 +233,16 @@ def test_challenges_name_dpop_where_it_is_taken(gw):
     assert (r.status, r.text) == (401, "Jwt is expired")
     assert r.header("www-authenticate") == (
         f'DPoP realm="http://{gw.host("required")}/orders", error="invalid_token", algs="{ALGS}"')
+
+
+def test_dry_run_lets_a_replay_through_and_says_so(gw):
+    key = ec_key("dry")
+    token = gw.token(thumbprint(_public_members(key.private)), sub="dry")
+    p = hand_proof(key, "ES256", "GET", url(gw, "dry", "/orders"), token)
+    first, replay = send(gw, "dry", token, [p]), send(gw, "dry", token, [p])
+    assert first.status == 200 and first.upstream_headers("x-authn-decision") == ["allow"]
+    assert replay.status == 200, replay.text
+    assert replay.upstream_headers("x-authn-decision") == ['deny; reason="DPoP proof [jti] was already used"']
+    # Refused in a dry run, the request goes on as it came, proof and token included.
+    assert replay.upstream_headers("dpop") == [p]
+    assert harness.filter_counter(gw.envoy, "dry", "dry_run_refused_dpop") == 1

@@ -214,3 +214,59 @@ fn the_plaintext_census_counts_callers_without_mtls_under_permissive() {
     p.tick();
     assert_eq!(p.metric(&format!("plaintext_port_{APP_PORT}")), 1);
 }
+
+#[test]
+fn a_full_dpop_replay_store_refuses_and_counts() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use sha2::Digest;
+    let mut jwk = test_tokens::Key::P256.jwk("x");
+    jwk.as_object_mut().unwrap().remove("kid");
+    let jkt = crate::jwt::dpop::thumbprint(jwk.as_object().unwrap()).unwrap();
+    let token = hs256(
+        "a",
+        json!({"iss": ISS, "sub": "alice", "exp": NOW_MS / 1000 + 3600,
+               "cnf": {"jkt": URL_SAFE_NO_PAD.encode(jkt)}}),
+    );
+    // One entry of 256 proofs: the smallest store.
+    let config = json!({"jwtRules": [{"issuer": ISS, "jwks": jwks("a"), "dpop": {"mode": "REQUIRED"}}],
+                        "dpopReplayEntries": 256});
+    let mut p = Proxy::new(config);
+    assert!(
+        p.fake()
+            .shared
+            .borrow()
+            .contains_key("mesh_authn.dpop_jti.0"),
+        "the entry is made at configure"
+    );
+    let ath = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()));
+    let auth = format!("DPoP {token}");
+    let send = |p: &mut Proxy, jti: usize, iat_s: u64| {
+        let proof = test_tokens::mint(
+            &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}),
+            &json!({"jti": format!("j{jti}"), "htm": "GET", "htu": "https://example.com/ip",
+                    "iat": iat_s, "ath": ath}),
+        );
+        let headers = [
+            (":scheme", "https"),
+            ("authorization", auth.as_str()),
+            ("dpop", &proof),
+        ];
+        p.request_with(&headers)
+    };
+    let now_s = NOW_MS / 1000;
+    for jti in 0..crate::config::DPOP_REPLAY_PER_SHARD {
+        assert_eq!(send(&mut p, jti, now_s).1, Action::Continue, "proof {jti}");
+    }
+    let (id, action) = send(&mut p, 9999, now_s);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(
+        p.replies_to(id),
+        vec![(401, AuthError::DpopReplayStoreFull.reason().to_string())]
+    );
+    p.tick();
+    assert_eq!(p.metric("dpop_replay_full"), 1);
+    assert_eq!(p.metric("refused_dpop"), 1);
+    // Past the proofs' window (maxAge 60 s and skew 60 s) their places are free again.
+    p.advance(121_000);
+    assert_eq!(send(&mut p, 9999, now_s + 121).1, Action::Continue);
+}
