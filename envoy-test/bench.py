@@ -33,9 +33,11 @@ on Envoy --concurrency 1 (pinned like the one-token run), then on a fresh Envoy 
 the cache hit ratio over the measured rounds and wasm's ratio to each native row; then VM memory
 and the cache's bytes against its budget around a soak of --soak requests on wasm.
 
-DPoP: one ES256 token on one worker, sent as a bearer token (`bearer`) and as a DPoP-bound token
-with a fresh proof each request (`dpop`, proofs made beforehand and each sent once, by
-envoy-test/bench_dpop.lua), in interleaved rounds.
+Sender-constrained tokens (--only dpop): one ES256 token on one worker, sent as a bearer token
+(`bearer`) and as a DPoP-bound token with a fresh proof each request (`dpop`, proofs made
+beforehand and each sent once, by envoy-test/bench_dpop.lua); and over mutual TLS, as a bearer token
+(`mtls-bearer`) and bound to the client certificate (`mtls-bound`), through a front listener that
+adds the client certificate wrk cannot present. Each pair in interleaved rounds.
 
 The tables also go to target/bench/bench.md, and a chart of every row's req/s to
 target/bench/bench.png (matplotlib, from envoy-test/bench-requirements.txt).
@@ -142,8 +144,14 @@ def wasm(name: str, jwks_json: str, **extra) -> list[dict]:
 
 def start(filters: dict[str, list[dict]], concurrency: int) -> Bench:
     ports = {name: harness.free_port() for name in filters}
+    listeners = [direct_response_listener(n, ports[n], f) for n, f in filters.items()]
+    return start_with(listeners, [], ports, concurrency)
+
+
+def start_with(listeners: list[dict], clusters: list[dict], ports: dict[str, int], concurrency: int) -> Bench:
+    """An Envoy of these listeners and clusters; `ports` are the rows wrk drives."""
     admin = harness.free_port()
-    config = harness.bootstrap(admin, [direct_response_listener(n, ports[n], f) for n, f in filters.items()], [])
+    config = harness.bootstrap(admin, listeners, clusters)
     envoy = harness.Envoy(config, harness.scratch_dir("mesh-authn-bench-"), admin, concurrency).start()
     pinned = CAN_PIN and concurrency == 1
     try:
@@ -446,6 +454,64 @@ def run_dpop(idp: Key, args) -> Table:
     return t
 
 
+# --------------------------------------------------------------------------- certificate-bound
+
+
+def run_bound(idp: Key, args) -> Table:
+    """One ES256 token on one worker over mutual TLS, as a bearer token and bound to the client's
+    certificate (`certificateBinding: REQUIRED`). wrk cannot present a certificate, so a front
+    listener of the same Envoy takes wrk's plaintext and forwards it over mTLS with the client's
+    certificate to the filter's TLS listener (connections reused); both rows take that path."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    import mesh
+    from jwt_mint import b64url
+
+    pki = mesh.Pki(harness.scratch_dir("mesh-authn-bench-pki-"))
+    server = pki.issue("server", mesh.spiffe_id("bench", "server"), ips=[harness.HOST])
+    client = pki.issue("client", mesh.spiffe_id("bench", "client"))
+    der = x509.load_pem_x509_certificate(client.cert_path.read_bytes()).public_bytes(serialization.Encoding.DER)
+    token = mint(idp, "ES256", idp.kid, claims(sub="bench", lifetime=TOKEN_LIFETIME,
+                                               cnf={"x5t#S256": b64url(hashlib.sha256(der).digest())}))
+    rule = {"issuer": ISSUER, "jwks": jwks(idp.jwk())}
+    configs = {"bearer": {"jwtRules": [rule], "requireToken": True},
+               "bound": {"jwtRules": [{**rule, "certificateBinding": "REQUIRED"}], "requireToken": True}}
+    back = {name: harness.free_port() for name in configs}
+    front = {f"mtls-{name}": harness.free_port() for name in configs}
+    listeners, clusters = [], []
+    for name, cfg in configs.items():
+        lst = direct_response_listener(name, back[name], [harness.wasm_filter(name, cfg)])
+        lst["filter_chains"][0]["transport_socket"] = {"name": mesh.TLS_SOCKET, "typed_config": {
+            "@type": mesh.DOWNSTREAM_TLS, "require_client_certificate": True,
+            "common_tls_context": {"tls_certificates": [mesh._tls_certificate(server)],
+                                   "validation_context": {"trusted_ca": {"filename": str(pki.ca_path)}}}}}
+        listeners.append(lst)
+        cluster = harness.static_cluster(f"to-{name}", back[name])
+        cluster["transport_socket"] = {"name": mesh.TLS_SOCKET, "typed_config": {
+            "@type": mesh.UPSTREAM_TLS,
+            "common_tls_context": {"tls_certificates": [mesh._tls_certificate(client)]}}}
+        clusters.append(cluster)
+        listeners.append(harness.listener(f"mtls-{name}", front[f"mtls-{name}"], [], cluster=f"to-{name}"))
+    rows = list(front)
+    with start_with(listeners, clusters, front, 1) as bench:
+        for row in rows:  # every row must accept the token, and warm up
+            status = harness.request(bench.ports[row], headers={"Authorization": f"Bearer {token}"}).status
+            assert status == 200, (row, status)
+        with timed("certificate-bound rows"):
+            table = measure(bench, rows, one_token(token), args)
+    ratio = f"{table['mtls-bound']['rps'] / table['mtls-bearer']['rps']:.2f}x bearer"
+    t = Table("Certificate-bound, ES256 token over mTLS", bench.conditions(args) + ", through a front listener",
+              [*LATENCY_HEADER, "what"],
+              [["mtls-bearer", *latency_cells(table["mtls-bearer"]), "the token as a bearer token (cached)"],
+               ["mtls-bound", *latency_cells(table["mtls-bound"]), f"bound to the client certificate: {ratio}"]],
+              [f"bound / bearer: {ratio}"], {n: table[n]["rps"] for n in rows}, {"mtls-bound": ratio})
+    print(t.text())
+    return t
+
+
 # --------------------------------------------------------------------------- many users
 
 
@@ -596,6 +662,7 @@ def main() -> int:
         memory += part[1]
     if args.only in ("dpop", "all"):
         tables.append(run_dpop(ec, args))
+        tables.append(run_bound(ec, args))
 
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"\ntables: {write_markdown(tables, memory)}")
