@@ -344,6 +344,8 @@ spec:
     spaceDelimitedClaims: [scope, roles]
     presence: REQUIRED
     outputClaimToHeaders: [{header: x-scope, claim: scope}]
+    certificateBinding: OPTIONAL
+    dpop: {mode: REQUIRED, maxAge: 30s, origin: "https://api.example.com"}
 ---
 apiVersion: security.istio.io/v1
 kind: RequestAuthentication
@@ -372,6 +374,12 @@ spec:
     let rule = &spec["pluginConfig"]["jwtRules"][0];
     assert_eq!(rule["spaceDelimitedClaims"], json!(["scope", "roles"]));
     assert_eq!(rule["presence"], json!("REQUIRED"));
+    // This filter's extensions, in a policy written for it, pass through.
+    assert_eq!(rule["certificateBinding"], json!("OPTIONAL"));
+    assert_eq!(
+        rule["dpop"],
+        json!({"mode": "REQUIRED", "maxAge": "30s", "origin": "https://api.example.com"})
+    );
     assert_eq!(
         named("waypoint-jwt")["spec"]["targetRefs"],
         json!([{"kind": "Service", "name": "reviews"}])

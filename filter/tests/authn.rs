@@ -1324,6 +1324,28 @@ fn dpop_bound_tokens_need_their_proof_once() {
         let p1 = proof(Key::P256, &format!("{mode}-1"), &bound, json!({}));
         let removed = run(&[("authorization", &as_dpop), ("dpop", &p1)]).unwrap();
         assert!(removed.contains(&"dpop".to_string()), "{removed:?}");
+        let forwarding = config(json!({"dpop": {"mode": mode}, "forwardOriginalToken": true}));
+        let p0 = proof(Key::P256, &format!("{mode}-0"), &bound, json!({}));
+        let req = request(
+            "/orders",
+            &[
+                (":scheme", "https"),
+                (":method", "GET"),
+                ("authorization", &as_dpop),
+                ("dpop", &p0),
+            ],
+        );
+        let mut env = Env::new(&NoRemotes);
+        let mut own = SeenJtis::default();
+        env.replay = Some(&mut own);
+        match authenticate(&forwarding, &req, NOW * 1000, &mut env) {
+            Verdict::Allow(f) => assert!(
+                f.remove.is_empty(),
+                "forwardOriginalToken keeps both: {:?}",
+                f.remove
+            ),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             run(&[("authorization", &as_dpop), ("dpop", &p1)]),
             Err(AuthError::DpopProofReplayed),
