@@ -389,23 +389,15 @@ def run_one_token(jwks_json: str, rsa: Key, ec: Key, args) -> tuple[list[Table],
 def dpop_requests(idp: Key, port: int, count: int, path: Path) -> str:
     """`count` DPoP requests for `port`, each its own fresh proof, with one token bound to the
     client's key; returns that token. Proofs stay fresh for the run under maxAge 3600s."""
-    import hashlib
-
-    from jwt_mint import _public_members, b64url
+    from jwt_mint import _public_members, dpop_proof, jwk_thumbprint
 
     client = ec_key("bench-dpop-client")
-    public = _public_members(client.private)
-    jkt = b64url(hashlib.sha256(json.dumps(
-        {k: public[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":")).encode()).digest())
+    jkt = jwk_thumbprint(_public_members(client.private))
     token = mint(idp, "ES256", idp.kid, claims(sub="bench", lifetime=TOKEN_LIFETIME, cnf={"jkt": jkt}))
-    ath = b64url(hashlib.sha256(token.encode()).digest())
-    htu, now = f"http://{harness.HOST}:{port}/", int(time.time())
+    htu = f"http://{harness.HOST}:{port}/"
 
     def one(i: int) -> str:
-        proof = mint(client, "ES256", kid=None, claims={"jti": f"bench-{i}", "htm": "GET", "htu": htu,
-                                                       "iat": now, "ath": ath},
-                     header_overrides={"typ": "dpop+jwt", "jwk": public})
-        return f"DPoP {token} {proof}"
+        return f"DPoP {token} {dpop_proof(client, 'ES256', 'GET', htu, token)}"
 
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         lines = list(pool.map(one, range(count), chunksize=2000))

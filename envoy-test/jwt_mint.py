@@ -224,3 +224,33 @@ class KeyRing:
             return self.rsa, self.rsa_kid(alg)
         key = {"ES256": self.ec256, "ES384": self.ec384, "ES512": self.ec521, "EdDSA": self.ed25519, "HS256": self.hmac}[alg]
         return key, key.kid
+
+
+# --------------------------------------------------------------------------- DPoP (RFC 9449)
+
+
+def jwk_thumbprint(public: dict) -> str:
+    """RFC 7638: the SHA-256 of the key's required members, sorted, without spaces."""
+    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+    members = {k: public[k] for k in required[public["kty"]]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return b64url(hashlib.sha256(canonical).digest())
+
+
+def ath(token: str) -> str:
+    """A proof's `ath`: the access token's base64url SHA-256."""
+    return b64url(hashlib.sha256(token.encode()).digest())
+
+
+def dpop_proof(key, alg: str, htm: str, htu: str, token: str | None, *, jwk: dict | None = None,
+               header: dict | None = None, **payload) -> str:
+    """A DPoP proof by `key` (its public JWK in the header unless `jwk` is given), a fresh `jti` and
+    `iat` now; every member overridable, None removing it."""
+    body = {"jti": b64url(os.urandom(16)), "htm": htm, "htu": htu, "iat": int(time.time())}
+    if token is not None:
+        body["ath"] = ath(token)
+    body.update(payload)
+    body = {k: v for k, v in body.items() if v is not None}
+    head = {"typ": "dpop+jwt", "jwk": jwk if jwk is not None else _public_members(key.private), "kid": None,
+            **(header or {})}
+    return mint(key, alg, kid=None, claims=body, header_overrides=head)

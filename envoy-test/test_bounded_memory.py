@@ -1,6 +1,7 @@
 """What a client sends does not decide what the module holds: paused requests are capped per plugin
 and cost no copy of the request, and a hostile load (many kids, many paused requests, large
-tokens) leaves the VM's memory (`vm_memory_bytes`) where a second identical round finds it.
+tokens; DPoP proofs valid and hostile) leaves the VM's memory (`vm_memory_bytes`) where a second
+identical round finds it.
 
 Its own Envoy with one worker, so that the cap and the gauge are one VM's.
 """
@@ -14,7 +15,7 @@ import uuid
 import pytest
 
 import harness
-from jwt_mint import claims, ec_key, jwks, mint
+from jwt_mint import _public_members, claims, dpop_proof, ec_key, jwk_thumbprint, jwks, mint
 
 FETCH_FAILED = "Jwks remote fetch is failed"
 NO_KEY = "Jwks doesn't have key to match kid or alg from Jwt"
@@ -38,6 +39,8 @@ def gw(upstream, wasm_module, tmp_path_factory):
                                       "jwksCluster": f"jwks-{name}", "timeout": "10s"}]}
                  for name, server in servers.items()}
     scenarios["capped"]["maxPausedRequests"] = CAP
+    scenarios["dpop"] = {"jwtRules": [{"issuer": "testing@secure.istio.io", "jwks": jwks(K1.jwk()),
+                                       "dpop": {"mode": "REQUIRED"}}]}
     clusters = [harness.static_cluster(f"jwks-{name}", s.port) for name, s in servers.items()]
     gateway = harness.start_gateway(scenarios, tmp_path_factory.mktemp("envoy-memory"), upstream.port,
                                     concurrency=1, clusters=clusters)
@@ -120,3 +123,36 @@ def test_memory_is_bounded_under_hostile_load(gw):
     print(f"vm_memory_bytes: {before} warm, {after_one} after a hostile round, {after_two} after another")
     assert after_two == after_one, "a second identical hostile round grew the VM"
     assert after_one - before <= 4 << 20, f"a hostile round grew the VM by {after_one - before} bytes"
+
+
+def test_dpop_proofs_leave_the_vm_where_a_second_round_finds_it(gw):
+    """Every valid proof is new (a new `jti` in the replay store, which lives in Envoy's shared
+    data, not in the VM); hostile ones are at or past the size cap, deeply nested, or by another
+    key."""
+    client, stranger = ec_key("dpop-client"), ec_key("dpop-stranger")
+    bound = token(cnf={"jkt": jwk_thumbprint(_public_members(client.private))})
+    htu = f"http://{gw.host('dpop')}/"
+
+    def status(proof: str) -> int:
+        return gw.get("dpop", "/", {"Authorization": f"DPoP {bound}", "DPoP": proof}).status
+
+    def dpop_round() -> None:
+        for _ in range(300):
+            assert status(dpop_proof(client, "ES256", "GET", htu, bound)) == 200
+        nested = "e30." + "eyJ4Ijo" + "W" * 6000 + ".AA"
+        for _ in range(100):
+            for proof in (dpop_proof(client, "ES256", "GET", htu, bound, header={"x-pad": "p" * 5_900}),
+                          dpop_proof(client, "ES256", "GET", htu, bound, header={"x-pad": "p" * 7_000}),
+                          dpop_proof(stranger, "ES256", "GET", htu, bound), nested, "x." * 2_000):
+                assert status(proof) == 401
+
+    for _ in range(30):
+        assert status(dpop_proof(client, "ES256", "GET", htu, bound)) == 200
+    before = memory(gw, "dpop")
+    dpop_round()
+    after_one = memory(gw, "dpop")
+    dpop_round()
+    after_two = memory(gw, "dpop")
+    print(f"vm_memory_bytes (DPoP): {before} warm, {after_one} after a round, {after_two} after another")
+    assert after_two == after_one, "a second identical DPoP round grew the VM"
+    assert after_one - before <= 4 << 20, f"a DPoP round grew the VM by {after_one - before} bytes"

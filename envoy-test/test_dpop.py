@@ -8,7 +8,6 @@ key by `cnf.jkt`; each request is one fresh connection.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import time
@@ -18,7 +17,9 @@ from pathlib import Path
 import pytest
 
 import harness
-from jwt_mint import _public_members, b64url, claims, ec_key, ed25519_key, jwks, mint, rsa_key
+from jwt_mint import _public_members, ath, b64url, claims, ec_key, ed25519_key, jwks, mint, rsa_key
+from jwt_mint import dpop_proof as hand_proof
+from jwt_mint import jwk_thumbprint as thumbprint
 
 CLIENT = Path(__file__).resolve().parent / "dpop-client" / "proofs.mjs"
 ISS = "https://idp.example.com"
@@ -45,31 +46,6 @@ class PanvaClient:
         """One proof per (htm, htu, access token)."""
         return node("prove", {"alg": self.alg, **{k: self.keys[k] for k in ("private", "public")},
                               "requests": [{"htm": m, "htu": u, "accessToken": t} for m, u, t in requests]})
-
-
-def thumbprint(public: dict) -> str:
-    """RFC 7638, for the hand-made proofs' keys."""
-    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
-    members = {k: public[k] for k in required[public["kty"]]}
-    return b64url(hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest())
-
-
-def ath(token: str) -> str:
-    return b64url(hashlib.sha256(token.encode()).digest())
-
-
-def hand_proof(key, alg: str, htm: str, htu: str, token: str | None, *, jwk: dict | None = None,
-               header: dict | None = None, **payload) -> str:
-    """A proof made here, each member overridable (None removes it)."""
-    body = {"jti": b64url(hashlib.sha256(f"{time.time_ns()}{htu}".encode()).digest())[:22],
-            "htm": htm, "htu": htu, "iat": int(time.time())}
-    if token is not None:
-        body["ath"] = ath(token)
-    body.update(payload)
-    body = {k: v for k, v in body.items() if v is not None}
-    head = {"typ": "dpop+jwt", "jwk": jwk if jwk is not None else _public_members(key.private), "kid": None,
-            **(header or {})}
-    return mint(key, alg, kid=None, claims=body, header_overrides=head)
 
 
 @pytest.fixture(scope="module")
