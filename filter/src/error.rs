@@ -175,18 +175,7 @@ impl AuthError {
             Self::PeerUntrusted => 10,
             Self::Internal => 11,
             Self::CertificateBindingMissing | Self::CertificateBindingMismatch => 12,
-            Self::DpopProofMissing
-            | Self::DpopProofMultiple
-            | Self::DpopProofMalformed
-            | Self::DpopProofSignature
-            | Self::DpopProofWrongRequest
-            | Self::DpopProofStale
-            | Self::DpopProofWrongToken
-            | Self::DpopProofReplayed
-            | Self::DpopReplayStoreFull
-            | Self::DpopKeyMismatch
-            | Self::DpopBoundAsBearer
-            | Self::DpopRequired => 13,
+            e if e.is_dpop() => 13,
             _ => 1,
         }
     }

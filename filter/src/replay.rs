@@ -90,37 +90,8 @@ impl ReplayGuard for SharedReplay<'_> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-    use std::collections::HashMap;
-
     use super::*;
-
-    /// Shared data as Envoy keeps it: a version per entry, bumped by each write.
-    #[derive(Default)]
-    struct Mem(HashMap<String, (Vec<u8>, u32)>, usize);
-
-    impl SharedStore for Mem {
-        fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-            self.0.get(key).cloned()
-        }
-
-        fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-            let current = self.0.get(key).map_or(0, |(_, c)| *c);
-            if cas != 0 && cas != current {
-                return false;
-            }
-            // Another worker's write lands between our read and our swap, this many times.
-            if self.1 > 0 {
-                self.1 -= 1;
-                if let Some(entry) = self.0.get_mut(key) {
-                    entry.1 += 1;
-                }
-                return false;
-            }
-            self.0
-                .insert(key.to_string(), (value.to_vec(), current + 1));
-            true
-        }
-    }
+    use crate::remote::fetch::tests::Mem;
 
     const SHARDS: usize = 1024;
 

@@ -10,7 +10,7 @@ mod record;
 mod source;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use super::RemoteJwks;
 

@@ -1,8 +1,10 @@
 use super::*;
 use std::collections::HashMap;
 
+/// Shared data as Envoy keeps it, a version per entry bumped by each write; the unit tests' one
+/// fake of it (the runtime's fake host has its own, behind the host calls).
 #[derive(Default)]
-struct Mem(HashMap<String, (Vec<u8>, u32)>);
+pub(crate) struct Mem(pub HashMap<String, (Vec<u8>, u32)>, pub usize);
 
 impl SharedStore for Mem {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
@@ -11,6 +13,14 @@ impl SharedStore for Mem {
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
         let current = self.0.get(key).map_or(0, |(_, c)| *c);
         if cas != 0 && cas != current {
+            return false;
+        }
+        // `.1` times, another worker's write lands between the caller's read and its swap.
+        if self.1 > 0 {
+            self.1 -= 1;
+            if let Some(entry) = self.0.get_mut(key) {
+                entry.1 += 1;
+            }
             return false;
         }
         self.0
