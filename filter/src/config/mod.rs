@@ -193,8 +193,7 @@ pub fn compile(raw: &PluginConfig, node: &Workload) -> Result<Config, ConfigErro
 
     let certificate_bound = rules.iter().any(|r| r.certificate_binding.is_some());
     let dpop = rules.iter().any(|r| r.dpop.is_some());
-    let mut peer = compile_peer(raw, node, &mut output_headers, &mut warnings)?;
-    peer.needs_connection |= certificate_bound;
+    let peer = compile_peer(raw, node, &mut output_headers, &mut warnings)?;
     for l in &locations {
         if let LocationKind::Header { name, .. } = &l.kind {
             if output_headers.contains(name) {

@@ -337,21 +337,19 @@ impl<H: Host> Runtime<H> {
         }
     }
 
-    /// `with_tls`: also whether the connection is TLS (a connection-level plugin needs it);
-    /// `with_digest`: also the client certificate's digest (certificate-bound tokens need it).
-    fn connection(&self, with_tls: bool, with_digest: bool) -> Connection {
+    /// Only what is asked for costs a host call: `with_tls`, whether the connection is TLS (a
+    /// connection-level plugin needs it); `with_peer`, the peer's mTLS, port and identity (peer
+    /// policies); `with_digest`, the client certificate's digest (certificate-bound tokens).
+    fn connection(&self, with_tls: bool, with_peer: bool, with_digest: bool) -> Connection {
         let host = self.host.quiet();
+        let peer = |path: &[&str]| with_peer.then(|| host.property(path)).flatten();
         Connection {
             tls: with_tls && host.property(&["connection", "tls_version"]).is_some(),
-            mtls: host
-                .property(&["connection", "mtls"])
-                .is_some_and(|b| wire::decode_bool(&b)),
-            port: host
-                .property(&["destination", "port"])
+            mtls: peer(&["connection", "mtls"]).is_some_and(|b| wire::decode_bool(&b)),
+            port: peer(&["destination", "port"])
                 .and_then(|b| wire::decode_int(&b))
                 .and_then(|p| u32::try_from(p).ok()),
-            uri_san: host
-                .property(&["connection", "uri_san_peer_certificate"])
+            uri_san: peer(&["connection", "uri_san_peer_certificate"])
                 .and_then(|b| String::from_utf8(b).ok())
                 .filter(|s| !s.is_empty()),
             certificate_sha256: with_digest

@@ -40,7 +40,7 @@ impl<H: Host> Runtime<H> {
                 "HTTP-only fields in its config",
             );
         }
-        let conn = self.connection(true, false);
+        let conn = self.connection(true, true, false);
         let cfg = root.with(gate, |r| Rc::clone(r.config()));
         // A TLS caller's certificate is not known yet: the census counts plaintext connections.
         if !conn.tls {
@@ -75,7 +75,7 @@ impl<H: Host> Runtime<H> {
 
     /// Decides a held connection whose handshake is over.
     fn decide_held(&self, gate: &mut Gate, context_id: u32, root: &SharedRoot) -> Action {
-        let conn = self.connection(true, false);
+        let conn = self.connection(true, true, false);
         let admission = root.with(gate, |r| {
             r.held().release(context_id);
             authn::admit_connection(r.config(), &conn, true)
@@ -183,7 +183,7 @@ impl<H: Host> Runtime<H> {
             }
             // One host call while no certificate has been presented yet.
             let admission = if self.connection_mtls() {
-                let conn = self.connection(true, false);
+                let conn = self.connection(true, true, false);
                 root.with(gate, |r| authn::admit_connection(r.config(), &conn, false))
             } else {
                 Admission::AwaitHandshake

@@ -19,8 +19,9 @@ impl<H: Host> Runtime<H> {
     /// The current stream's request, with its connection when the config needs it.
     fn current_request(&self, cfg: &Config) -> Option<Request> {
         let req = Request::from_wire(self.host.quiet().request_headers().ok()?)?;
-        Some(if cfg.peer.needs_connection {
-            req.with_connection(self.connection(false, cfg.certificate_bound))
+        let (peer, digest) = (cfg.peer.needs_connection, cfg.certificate_bound);
+        Some(if peer || digest {
+            req.with_connection(self.connection(false, peer, digest))
         } else {
             req
         })
