@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from servers import HOST
 
 
@@ -15,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 ROOT_ID = "mesh-authn"
 NETWORK_ROOT_ID = "network"  # Istio's WasmPlugin pluginName for the connection-level plugin
 VM_ID = "mesh-authn"
+STATS_TAGS = REPO / "docs" / "monitoring" / "envoy-stats-tags.yaml"
 
 
 def wasm_path() -> Path:
@@ -185,8 +188,14 @@ def static_cluster(name: str, port: int) -> dict:
     }
 
 
+def stats_config() -> dict:
+    """The stats tags an operator adds so that the plugin's series are labelled (docs/monitoring)."""
+    return yaml.safe_load(STATS_TAGS.read_text())["stats_config"]
+
+
 def bootstrap(admin_port: int, listeners: list[dict], clusters: list[dict]) -> dict:
     return {
         "admin": {"address": {"socket_address": {"address": HOST, "port_value": admin_port}}},
+        "stats_config": stats_config(),
         "static_resources": {"listeners": listeners, "clusters": clusters},
     }

@@ -145,8 +145,43 @@ class Envoy:
 BATCHED_COUNTERS = {"allowed", "denied", "jwt_cache_hit", "jwt_cache_miss", "host_verify_failed"}
 
 
+def series(plugin: str, metric: str, **labels: str) -> str:
+    """The Envoy stat name of one of the plugin's series: its labels, then the metric name, as
+    Envoy's tag extraction reads them (docs/monitoring/envoy-stats-tags.yaml); `wasmcustom` is
+    Envoy's namespace for stats a module defines."""
+    tags = "".join(f"{k}=.={v};.;" for k, v in {"plugin": plugin, **labels}.items())
+    return f"wasmcustom.{tags}{metric}"
+
+
+SHORT_NAMES = {
+    "allowed": ("mesh_authn_requests_total", {"decision": "allowed"}),
+    "denied": ("mesh_authn_requests_total", {"decision": "denied"}),
+    "connections_allowed": ("mesh_authn_connections_total", {"decision": "allowed"}),
+    "connections_refused": ("mesh_authn_connections_total", {"decision": "denied"}),
+    "jwks_fetch_success": ("mesh_authn_jwks_fetches_total", {"result": "success"}),
+    "jwks_fetch_failed": ("mesh_authn_jwks_fetches_total", {"result": "failed"}),
+    "jwks_keys_cut": ("mesh_authn_jwks_keys_cut_total", {}),
+    "jwt_cache_hit": ("mesh_authn_jwt_cache_lookups_total", {"result": "hit"}),
+    "jwt_cache_miss": ("mesh_authn_jwt_cache_lookups_total", {"result": "miss"}),
+    "host_verify_failed": ("mesh_authn_host_verify_failed_total", {}),
+    "dpop_replay_full": ("mesh_authn_dpop_replay_full_total", {}),
+}
+
+
 def filter_stat(plugin: str, name: str) -> str:
-    return f"wasmcustom.mesh_authn.{plugin}.{name}"  # Envoy's namespace for stats a module defines
+    """A series by the short name the tests use: `refused_<reason>`, `dry_run_refused_<reason>`,
+    `plaintext_port_<port>` (PERMISSIVE) or `plaintext_port_<port>_<MODE>`, a key of SHORT_NAMES,
+    or a gauge (`vm_memory_bytes`, `jwt_cache_entries`, …)."""
+    if name.startswith("dry_run_refused_"):
+        return series(plugin, "mesh_authn_refused_total", reason=name.removeprefix("dry_run_refused_"),
+                      dry_run="true")
+    if name.startswith("refused_"):
+        return series(plugin, "mesh_authn_refused_total", reason=name.removeprefix("refused_"), dry_run="false")
+    if name.startswith("plaintext_port_"):
+        port, _, mode = name.removeprefix("plaintext_port_").partition("_")
+        return series(plugin, "mesh_authn_plaintext_total", port=port, mode=mode or "PERMISSIVE")
+    metric, labels = SHORT_NAMES.get(name, (f"mesh_authn_{name}", {}))
+    return series(plugin, metric, **labels)
 
 
 def read_stats(envoy: "Envoy", *names: str) -> list[int]:
@@ -172,13 +207,14 @@ def wait_for_flush(envoy: "Envoy", plugin: str, timeout: float = 5.0) -> None:
         allowed, denied, answered = read_stats(envoy, *names)
         if allowed + denied >= answered:
             return
-        assert time.monotonic() < deadline, (f"mesh_authn.{plugin} counted {allowed} allowed + {denied} "
+        assert time.monotonic() < deadline, (f"mesh-authn plugin {plugin} counted {allowed} allowed + {denied} "
                                              f"denied of {answered} requests answered, after {timeout} s")
         time.sleep(0.05)
 
 
 def filter_counter(envoy: "Envoy", plugin: str, name: str) -> int:
-    """`mesh_authn.<plugin>.<name>`, a per-request count once it covers every request answered."""
+    """A series by short name (`filter_stat`), a per-request count once it covers every request
+    answered."""
     if name in BATCHED_COUNTERS or name.startswith(("refused_", "dry_run_refused_", "plaintext_port_")):
         wait_for_flush(envoy, plugin)
     # A read of its own: a flush adds the counts one at a time, so a poll may have caught it midway.

@@ -110,7 +110,7 @@ pub struct PluginConfig {
     #[serde(default)]
     pub denial_body: DenialBody,
     /// Run every check, refuse nothing: what enforcement would refuse is counted
-    /// (`dry_run_refused_<reason>`) and logged with its reason, and goes on. Output headers are
+    /// (`mesh_authn_refused_total{dry_run="true"}`) and logged with its reason, and goes on. Output headers are
     /// still set only from verified tokens. For rolling a policy out (docs/operating.md, "Rolling out").
     #[serde(default)]
     pub dry_run: bool,

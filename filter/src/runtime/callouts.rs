@@ -62,6 +62,15 @@ impl Callouts {
         }
     }
 
+    /// When the oldest key set this worker serves was fetched; `None` while it serves none.
+    pub fn oldest_fetch_ms(&self) -> Option<u64> {
+        self.sources
+            .iter()
+            .filter(|s| s.keys.is_some())
+            .map(|s| s.record.fetched_at_ms)
+            .min()
+    }
+
     /// Whether every key set has been loaded once.
     pub fn loaded(&self) -> bool {
         self.sources.iter().all(|s| s.keys.is_some())

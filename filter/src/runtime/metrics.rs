@@ -1,9 +1,26 @@
-//! The plugin's counters on the proxy's `/stats`: `mesh_authn.<plugin>.<name>`.
+//! The plugin's series on the proxy's stats, labelled the way Envoy's tag extraction reads them.
+//!
+//! A stat named `plugin=.=gw;.;reason=.=expired;.;dry_run=.=false;.;mesh_authn_refused_total`
+//! becomes, with one `stats_tags` regex `(<tag>=\.=(.*?);\.;)` per label (what Istio renders for
+//! each name in `extraStatTags`), `mesh_authn_refused_total{plugin="gw",reason="expired",…}` on
+//! `/stats/prometheus`. Labels go first so that what is left once they are taken out is the bare
+//! metric name. docs/operating.md ("Monitoring") lists the series and the tags to configure.
 
 use super::host::{MetricKind, Quiet};
 use crate::error::REASON_KINDS;
+use crate::peer::Mode;
 
 const REASONS: usize = REASON_KINDS.len();
+
+/// Every label the plugin's series carry: what an operator lists in `extraStatTags`
+/// (docs/monitoring/istio-stats.yaml, which a test compares with this list).
+#[cfg(test)]
+pub const LABELS: [&str; 7] = [
+    "plugin", "decision", "reason", "dry_run", "port", "mode", "result",
+];
+
+/// A plugin name longer than this is cut in its label.
+const MAX_PLUGIN_LABEL: usize = 128;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Metrics {
@@ -26,6 +43,7 @@ pub struct Metrics {
     vm_memory: Option<u32>,
     cache_entries: Option<u32>,
     cache_bytes: Option<u32>,
+    keys_age: Option<u32>,
 }
 
 /// Per-request counts, added to the host's counters on each tick (at most a second late) rather
@@ -44,29 +62,55 @@ pub struct Counts {
     pub dry_run_refused: [u64; REASONS],
 }
 
+/// What a flush records in the gauges besides the counts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Levels {
+    /// This VM has decided requests (the main thread's never does).
+    pub served: bool,
+    /// How the token cache's entries and bytes changed since the last flush.
+    pub cache_delta: (i64, i64),
+    /// The age of the oldest remote key set this VM serves; `None` without remote key sets.
+    pub keys_age_s: Option<u64>,
+}
+
 impl Metrics {
     pub fn define(host: &impl Quiet) -> Self {
-        let prefix = prefix(host);
+        let plugin = plugin_label(host);
+        let define = |kind, metric: &str, labels: &[(&str, &str)]| {
+            host.define_metric(kind, &series(&plugin, labels, metric))
+        };
         let counter =
-            |name: &str| host.define_metric(MetricKind::Counter, &format!("{prefix}.{name}"));
-        let gauge = |name: &str| host.define_metric(MetricKind::Gauge, &format!("{prefix}.{name}"));
+            |metric: &str, labels: &[(&str, &str)]| define(MetricKind::Counter, metric, labels);
+        let gauge = |metric: &str| define(MetricKind::Gauge, metric, &[]);
+        let refused = |dry_run: &str| {
+            REASON_KINDS.map(|r| {
+                counter(
+                    "mesh_authn_refused_total",
+                    &[("reason", r), ("dry_run", dry_run)],
+                )
+            })
+        };
         Self {
-            allowed: counter("allowed"),
-            denied: counter("denied"),
-            fetch_success: counter("jwks_fetch_success"),
-            fetch_failed: counter("jwks_fetch_failed"),
-            keys_cut: counter("jwks_keys_cut"),
-            cache_hit: counter("jwt_cache_hit"),
-            cache_miss: counter("jwt_cache_miss"),
-            host_verify_failed: counter("host_verify_failed"),
-            connections_allowed: counter("connections_allowed"),
-            connections_refused: counter("connections_refused"),
-            dpop_replay_full: counter("dpop_replay_full"),
-            refused: REASON_KINDS.map(|r| counter(&format!("refused_{r}"))),
-            dry_run_refused: REASON_KINDS.map(|r| counter(&format!("dry_run_refused_{r}"))),
-            vm_memory: gauge("vm_memory_bytes"),
-            cache_entries: gauge("jwt_cache_entries"),
-            cache_bytes: gauge("jwt_cache_bytes"),
+            allowed: counter("mesh_authn_requests_total", &[("decision", "allowed")]),
+            denied: counter("mesh_authn_requests_total", &[("decision", "denied")]),
+            fetch_success: counter("mesh_authn_jwks_fetches_total", &[("result", "success")]),
+            fetch_failed: counter("mesh_authn_jwks_fetches_total", &[("result", "failed")]),
+            keys_cut: counter("mesh_authn_jwks_keys_cut_total", &[]),
+            cache_hit: counter("mesh_authn_jwt_cache_lookups_total", &[("result", "hit")]),
+            cache_miss: counter("mesh_authn_jwt_cache_lookups_total", &[("result", "miss")]),
+            host_verify_failed: counter("mesh_authn_host_verify_failed_total", &[]),
+            connections_allowed: counter(
+                "mesh_authn_connections_total",
+                &[("decision", "allowed")],
+            ),
+            connections_refused: counter("mesh_authn_connections_total", &[("decision", "denied")]),
+            dpop_replay_full: counter("mesh_authn_dpop_replay_full_total", &[]),
+            refused: refused("false"),
+            dry_run_refused: refused("true"),
+            vm_memory: gauge("mesh_authn_vm_memory_bytes"),
+            cache_entries: gauge("mesh_authn_jwt_cache_entries"),
+            cache_bytes: gauge("mesh_authn_jwt_cache_bytes"),
+            keys_age: gauge("mesh_authn_jwks_age_seconds"),
         }
     }
 
@@ -80,18 +124,22 @@ impl Metrics {
         }
     }
 
-    /// `cache`: how the token cache's entries and bytes changed since the last flush; the
-    /// gauges are the sums over every VM of the plugin.
-    pub fn flush(self, host: &impl Quiet, counts: &Counts, served: bool, cache: (i64, i64)) {
+    /// The cache gauges are the sums over every VM of the plugin; the others are the same in
+    /// every VM that records them.
+    pub fn flush(self, host: &impl Quiet, counts: &Counts, levels: Levels) {
         // Gauges first: once the counters show a request, the gauges show what it left.
-        for (id, delta) in [(self.cache_entries, cache.0), (self.cache_bytes, cache.1)] {
+        let (entries, bytes) = levels.cache_delta;
+        for (id, delta) in [(self.cache_entries, entries), (self.cache_bytes, bytes)] {
             if let (Some(id), false) = (id, delta == 0) {
                 host.add_to_gauge(id, delta);
             }
         }
         // The main thread's VM serves no requests; its memory would overwrite the workers'.
-        if let (Some(id), true) = (self.vm_memory, served) {
+        if let (Some(id), true) = (self.vm_memory, levels.served) {
             host.record_metric(id, host.memory_bytes());
+        }
+        if let (Some(id), Some(age)) = (self.keys_age, levels.keys_age_s) {
+            host.record_metric(id, age);
         }
         Self::add(host, self.allowed, counts.allowed);
         Self::add(host, self.denied, counts.denied);
@@ -110,58 +158,86 @@ impl Metrics {
     }
 }
 
-/// `mesh_authn.<plugin name>`, or `mesh_authn` for a name Envoy's stats would split.
-fn prefix(host: &impl Quiet) -> String {
-    host.property(&["plugin_name"])
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|n| {
-            n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-        })
-        .map_or_else(|| "mesh_authn".to_string(), |n| format!("mesh_authn.{n}"))
+/// The stat name of `metric` with the plugin's label and `labels`, labels first.
+pub fn series(plugin: &str, labels: &[(&str, &str)], metric: &str) -> String {
+    let mut name = format!("plugin=.={plugin};.;");
+    for (label, value) in labels {
+        name.push_str(label);
+        name.push_str("=.=");
+        name.push_str(value);
+        name.push_str(";.;");
+    }
+    name.push_str(metric);
+    name
 }
 
-/// Ports with their own `plaintext_port_<port>` counter; later ones share `plaintext_port_other`.
+/// The plugin's name (istiod names it `<namespace>.<WasmPlugin name>`), kept to the bytes a
+/// Kubernetes name may hold so that no value can end its label early.
+fn plugin_label(host: &impl Quiet) -> String {
+    let name = host.property(&["plugin_name"]).unwrap_or_default();
+    let label: String = name
+        .iter()
+        .take(MAX_PLUGIN_LABEL)
+        .map(|&b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => char::from(b),
+            _ => '_',
+        })
+        .collect();
+    if label.is_empty() {
+        "unnamed".to_string()
+    } else {
+        label
+    }
+}
+
+/// Ports with their own census series; later ones share `port="other"`.
 const CENSUS_PORTS: usize = 32;
 /// A plaintext caller's address is logged at most this often.
 const CENSUS_LOG_INTERVAL_MS: u64 = 60_000;
 
-/// The plaintext census: under PERMISSIVE, requests (HTTP plugin) or connections (NETWORK plugin)
-/// that came without mTLS, per destination port; what an operator watches fall to zero before
-/// switching to STRICT.
+/// The plaintext census: requests (HTTP plugin) or connections (NETWORK plugin) that came without
+/// mTLS to a PERMISSIVE port, or to a STRICT one under `dryRun`, per destination port; what an
+/// operator watches fall to zero before switching to STRICT.
 #[derive(Debug, Default)]
 pub struct Census {
-    prefix: String,
-    /// (port, its counter, count not yet flushed)
-    ports: Vec<(u32, Option<u32>, u64)>,
-    other: Option<(Option<u32>, u64)>,
+    plugin: String,
+    /// (port, its mode, its counter, count not yet flushed)
+    ports: Vec<(Option<u32>, Mode, Option<u32>, u64)>,
+    other: Vec<(Mode, Option<u32>, u64)>,
     next_log_ms: u64,
 }
 
 impl Census {
     pub fn new(host: &impl Quiet) -> Self {
         Self {
-            prefix: prefix(host),
+            plugin: plugin_label(host),
             ..Self::default()
         }
     }
 
+    fn define(&self, host: &impl Quiet, port: &str, mode: Mode) -> Option<u32> {
+        let labels = [("port", port), ("mode", mode.name())];
+        let name = series(&self.plugin, &labels, "mesh_authn_plaintext_total");
+        host.define_metric(MetricKind::Counter, &name)
+    }
+
     /// Counts one plaintext caller; true when its address should be logged now.
-    pub fn count(&mut self, host: &impl Quiet, port: Option<u32>, now_ms: u64) -> bool {
-        let port = port.unwrap_or(0);
-        if let Some(entry) = self.ports.iter_mut().find(|(p, ..)| *p == port) {
-            entry.2 += 1;
+    pub fn count(&mut self, host: &impl Quiet, port: Option<u32>, mode: Mode, now_ms: u64) -> bool {
+        if let Some(entry) = self
+            .ports
+            .iter_mut()
+            .find(|(p, m, ..)| *p == port && *m == mode)
+        {
+            entry.3 += 1;
         } else if self.ports.len() < CENSUS_PORTS {
-            let name = format!("{}.plaintext_port_{port}", self.prefix);
-            self.ports
-                .push((port, host.define_metric(MetricKind::Counter, &name), 1));
+            let label = port.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+            let id = self.define(host, &label, mode);
+            self.ports.push((port, mode, id, 1));
+        } else if let Some(entry) = self.other.iter_mut().find(|(m, ..)| *m == mode) {
+            entry.2 += 1;
         } else {
-            let prefix = &self.prefix;
-            let other = self.other.get_or_insert_with(|| {
-                let name = format!("{prefix}.plaintext_port_other");
-                (host.define_metric(MetricKind::Counter, &name), 0)
-            });
-            other.1 += 1;
+            let id = self.define(host, "other", mode);
+            self.other.push((mode, id, 1));
         }
         if now_ms >= self.next_log_ms {
             self.next_log_ms = now_ms.saturating_add(CENSUS_LOG_INTERVAL_MS);
@@ -171,10 +247,10 @@ impl Census {
     }
 
     pub fn flush(&mut self, host: &impl Quiet) {
-        for (_, id, n) in &mut self.ports {
+        for (.., id, n) in &mut self.ports {
             Metrics::add(host, *id, std::mem::take(n));
         }
-        if let Some((id, n)) = &mut self.other {
+        for (_, id, n) in &mut self.other {
             Metrics::add(host, *id, std::mem::take(n));
         }
     }

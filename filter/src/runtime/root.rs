@@ -8,13 +8,14 @@ use super::callouts::{Callouts, Shared};
 use super::gate::Guarded;
 use super::held::Held;
 use super::host::Quiet;
-use super::metrics::{Census, Counts, Metrics};
+use super::metrics::{Census, Counts, Levels, Metrics};
 use crate::authn::{self, Env, Verdict};
 use crate::config::Config;
 use crate::crypto::policy::{Policy, PolicyVerifier};
 use crate::crypto::verify_signature;
 use crate::error::AuthError;
 use crate::jwt::cache::TokenCache;
+use crate::peer::Mode;
 use crate::remote::fetch::Ticket;
 use crate::replay::{ReplayGuard, SharedReplay};
 use crate::request::Request;
@@ -273,8 +274,14 @@ impl Root {
 
     /// Counts a caller without mTLS (the plaintext census); true when its address should be
     /// logged now.
-    pub fn count_plaintext(&mut self, host: &impl Quiet, port: Option<u32>, now_ms: u64) -> bool {
-        self.census.count(host, port, now_ms)
+    pub fn count_plaintext(
+        &mut self,
+        host: &impl Quiet,
+        port: Option<u32>,
+        mode: Mode,
+        now_ms: u64,
+    ) -> bool {
+        self.census.count(host, port, mode, now_ms)
     }
 
     /// The HTTP-only field a connection-level plugin was given, and whether this is the first
@@ -292,7 +299,18 @@ impl Root {
         let before = std::mem::replace(&mut self.cache_reported, now);
         let delta = (now.0 - before.0, now.1 - before.1);
         let counts = std::mem::take(&mut self.counts);
-        self.metrics.flush(host, &counts, self.served, delta);
+        let keys_age_s = (!self.config.remotes.is_empty()).then(|| {
+            let now = host.now_ms().unwrap_or(0);
+            self.callouts
+                .oldest_fetch_ms()
+                .map_or(0, |at| now.saturating_sub(at) / 1000)
+        });
+        let levels = Levels {
+            served: self.served,
+            cache_delta: delta,
+            keys_age_s,
+        };
+        self.metrics.flush(host, &counts, levels);
     }
 
     /// A root going away frees its cache, and with it its share of the cache gauges.

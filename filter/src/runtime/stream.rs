@@ -102,7 +102,8 @@ impl<H: Host> Runtime<H> {
         let _ = host.set_effective_context(root_id);
     }
 
-    /// Counts a caller without mTLS on a PERMISSIVE port (the plaintext census); logs its address
+    /// Counts a caller without mTLS on a PERMISSIVE port, or a STRICT one in a dry run (the
+    /// plaintext census); logs its address
     /// now and then.
     pub(super) fn census(
         &self,
@@ -112,20 +113,28 @@ impl<H: Host> Runtime<H> {
         conn: &Connection,
         now_ms: u64,
     ) {
-        if conn.mtls || cfg.peer.policy.for_port(conn.port) != Mode::Permissive {
+        let mode = cfg.peer.policy.for_port(conn.port);
+        let counted = match mode {
+            Mode::Permissive => true,
+            // A port about to go STRICT: the census names who still calls it in plaintext.
+            Mode::Strict => cfg.dry_run,
+            Mode::Unset | Mode::Disable => false,
+        };
+        if conn.mtls || !counted {
             return;
         }
         let host = self.host.quiet();
-        let log_now = root.with(gate, |r| r.count_plaintext(host, conn.port, now_ms));
+        let log_now = root.with(gate, |r| r.count_plaintext(host, conn.port, mode, now_ms));
         if log_now && log::log_enabled!(log::Level::Info) {
             let peer = host
                 .property(&["source", "address"])
                 .and_then(|b| String::from_utf8(b).ok())
                 .unwrap_or_default();
             log::info!(
-                "plaintext census: {peer} called port {:?} without mTLS (PERMISSIVE); \
+                "plaintext census: {peer} called port {:?} without mTLS ({}); \
                  STRICT would refuse it",
-                conn.port
+                conn.port,
+                mode.name()
             );
         }
     }

@@ -29,6 +29,18 @@ pub enum Mode {
     Strict,
 }
 
+impl Mode {
+    /// As Istio spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unset => "UNSET",
+            Self::Disable => "DISABLE",
+            Self::Permissive => "PERMISSIVE",
+            Self::Strict => "STRICT",
+        }
+    }
+}
+
 /// `{"mode": "STRICT"}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -28,6 +28,7 @@ mod counters;
 mod fake_host;
 mod fetches;
 mod requests;
+mod series;
 mod verifier;
 
 use fake_host::{Fake, FakeHost, ForeignFunction, SharedData};
@@ -122,15 +123,59 @@ impl Proxy {
         self.fake().resumed.clone()
     }
 
+    /// A series by the short name the tests use (`refused_expired`, `plaintext_port_8080`, …).
     fn metric(&self, name: &str) -> u64 {
         let f = self.fake();
-        let full = format!("mesh_authn.test.{name}");
+        let full = series_of(name);
         f.metrics
             .iter()
             .filter(|(n, _)| *n == full)
             .map(|(_, v)| *v)
             .sum()
     }
+}
+
+/// The stat name of a short name, for the plugin `test`.
+fn series_of(name: &str) -> String {
+    let series = |labels: &[(&str, &str)], metric: &str| metrics::series("test", labels, metric);
+    if let Some(reason) = name.strip_prefix("dry_run_refused_") {
+        return series(
+            &[("reason", reason), ("dry_run", "true")],
+            "mesh_authn_refused_total",
+        );
+    }
+    if let Some(reason) = name.strip_prefix("refused_") {
+        return series(
+            &[("reason", reason), ("dry_run", "false")],
+            "mesh_authn_refused_total",
+        );
+    }
+    if let Some(rest) = name.strip_prefix("plaintext_port_") {
+        let (port, mode) = rest.split_once('_').unwrap_or((rest, "PERMISSIVE"));
+        return series(
+            &[("port", port), ("mode", mode)],
+            "mesh_authn_plaintext_total",
+        );
+    }
+    let (labels, metric): (&[(&str, &str)], &str) = match name {
+        "allowed" => (&[("decision", "allowed")], "mesh_authn_requests_total"),
+        "denied" => (&[("decision", "denied")], "mesh_authn_requests_total"),
+        "connections_allowed" => (&[("decision", "allowed")], "mesh_authn_connections_total"),
+        "connections_refused" => (&[("decision", "denied")], "mesh_authn_connections_total"),
+        "jwks_fetch_success" => (&[("result", "success")], "mesh_authn_jwks_fetches_total"),
+        "jwks_fetch_failed" => (&[("result", "failed")], "mesh_authn_jwks_fetches_total"),
+        "jwt_cache_hit" => (&[("result", "hit")], "mesh_authn_jwt_cache_lookups_total"),
+        "jwt_cache_miss" => (&[("result", "miss")], "mesh_authn_jwt_cache_lookups_total"),
+        other => (&[], other),
+    };
+    let metric = match metric {
+        "jwks_keys_cut" | "host_verify_failed" | "dpop_replay_full" => {
+            format!("mesh_authn_{metric}_total")
+        }
+        m if m.starts_with("mesh_authn_") => m.to_string(),
+        m => format!("mesh_authn_{m}"),
+    };
+    series(labels, &metric)
 }
 
 fn jwks(kid: &str) -> String {
