@@ -245,24 +245,37 @@ def run(envoy, prom: Prometheus, servers, ports, net_port) -> dict:
     assert harness.eventually(lambda: flushed(baseline + sent), 10), "the round was not counted"
     after = prom.wait_scrapes("envoy", 2)
 
-    # Then rounds go on while the scaled alerts are watched, until the expected ones have fired.
+    # Then a rollout, while the scaled alerts are watched: the JWT plugins' rounds go on, and the
+    # peers' callers move to mTLS one stage after another (PERMISSIVE + census, dry-run STRICT,
+    # STRICT), until every expected alert has fired and the last stage has run.
     firing: dict[str, set] = defaultdict(set)
     stop = threading.Event()
+    stages = {"PERMISSIVE + census": time.time()}
 
     def keep_sending() -> None:
+        t0 = time.monotonic()
         while not stop.is_set():
-            traffic.round()
-            stop.wait(0.5)
+            t = time.monotonic() - t0
+            traffic.round(only={"jwt", "jwt-dry", "keys-stale", "jwks-down"})
+            if t < STAGE_S:
+                traffic.send("census", "missing", max(0, 4 - int(t * 5 // STAGE_S)))
+            elif t < 2 * STAGE_S:
+                stages.setdefault("dry-run STRICT", time.time())
+                traffic.send("strict-dry", "missing", 2 if t < 1.6 * STAGE_S else 0)
+            else:
+                stages.setdefault("STRICT", time.time())
+            stop.wait(1.0)
 
     sender = threading.Thread(target=keep_sending, daemon=True)
     sender.start()
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
             for a in prom.alerts():
                 if a["state"] == "firing":
                     firing[a["labels"]["alertname"]].add(frozenset(a["labels"].items()))
-            if all(seen(firing, name) >= want for name, want in expected_firing(ports).items()):
+            if len(stages) == 3 and time.time() > stages["STRICT"] + STAGE_S and \
+                    all(seen(firing, name) >= want for name, want in expected_firing(ports).items()):
                 break
             time.sleep(1)
     finally:
@@ -270,9 +283,32 @@ def run(envoy, prom: Prometheus, servers, ports, net_port) -> dict:
         sender.join(30)
     time.sleep(1.2)
     ended = prom.wait_scrapes("envoy", 2)
+    save_rollout(prom, stages, started, ended, ports)
     return {"prom": prom, "envoy": envoy, "ports": ports, "before": before, "after": after,
             "firing": firing, "started": started, "stale_since": stale_since, "ended": ended,
             "asked": {name: server.count for name, server in servers.items()}}
+
+
+STAGE_S = 15
+ROLLOUT = harness.REPO / "target" / "monitoring" / "rollout.json"
+ROLLOUT_QUERIES = {
+    "census": 'sum by (port, mode) (rate(mesh_authn_plaintext_total{plugin=~"census|strict-dry"}[3s]))',
+    "would_refuse": 'sum by (reason) (rate(mesh_authn_refused_total{plugin="strict-dry", dry_run="true"}[3s]))',
+    "refused": 'sum by (reason) (rate(mesh_authn_refused_total{plugin="strict", dry_run="false"}[3s]))',
+}
+
+
+def save_rollout(prom: Prometheus, stages: dict, start: float, end: float, ports: dict) -> None:
+    """The rollout as the test's Prometheus saw it, for envoy-test/rollout_chart.py (the README's
+    picture): PERMISSIVE (census), dry-run STRICT and STRICT are three listeners of the test
+    Envoy that the callers reach one after another."""
+    ROLLOUT.parent.mkdir(parents=True, exist_ok=True)
+    ROLLOUT.write_text(json.dumps({
+        "stages": stages, "start": start, "end": end,
+        "ports": {str(ports["census"]): "PERMISSIVE", str(ports["strict-dry"]): "dry-run STRICT"},
+        "series": {name: prom.query_range(q, stages["PERMISSIVE + census"] + 1, end, 1)
+                   for name, q in ROLLOUT_QUERIES.items()},
+    }, indent=1))
 
 
 def expected_firing(ports: dict[str, int]) -> dict[str, set[tuple]]:
