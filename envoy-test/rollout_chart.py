@@ -1,5 +1,5 @@
 """Renders docs/monitoring/rollout.png, the README's picture of a rollout, from what
-test_monitoring.py's Prometheus saw (target/monitoring/rollout.json): run that test, then
+monitoring_scene.py saved of its Prometheus (target/monitoring/rollout.json): run that test, then
 `.venv/bin/python envoy-test/rollout_chart.py` (matplotlib comes with `make bench`'s set-up)."""
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class EchoServer:
     """Answers every request 200 with JSON {method, path, headers, body} of what it received."""
 
     def __init__(self) -> None:
-        self._server = ThreadingHTTPServer((HOST, 0), _EchoHandler)
+        self._server = ThreadingHTTPServer((HOST, free_port()), _EchoHandler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -197,7 +197,9 @@ class TcpServer:
     def __init__(self, banner: bytes = b"") -> None:
         self.banner = banner
         self.sock = socket.socket()
-        self.sock.bind((HOST, 0))
+        # A port of free_port's: one the kernel picked here could be one handed to an Envoy
+        # that binds it later.
+        self.sock.bind((HOST, free_port()))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
