@@ -8,6 +8,7 @@
 //! FIFO, LRU and CLOCK at every size measured (`envoy-test/cache_policies.py`), and a hit costs a
 //! flag, not LRU's relinking.
 
+mod digest;
 mod verified;
 
 #[cfg(test)]
@@ -17,11 +18,8 @@ use std::collections::HashMap;
 use std::mem::size_of;
 use std::rc::Rc;
 
+use digest::{Digest, DigestKey, PassThrough};
 pub use verified::Verified;
-
-/// Seeded per process, and far cheaper than SipHash on kilobyte-long tokens; only verified tokens
-/// are ever inserted, so an attacker cannot choose the keys.
-type FastHash = foldhash::fast::RandomState;
 
 /// Longer tokens are verified every time rather than held in memory.
 pub const MAX_CACHED_TOKEN_BYTES: usize = 4096;
@@ -29,7 +27,8 @@ const NIL: u32 = u32::MAX;
 
 #[derive(Debug)]
 struct Entry {
-    token: Rc<str>,
+    /// The token is not kept: its keyed digest stands for it (see `digest`).
+    digest: Digest,
     location: usize,
     verified: Rc<Verified>,
     bytes: usize,
@@ -39,10 +38,9 @@ struct Entry {
     older: u32,
 }
 
-/// What one entry costs besides its token and `Verified`: its slot, its index entry (a hash
-/// table stays at most 7/8 full and doubles, so twice its slot), and the token's `Rc` counts.
-const ENTRY_OVERHEAD: usize =
-    size_of::<Option<Entry>>() + 2 * (size_of::<(Rc<str>, u32)>() + 1) + 2 * size_of::<usize>();
+/// What one entry costs besides its `Verified`: its slot and its index entry (a hash table stays
+/// at most 7/8 full and doubles, so twice its slot and control byte).
+const ENTRY_OVERHEAD: usize = size_of::<Option<Entry>>() + 2 * (size_of::<(Digest, u32)>() + 1);
 
 #[derive(Debug)]
 pub struct TokenCache {
@@ -50,7 +48,8 @@ pub struct TokenCache {
     max_entries: usize,
     used: usize,
     generation: u64,
-    index: HashMap<Rc<str>, u32, FastHash>,
+    key: DigestKey,
+    index: HashMap<Digest, u32, PassThrough>,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     newest: u32,
@@ -75,6 +74,7 @@ impl TokenCache {
             max_entries,
             used: 0,
             generation: 0,
+            key: DigestKey::random(),
             index: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -107,7 +107,7 @@ impl TokenCache {
 
     /// A lookup, counted as a hit or a miss.
     pub fn get(&mut self, location: usize, token: &str) -> Option<&Rc<Verified>> {
-        let slot = self.index.get(token).copied();
+        let slot = self.index.get(&self.key.digest(token)).copied();
         match slot.and_then(|i| self.slots.get_mut(i as usize)?.as_mut()) {
             Some(e) if e.location == location => {
                 self.hits += 1;
@@ -122,12 +122,12 @@ impl TokenCache {
     }
 
     pub fn insert(&mut self, location: usize, token: &str, verified: Rc<Verified>) {
-        let bytes = ENTRY_OVERHEAD + token.len() + verified.bytes();
-        if !self.enabled()
-            || token.len() > MAX_CACHED_TOKEN_BYTES
-            || bytes > self.budget
-            || self.index.contains_key(token)
-        {
+        let bytes = ENTRY_OVERHEAD + verified.bytes();
+        if !self.enabled() || token.len() > MAX_CACHED_TOKEN_BYTES || bytes > self.budget {
+            return;
+        }
+        let digest = self.key.digest(token);
+        if self.index.contains_key(&digest) {
             return;
         }
         while self.index.len() >= self.max_entries || self.used + bytes > self.budget {
@@ -135,9 +135,8 @@ impl TokenCache {
                 return;
             }
         }
-        let token: Rc<str> = token.into();
         let entry = Entry {
-            token: Rc::clone(&token),
+            digest,
             location,
             verified,
             bytes,
@@ -161,11 +160,11 @@ impl TokenCache {
         }
         self.newest = i;
         self.used += bytes;
-        self.index.insert(token, i);
+        self.index.insert(digest, i);
     }
 
     pub fn remove(&mut self, token: &str) {
-        if let Some(i) = self.index.get(token).copied() {
+        if let Some(i) = self.index.get(&self.key.digest(token)).copied() {
             self.unlink(i);
         }
     }
@@ -208,7 +207,7 @@ impl TokenCache {
         if self.hand == i {
             self.hand = e.newer;
         }
-        self.index.remove(&e.token);
+        self.index.remove(&e.digest);
         self.free.push(i);
         self.used -= e.bytes;
     }
