@@ -67,7 +67,7 @@ import harness  # noqa: E402
 from jwt_mint import ISSUER, Key, claims, ec_key, jwks, mint, rsa_key  # noqa: E402
 
 ONE_TOKEN_ROWS = ["none", "native", "native-cache", "wasm-floor", "wasm-cache", "wasm-nocache", "wasm-module"]
-MANY_USERS_ROWS = ["istio", "native-default", "native-large", "wasm"]
+MANY_USERS_ROWS = ["istio", "native-default", "native-large", "wasm", "wasm-one-token"]
 CACHED_ROWS = ["native-default", "native-large", "wasm"]
 FLOOR = harness.REPO / "target" / "wasm32-wasip1" / "release" / "wasm_floor.wasm"
 ZIPF_LUA = Path(__file__).resolve().parent / "bench_zipf.lua"
@@ -75,6 +75,7 @@ DPOP_LUA = Path(__file__).resolve().parent / "bench_dpop.lua"
 DPOP_ROWS = ["bearer", "dpop"]
 OUT = harness.REPO / "target" / "bench"
 WARMUP_SECONDS = 3
+SOAK_USERS = 100_000  # the soak also runs with this many users: what a budget holds past the workload
 # mesh-authn's default jwtCacheBytes, as the generated schema states it.
 CACHE_BUDGET = json.loads((harness.REPO / "config-schema" / "plugin-config.schema.json").read_text())[
     "properties"]["jwtCacheBytes"]["default"]
@@ -221,12 +222,14 @@ def wrk(bench: Bench, row: str, load: Load, seconds: int, connections: int) -> d
             "requests": int(total.group(1)) if total else 0}
 
 
-def measure(bench: Bench, rows: list[str], load: Load, args) -> dict[str, dict]:
-    """Medians over interleaved rounds, so that drift on the machine spreads over every row."""
+def measure(bench: Bench, rows: list[str], load: Load | dict[str, Load], args) -> dict[str, dict]:
+    """Medians over interleaved rounds, so that drift on the machine spreads over every row.
+    `load`: what every row is sent, or each row's."""
     samples: dict[str, list[dict]] = {name: [] for name in rows}
     for _ in range(args.rounds):
         for name in rows:
-            samples[name].append(wrk(bench, name, load, args.seconds, args.connections))
+            row_load = load[name] if isinstance(load, dict) else load
+            samples[name].append(wrk(bench, name, row_load, args.seconds, args.connections))
     return {name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99")}
             for name, runs in samples.items()}
 
@@ -522,15 +525,18 @@ def many_users_filters(jwks_json: str, large: int) -> dict[str, list[dict]]:
         "native-default": native(jwks_json, {}),  # an empty jwt_cache_config: 100 tokens per worker
         "native-large": native(jwks_json, {"jwt_cache_size": large}),
         "wasm": wasm("wasm", jwks_json),
+        # The same filter sent one of the users' tokens: what many users should cost.
+        "wasm-one-token": wasm("wasm-one-token", jwks_json),
     }
 
 
-def fill_cache(bench: Bench, tokens: Path, users: int, connections: int) -> None:
+def fill_cache(bench: Bench, tokens: Path, users: int, connections: int, row: str = "wasm") -> None:
     """Send every token at least once, then wait until the filter has counted every request."""
     sent = 0
     while sent < users:
-        sent += wrk(bench, "wasm", in_order(tokens, sent), 1, connections)["requests"]
-    harness.wait_for_flush(bench.envoy, "wasm")
+        sent += wrk(bench, row, in_order(tokens, sent), 1, connections)["requests"]
+    if row.startswith("wasm"):
+        harness.wait_for_flush(bench.envoy, row)
 
 
 def cache_gauges(envoy: harness.Envoy) -> list[int | None]:
@@ -570,17 +576,22 @@ def hit_ratio(before, after) -> str:
 
 def many_users_table(bench: Bench, tokens: Path, large: int, args) -> Table:
     load = zipf(tokens, args.zipf_s)
+    loads = {name: load for name in MANY_USERS_ROWS}
+    loads["wasm-one-token"] = one_token(tokens.read_text().split("\n", 1)[0])
     for name in MANY_USERS_ROWS:  # caches at their steady state before anything is measured
-        wrk(bench, name, load, WARMUP_SECONDS, args.connections)
+        if name in CACHED_ROWS:  # every user seen once: the misses left are the cache's own
+            fill_cache(bench, tokens, args.users, args.connections, name)
+        wrk(bench, name, loads[name], WARMUP_SECONDS, args.connections)
     before = {name: cache_counts(bench, name) for name in CACHED_ROWS}
-    table = measure(bench, MANY_USERS_ROWS, load, args)
+    table = measure(bench, MANY_USERS_ROWS, loads, args)
     hits = {name: hit_ratio(before[name], cache_counts(bench, name)) for name in CACHED_ROWS}
     what = {"istio": "native, no cache (Istio as deployed)",
             "native-default": "native, jwt_cache_config {} (100 per worker)",
             "native-large": f"native, jwt_cache_size {large} (as many as mesh-authn holds)",
-            "wasm": f"mesh-authn, defaults (jwtCacheBytes {CACHE_BUDGET >> 20} MiB per VM)"}
+            "wasm": f"mesh-authn, defaults (jwtCacheBytes {CACHE_BUDGET >> 20} MiB per VM)",
+            "wasm-one-token": "mesh-authn, defaults, one of the users' tokens"}
     rows = [[name, *latency_cells(table[name]), hits.get(name, "-"), what[name]] for name in MANY_USERS_ROWS]
-    wasm_over = {name: table["wasm"]["rps"] / table[name]["rps"] for name in MANY_USERS_ROWS[:-1]}
+    wasm_over = {name: table["wasm"]["rps"] / table[name]["rps"] for name in MANY_USERS_ROWS if name != "wasm"}
     notes = [", ".join(f"wasm / {name} {ratio:.2f}x" for name, ratio in wasm_over.items())]
     conditions = (f"{args.users} RS256 tokens, Zipf s={args.zipf_s}; {bench.conditions(args)}, "
                   f"after a {WARMUP_SECONDS}s warm-up per row")
@@ -589,19 +600,21 @@ def many_users_table(bench: Bench, tokens: Path, large: int, args) -> Table:
                  {n: f"wasm / this {r:.2f}x" for n, r in wasm_over.items()})
 
 
-def many_users_soak(jwks_json: str, tokens: Path, args) -> list[str]:
-    """VM memory and the cache's bytes, full of these tokens and after --soak more requests."""
+def many_users_soak(jwks_json: str, tokens: Path, users: int, args) -> list[str]:
+    """Bytes per cached user, hit ratio and VM memory: every one of `users` tokens sent once,
+    then --soak requests with Zipf popularity."""
     with start({"wasm": wasm("wasm", jwks_json)}, 1) as bench:
-        fill_cache(bench, tokens, args.users, args.connections)
-        memory, (_, cached) = vm_memory(bench.envoy, "wasm"), cache_gauges(bench.envoy)
+        fill_cache(bench, tokens, users, args.connections)
+        memory, (entries, cached) = vm_memory(bench.envoy, "wasm"), cache_gauges(bench.envoy)
+        before = cache_counts(bench, "wasm")
         sent = soak(bench, "wasm", zipf(tokens, args.zipf_s), args.soak, args.connections)
-        harness.wait_for_flush(bench.envoy, "wasm")
-        memory_after, (entries, cached_after) = vm_memory(bench.envoy, "wasm"), cache_gauges(bench.envoy)
-
-    return [f"VM linear memory (many users, wasm, --concurrency 1): {kib(memory)} with every token sent once, "
-            f"{kib(memory_after)} after {sent} more requests",
-            f"its token cache (jwt_cache_bytes): {kib(cached)} then {kib(cached_after)} "
-            f"({'n/a' if entries is None else entries} entries), budget {kib(CACHE_BUDGET)} (jwtCacheBytes)"]
+        after = cache_counts(bench, "wasm")
+        memory_after, (entries_after, cached_after) = vm_memory(bench.envoy, "wasm"), cache_gauges(bench.envoy)
+    per_user = f"{cached / entries:.0f} bytes per cached user" if entries else "no entries"
+    return [f"{users} users: the cache holds {entries} ({per_user}, {kib(cached)} of its {kib(CACHE_BUDGET)} "
+            f"budget) with every token sent once; {hit_ratio(before, after)} hits over {sent} more requests "
+            f"(Zipf s={args.zipf_s}), then {entries_after} entries in {kib(cached_after)}; VM linear memory "
+            f"{kib(memory)}, then {kib(memory_after)} (wasm, --concurrency 1)"]
 
 
 def run_many_users(jwks_json: str, rsa: Key, args) -> tuple[list[Table], list[str]]:
@@ -618,8 +631,14 @@ def run_many_users(jwks_json: str, rsa: Key, args) -> tuple[list[Table], list[st
         with timed(f"many users c{concurrency}"), start(many_users_filters(jwks_json, large), concurrency) as bench:
             tables.append(many_users_table(bench, tokens, large, args))
         print(tables[-1].text())
-    with timed("many-users soak"):
-        memory = many_users_soak(jwks_json, tokens, args)
+    memory = []
+    for users in sorted({args.users, SOAK_USERS}):
+        path = tokens
+        if users != args.users:
+            path = tokens.with_name(f"tokens-{users}.txt")
+            mint_users(rsa, users, path)
+        with timed(f"many-users soak {users}"):
+            memory += many_users_soak(jwks_json, path, users, args)
     print("\n" + "\n".join(memory))
     return tables, memory
 
