@@ -230,8 +230,17 @@ def measure(bench: Bench, rows: list[str], load: Load | dict[str, Load], args) -
         for name in rows:
             row_load = load[name] if isinstance(load, dict) else load
             samples[name].append(wrk(bench, name, row_load, args.seconds, args.connections))
-    return {name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99")}
-            for name, runs in samples.items()}
+    return summarize(samples)
+
+
+def summarize(samples: dict[str, list[dict]]) -> dict[str, dict]:
+    """Each row's medians over its rounds, and `spread`: its rounds' req/s range over their median."""
+    out = {}
+    for name, runs in samples.items():
+        out[name] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
+        rps = [r["rps"] for r in runs]
+        out[name]["spread"] = (max(rps) - min(rps)) / out[name]["rps"] if out[name]["rps"] else 0.0
+    return out
 
 
 def soak(bench: Bench, row: str, load: Load, total: int, connections: int) -> int:
@@ -254,6 +263,8 @@ class Table:
     notes: list[str]
     rps: dict[str, float]
     ratios: dict[str, str]
+    # Each row's medians (rps, p50, p99 ms) and round-to-round spread, as `summarize` gives them.
+    measured: dict[str, dict] = field(default_factory=dict)
 
     def text(self) -> str:
         widths = [max(len(row[i]) for row in [self.header, *self.rows]) for i in range(len(self.header))]
@@ -277,6 +288,42 @@ def latency_cells(row: dict) -> list[str]:
     return [f"{row['rps']:.0f}", f"{row['p50']:.3f}", f"{row['p99']:.3f}"]
 
 
+RECORDED = harness.REPO / "docs" / "performance.md"
+
+
+def recorded_tables(text: str) -> dict[str, dict[str, float]]:
+    """{table name: {listener: req/s}} of the tables docs/performance.md records in this script's
+    markdown (`### <name>`, then rows `| <listener> | <req/s> | …`)."""
+    tables: dict[str, dict[str, float]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("### "):
+            current = tables.setdefault(line[4:].strip(), {})
+        elif current is not None and (m := re.match(r"\|\s*`?([\w-]+)`?\s*\|\s*([\d ,]+)\s*\|", line)):
+            current[m.group(1)] = float(m.group(2).replace(" ", "").replace(",", ""))
+    return tables
+
+
+def regressions(tables: list[Table], recorded: dict[str, dict[str, float]]) -> list[str]:
+    """Rows whose req/s, relative to their table's first row (this run against the record: the
+    machines may differ), fell by more than the two rows' round-to-round spread in this run."""
+    found = []
+    for t in tables:
+        rec = recorded.get(t.name, {})
+        ref = next((n for n in t.rps if n in rec), None)
+        if ref is None:
+            continue
+        for row, rps in t.rps.items():
+            if row == ref or row not in rec or not t.rps[ref] or not rec[ref]:
+                continue
+            now, then = rps / t.rps[ref], rec[row] / rec[ref]
+            allowed = t.measured.get(row, {}).get("spread", 0) + t.measured.get(ref, {}).get("spread", 0)
+            if now < then * (1 - allowed):
+                found.append(f"{t.name}: {row} at {now:.2f}x {ref}, recorded {then:.2f}x "
+                             f"(-{100 * (1 - now / then):.0f}%, beyond this run's spread of {100 * allowed:.0f}%)")
+    return found
+
+
 def write_markdown(tables: list[Table], memory: list[str]) -> Path:
     path = OUT / "bench.md"
     parts = [t.markdown() for t in tables]
@@ -295,8 +342,23 @@ def chart(tables: list[Table]) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(tables), 1, figsize=(10, 1.2 + 0.45 * sum(len(t.rps) + 1 for t in tables)),
-                             gridspec_kw={"height_ratios": [len(t.rps) + 1 for t in tables]}, squeeze=False)
+    fig, axes = plt.subplots(len(tables), 2, figsize=(14, 1.2 + 0.45 * sum(len(t.rps) + 1 for t in tables)),
+                             gridspec_kw={"height_ratios": [len(t.rps) + 1 for t in tables],
+                                          "width_ratios": [3, 2]}, squeeze=False)
+    for ax, table in zip(axes[:, 1], tables):  # latency: p99 behind p50, from the same rounds
+        names = [n for n in list(table.rps)[::-1] if n in table.measured]
+        p50 = [table.measured[n]["p50"] for n in names]
+        p99 = [table.measured[n]["p99"] for n in names]
+        ax.barh(names, p99, color="tab:gray", alpha=0.4, label="p99")
+        ax.barh(names, p50, color=["tab:orange" if n.startswith("wasm") else "tab:blue" for n in names],
+                label="p50")
+        for y, (a, b) in enumerate(zip(p50, p99)):
+            ax.text(b, y, f" {a:.2f} / {b:.2f}", va="center", fontsize=7)
+        ax.set_xlim(0, max(p99, default=1) * 1.45)
+        ax.set_title("p50 / p99 ms", fontsize=9, loc="left")
+        ax.tick_params(labelsize=8)
+        ax.set_yticklabels([])
+    axes[-1, 1].set_xlabel("latency, ms (median of rounds)")
     for ax, table in zip(axes[:, 0], tables):
         names = list(table.rps)[::-1]
         values = [table.rps[n] for n in names]
@@ -352,7 +414,7 @@ def one_token_table(title: str, bench: Bench, token: str, args) -> Table:
         notes.append(f"wasm-cache / wasm-baseline ({args.baseline.name}): "
                      f"{table['wasm-cache']['rps'] / table['wasm-baseline']['rps']:.2f}x")
     return Table(f"One token, {title}", bench.conditions(args), [*LATENCY_HEADER, "vs native"],
-                 rows, notes, {n: table[n]["rps"] for n in names}, ratios)
+                 rows, notes, {n: table[n]["rps"] for n in names}, ratios, table)
 
 
 def vm_memory(envoy: harness.Envoy, plugin: str) -> int | None:
@@ -438,13 +500,12 @@ def run_dpop(idp: Key, args) -> Table:
                 used += run["requests"] + 1 + args.connections
                 samples["dpop"].append(run)
         assert used < count, f"{used} DPoP requests needed, {count} made"
-        table = {name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99")}
-                 for name, runs in samples.items()}
+        table = summarize(samples)
     ratio = f"{table['dpop']['rps'] / table['bearer']['rps']:.2f}x bearer"
     rows = [["bearer", *latency_cells(table["bearer"]), "the token as a bearer token (cached)"],
             ["dpop", *latency_cells(table["dpop"]), f"DPoP-bound, a fresh proof each request: {ratio}"]]
     t = Table("DPoP, ES256 token and proofs", bench.conditions(args), [*LATENCY_HEADER, "what"], rows,
-              [f"dpop / bearer: {ratio}"], {n: table[n]["rps"] for n in DPOP_ROWS}, {"dpop": ratio})
+              [f"dpop / bearer: {ratio}"], {n: table[n]["rps"] for n in DPOP_ROWS}, {"dpop": ratio}, table)
     print(t.text())
     return t
 
@@ -502,7 +563,7 @@ def run_bound(idp: Key, args) -> Table:
               [*LATENCY_HEADER, "what"],
               [["mtls-bearer", *latency_cells(table["mtls-bearer"]), "the token as a bearer token (cached)"],
                ["mtls-bound", *latency_cells(table["mtls-bound"]), f"bound to the client certificate: {ratio}"]],
-              [f"bound / bearer: {ratio}"], {n: table[n]["rps"] for n in rows}, {"mtls-bound": ratio})
+              [f"bound / bearer: {ratio}"], {n: table[n]["rps"] for n in rows}, {"mtls-bound": ratio}, table)
     print(t.text())
     return t
 
@@ -597,7 +658,7 @@ def many_users_table(bench: Bench, tokens: Path, large: int, args) -> Table:
                   f"after a {WARMUP_SECONDS}s warm-up per row")
     return Table(f"Many users, --concurrency {bench.envoy.concurrency}", conditions,
                  [*LATENCY_HEADER, "cache hits", "what"], rows, notes, {n: table[n]["rps"] for n in MANY_USERS_ROWS},
-                 {n: f"wasm / this {r:.2f}x" for n, r in wasm_over.items()})
+                 {n: f"wasm / this {r:.2f}x" for n, r in wasm_over.items()}, table)
 
 
 def many_users_soak(jwks_json: str, tokens: Path, users: int, args) -> list[str]:
@@ -676,6 +737,10 @@ def main() -> int:
         tables.append(run_bound(ec, args))
 
     OUT.mkdir(parents=True, exist_ok=True)
+    found = regressions(tables, recorded_tables(RECORDED.read_text()))
+    print(f"\nagainst the figures in {RECORDED.relative_to(harness.REPO)}: "
+          + ("no row fell by more than the round-to-round spread" if not found else
+             f"{len(found)} row(s) fell by more than the round-to-round spread:\n  " + "\n  ".join(found)))
     print(f"\ntables: {write_markdown(tables, memory)}")
     if png := chart(tables):
         print(f"chart: {png}")
