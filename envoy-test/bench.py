@@ -2,7 +2,7 @@
 
     python envoy-test/bench.py [--seconds 5] [--rounds 3] [--connections 32] [--soak 1000000]
                                [--users 20000] [--zipf-s 1.0] [--native-large-size N]
-                               [--only one-token|many-users|dpop|all] [--baseline OTHER.wasm]
+                               [--only one-token|many-users|dpop|network|all] [--baseline OTHER.wasm]
 
 One token: one Envoy (--concurrency 1) with a listener per row, all answering with a direct
 response so only the filters differ:
@@ -38,6 +38,12 @@ Sender-constrained tokens (--only dpop): one ES256 token on one worker, sent as 
 beforehand and each sent once, by envoy-test/bench_dpop.lua); and over mutual TLS, as a bearer token
 (`mtls-bearer`) and bound to the client certificate (`mtls-bound`), through a front listener that
 adds the client certificate wrk cannot present. Each pair in interleaved rounds.
+
+The NETWORK plugin (--only network): Istio-style inbound listeners (mTLS and plaintext on one
+port) answering directly, reached over mTLS through front listeners: a new connection per request
+with the plugin under STRICT (`conn-strict`) and without it (`conn-none`); and mTLS clients while
+a second wrk floods the port with plaintext, refused by the plugin (`flood-strict`) or by
+filter-chain matching alone, as Istio does (`flood-chain`).
 
 The tables also go to target/bench/bench.md, and a chart of every row's req/s to
 target/bench/bench.png (matplotlib, from envoy-test/bench-requirements.txt).
@@ -568,6 +574,97 @@ def run_bound(idp: Key, args) -> Table:
     return t
 
 
+# --------------------------------------------------------------------------- NETWORK plugin
+
+
+def run_network(args) -> list[Table]:
+    """The NETWORK plugin under STRICT, on Istio-style inbound listeners (mTLS and plaintext on one
+    port, tls_inspector choosing the chain: mesh.inbound_listener), answering directly. wrk cannot
+    present a certificate, so front listeners of the same Envoy forward its plaintext over mTLS.
+
+    New connections: every request a new mTLS connection (the front's cluster allows one request
+    per connection), to a listener with the plugin and to the same listener without it.
+    Plaintext flood: mTLS clients (connections reused) while a second wrk floods the same port with
+    plaintext connections, which the plugin refuses, against the same flood on a listener that
+    refuses plaintext by filter-chain matching alone (no plaintext chain: how Istio enforces
+    STRICT)."""
+    import mesh
+
+    pki = mesh.Pki(harness.scratch_dir("mesh-authn-bench-pki-"))
+    server = pki.issue("server", mesh.spiffe_id("bench", "server"), ips=[harness.HOST])
+    client = pki.issue("client", mesh.spiffe_id("bench", "client"))
+    strict = {"mtls": {"mode": "STRICT"}}
+    back = {name: harness.free_port() for name in ("plain", "strict", "chain")}
+    listeners, clusters, front = [], [], {}
+    for name, port in back.items():
+        lst = mesh.inbound_listener(port, server, pki.ca_path, None,
+                                    network_config=strict if name == "strict" else None)
+        if name == "chain":
+            lst["filter_chains"] = [c for c in lst["filter_chains"] if c["name"] == "tls"]
+        for chain in lst["filter_chains"]:
+            hcm = chain["filters"][-1]["typed_config"]
+            hcm["route_config"]["virtual_hosts"][0]["routes"] = [
+                {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]
+        listeners.append(lst)
+    for row, target, per_connection in [("conn-none", "plain", True), ("conn-strict", "strict", True),
+                                        ("flood-strict", "strict", False), ("flood-chain", "chain", False)]:
+        cluster = mesh.outbound_cluster(f"to-{row}", back[target], client, pki.ca_path)
+        if per_connection:
+            cluster["typed_extension_protocol_options"] = {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "common_http_protocol_options": {"max_requests_per_connection": 1},
+                    "explicit_http_config": {"http_protocol_options": {}}}}
+        clusters.append(cluster)
+        front[row] = harness.free_port()
+        listeners.append(harness.listener(row, front[row], [], cluster=f"to-{row}"))
+    with start_with(listeners, clusters, front, 1) as bench:
+        for row in front:
+            status = harness.request(bench.ports[row]).status
+            assert status == 200, (row, status)
+        with timed("network: new connections"):
+            conn = measure(bench, ["conn-none", "conn-strict"], Load([]), args)
+        with timed("network: plaintext flood"):
+            flood = measure_flooded(bench, {"flood-strict": back["strict"], "flood-chain": back["chain"]}, args)
+        refused = stats(bench.envoy, harness.filter_stat(f"inbound_{back['strict']}_network", "connections_refused"))[0]
+    ratio = f"{conn['conn-strict']['rps'] / conn['conn-none']['rps']:.2f}x without"
+    t1 = Table("NETWORK plugin, a new mTLS connection per request", bench.conditions(args) + ", through a front listener",
+               [*LATENCY_HEADER, "what"],
+               [["conn-none", *latency_cells(conn["conn-none"]), "inbound listener, no plugin"],
+                ["conn-strict", *latency_cells(conn["conn-strict"]), f"the NETWORK plugin, STRICT: {ratio}"]],
+               [f"conn-strict / conn-none: {ratio}"], {n: conn[n]["rps"] for n in conn}, {"conn-strict": ratio}, conn)
+    fr = f"{flood['flood-strict']['rps'] / flood['flood-chain']['rps']:.2f}x"
+    t2 = Table("NETWORK plugin, mTLS clients under a plaintext flood", bench.conditions(args)
+               + f", through a front listener; a second wrk -c{FLOOD_CONNECTIONS} floods the port in plaintext",
+               [*LATENCY_HEADER, "what"],
+               [["flood-chain", *latency_cells(flood["flood-chain"]), "plaintext refused by filter-chain matching (Istio)"],
+                ["flood-strict", *latency_cells(flood["flood-strict"]), f"plaintext refused by the NETWORK plugin: {fr}"]],
+               [f"flood-strict / flood-chain: {fr}; the plugin refused {refused} plaintext connections"],
+               {n: flood[n]["rps"] for n in ("flood-chain", "flood-strict")}, {"flood-strict": fr}, flood)
+    for t in (t1, t2):
+        print(t.text())
+    return [t1, t2]
+
+
+FLOOD_CONNECTIONS = 64
+
+
+def measure_flooded(bench: Bench, targets: dict[str, int], args) -> dict[str, dict]:
+    """`measure`, each row's rounds run while a plaintext wrk floods its target port."""
+    samples: dict[str, list[dict]] = {name: [] for name in targets}
+    for _ in range(args.rounds):
+        for row, port in targets.items():
+            cmd = (["taskset", "-c", "1"] if bench.pinned else []) + [
+                "wrk", "-t1", f"-c{FLOOD_CONNECTIONS}", f"-d{args.seconds + 1}s", f"http://{harness.HOST}:{port}/"]
+            flood = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(0.5)
+                samples[row].append(wrk(bench, row, Load([]), args.seconds, args.connections))
+            finally:
+                flood.wait(30)
+    return summarize(samples)
+
+
 # --------------------------------------------------------------------------- many users
 
 
@@ -713,7 +810,7 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--zipf-s", type=float, default=1.0)
     ap.add_argument("--native-large-size", type=int, help="jwt_cache_size of native-large (default: probed)")
-    ap.add_argument("--only", choices=["one-token", "many-users", "dpop", "all"], default="all")
+    ap.add_argument("--only", choices=["one-token", "many-users", "dpop", "network", "all"], default="all")
     ap.add_argument("--baseline", type=Path, help="another mesh-authn module, measured beside this one")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -735,6 +832,8 @@ def main() -> int:
     if args.only in ("dpop", "all"):
         tables.append(run_dpop(ec, args))
         tables.append(run_bound(ec, args))
+    if args.only in ("network", "all"):
+        tables += run_network(args)
 
     OUT.mkdir(parents=True, exist_ok=True)
     found = regressions(tables, recorded_tables(RECORDED.read_text()))
