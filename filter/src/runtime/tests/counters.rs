@@ -201,11 +201,7 @@ fn the_plaintext_census_counts_callers_without_mtls_under_permissive() {
     let mut p = Proxy::new(inline_config());
     p.request(None);
     p.tick();
-    assert!(p
-        .fake()
-        .metrics
-        .iter()
-        .all(|(n, _)| !n.contains("plaintext_port")));
+    assert!(!p.defines("mesh_authn_plaintext_total"));
 
     // The NETWORK plugin counts plaintext connections.
     let mut p = Proxy::with(json!({"mtls": {"mode": "PERMISSIVE"}}), as_network);

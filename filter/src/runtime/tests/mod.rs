@@ -123,6 +123,11 @@ impl Proxy {
         self.fake().resumed.clone()
     }
 
+    /// Whether any series of `metric` was defined.
+    fn defines(&self, metric: &str) -> bool {
+        self.fake().metrics.iter().any(|(n, _)| n.ends_with(metric))
+    }
+
     /// A series by the short name the tests use (`refused_expired`, `plaintext_port_8080`, …).
     fn metric(&self, name: &str) -> u64 {
         let f = self.fake();

@@ -100,11 +100,7 @@ fn a_dry_run_strict_port_counts_its_plaintext_callers_as_strict() {
     let mut p = Proxy::new(json!({"mtls": {"mode": "STRICT"}}));
     p.request(None);
     p.tick();
-    assert!(p
-        .fake()
-        .metrics
-        .iter()
-        .all(|(n, _)| !n.ends_with("mesh_authn_plaintext_total")));
+    assert!(!p.defines("mesh_authn_plaintext_total"));
     assert_eq!(p.metric("refused_peer_plaintext"), 1);
 }
 
