@@ -123,7 +123,9 @@ pub(super) fn authenticate_jwt(
                 _ => {}
             }
         }
-        verified_rules.push(verified.rule);
+        if any_required {
+            verified_rules.push(verified.rule);
+        }
         if !verified.set.is_empty() {
             fwd.verified.push(Rc::clone(&verified));
         }

@@ -175,3 +175,25 @@ fn removing_the_hand_moves_it_on() {
         "the hand moved on to c, not to b's slot"
     );
 }
+
+#[test]
+fn the_remembered_digest_is_the_last_tokens_own() {
+    let mut c = TokenCache::new(usize::MAX, usize::MAX);
+    assert_eq!(c.last, (String::new(), c.key.digest("")));
+    let (a, b) = ("aaaa.bbbb.cccc", "aaaa.bbbb.cccd");
+    c.insert(0, a, v(1));
+    for _ in 0..3 {
+        assert_eq!(c.get(0, a).map(|h| h.rule), Some(1));
+        assert_eq!(c.get(0, a).map(|h| h.rule), Some(1));
+        assert!(c.get(0, b).is_none() && c.get(0, b).is_none());
+    }
+    assert_eq!(c.last, (b.to_string(), c.key.digest(b)));
+    let long = "x".repeat(MAX_CACHED_TOKEN_BYTES + 1);
+    assert!(c.get(0, &long).is_none());
+    assert_eq!(
+        c.last.0, b,
+        "a token too long to cache is not kept here either"
+    );
+    c.remove(a);
+    assert!(c.get(0, a).is_none() && c.last.0 == a);
+}
