@@ -815,6 +815,7 @@ fn verified_tokens_are_cached_and_rechecked() {
             verifier: &counting,
             cache: Some(&mut cache),
             replay: None,
+            dpop_memo: None,
         };
         authenticate(
             &cfg,
@@ -958,6 +959,7 @@ fn trigger_rules_per_issuer() {
             verifier: &counting,
             cache: Some(&mut cache),
             replay: None,
+            dpop_memo: None,
         };
         match authenticate(&cfg, &request(path, &headers), NOW * 1000, &mut env) {
             Verdict::Allow(_) => Ok(()),

@@ -1,8 +1,10 @@
 //! DPoP proofs (RFC 9449): arbitrary bytes as a proof never pass and never crash; and a proof
 //! signed here for an arbitrary `htu` passes for that very URI exactly when the URI normalizes,
-//! its normalization being idempotent. The first byte picks which.
+//! its normalization being idempotent. The first byte picks which. Either way the answer is the
+//! same with the keys and token hash earlier inputs left in a `DpopMemo` as without them.
 #![no_main]
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,7 +12,7 @@ use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use mesh_authn::crypto::InModule;
 use mesh_authn::error::AuthError;
-use mesh_authn::jwt::dpop::{self, Expected};
+use mesh_authn::jwt::dpop::{self, DpopMemo, Expected};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use test_tokens::{mint, Key};
@@ -38,13 +40,26 @@ fn public_jwk() -> &'static serde_json::Value {
     })
 }
 
+thread_local! {
+    /// The keys and token hash earlier inputs left.
+    static WARM: RefCell<DpopMemo> = RefCell::new(DpopMemo::new());
+}
+
+/// The answer with nothing kept, which must be the answer with what earlier inputs kept.
+fn check(proof: &str, expected: &dpop::Expected<'_>) -> Result<dpop::Checked, AuthError> {
+    let cold = dpop::check(proof, expected, &InModule, &mut DpopMemo::new());
+    let warm = WARM.with(|m| dpop::check(proof, expected, &InModule, &mut m.borrow_mut()));
+    assert_eq!(warm, cold, "what the memo kept changed the answer for {proof:?}");
+    cold
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&select, rest)) = data.split_first() else {
         return;
     };
     let text = String::from_utf8_lossy(rest);
     if select % 2 == 0 {
-        let result = dpop::check(&text, &expected("https://api.example.com/"), &InModule);
+        let result = check(&text, &expected("https://api.example.com/"));
         assert!(result.is_err(), "an unsigned proof passed: {text:?}");
         return;
     }
@@ -59,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
         &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk()}),
         &json!({"jti": "j", "htm": "GET", "htu": htu, "iat": NOW, "ath": ath}),
     );
-    match dpop::check(&proof, &expected(htu), &InModule) {
+    match check(&proof, &expected(htu)) {
         Ok(_) => assert!(normalized.is_some(), "passed with a URI that does not normalize"),
         Err(AuthError::DpopProofWrongRequest) => assert!(normalized.is_none(), "{htu:?}"),
         Err(AuthError::DpopProofMalformed) => assert!(proof.len() > dpop::MAX_PROOF_BYTES),

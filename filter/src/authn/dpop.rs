@@ -5,7 +5,7 @@ use super::Env;
 use crate::config::{Binding, DpopRule};
 use crate::error::AuthError;
 use crate::jwt::confirmation::Thumbprint;
-use crate::jwt::dpop::{self, Expected};
+use crate::jwt::dpop::{self, DpopMemo, Expected};
 use crate::replay::Refusal;
 use crate::request::{strip_query, Request};
 
@@ -55,7 +55,9 @@ pub(super) fn check(
         max_age_s: rule.max_age_s,
         skew_s,
     };
-    let checked = dpop::check(proof, &expected, env.verifier)?;
+    let mut fresh = DpopMemo::new();
+    let memo = env.dpop_memo.as_deref_mut().unwrap_or(&mut fresh);
+    let checked = dpop::check(proof, &expected, env.verifier, memo)?;
     if !jkt.matches(&checked.jkt) {
         return Err(AuthError::DpopKeyMismatch);
     }

@@ -3,6 +3,7 @@
 
 use crate::crypto::{InModule, Verifier};
 use crate::jwt::cache::TokenCache;
+use crate::jwt::dpop::DpopMemo;
 use crate::jwt::jwks::Jwks;
 use crate::replay::ReplayGuard;
 
@@ -33,6 +34,9 @@ pub struct Env<'a> {
     pub cache: Option<&'a mut TokenCache>,
     /// DPoP proofs seen; without it, a `dpop` rule refuses every proof.
     pub replay: Option<&'a mut dyn ReplayGuard>,
+    /// Proof keys and the token hash kept from earlier requests; without it, each is computed
+    /// again.
+    pub dpop_memo: Option<&'a mut DpopMemo>,
 }
 
 impl<'a> Env<'a> {
@@ -43,6 +47,7 @@ impl<'a> Env<'a> {
             verifier: &InModule,
             cache: None,
             replay: None,
+            dpop_memo: None,
         }
     }
 }

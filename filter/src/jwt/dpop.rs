@@ -9,9 +9,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::jwks;
-use crate::crypto::{Alg, Verifier};
+use crate::crypto::{Alg, Key, Verifier};
 use crate::error::AuthError;
 use crate::json;
+pub use memo::DpopMemo;
 
 /// A `DPoP` header longer than this is refused unread: an RSA-4096 proof is about 2 KiB.
 pub const MAX_PROOF_BYTES: usize = 8 * 1024;
@@ -43,23 +44,102 @@ pub struct Checked {
     pub remember_until_s: u64,
 }
 
+/// What a proof's header says: its algorithm, its key prepared for verification, and the key's
+/// RFC 7638 thumbprint. A function of the header's text alone, which a client sends unchanged
+/// with every proof: `DpopMemo` keeps it.
+#[derive(Debug, Clone)]
+pub struct ProofHeader {
+    pub alg: Alg,
+    pub key: Key,
+    pub jkt: [u8; 32],
+}
+
 pub fn check(
     proof: &str,
     expected: &Expected<'_>,
     verifier: &dyn Verifier,
+    memo: &mut DpopMemo,
 ) -> Result<Checked, AuthError> {
     use AuthError::DpopProofMalformed as Malformed;
     if proof.len() > MAX_PROOF_BYTES {
         return Err(Malformed);
     }
+    let token_sha256 = memo.token_sha256(expected.access_token);
     let mut parts = proof.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Malformed);
     };
-    let header = object(h)?;
+    let digest = memo.digest(h);
+    let parsed = match memo.header(digest) {
+        Some(_) => None,
+        None => Some(proof_header(h)?),
+    };
+    let header = match &parsed {
+        Some(header) => header,
+        None => memo.header(digest).ok_or(Malformed)?,
+    };
     let payload = object(p)?;
+    let jti = string(&payload, "jti")?;
+    let (htm, htu, ath) = (
+        string(&payload, "htm")?,
+        string(&payload, "htu")?,
+        string(&payload, "ath")?,
+    );
+    let iat = match payload.get("iat").and_then(Value::as_f64) {
+        // Truncated, as every NumericDate here is read.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(f) if (0.0..18_446_744_073_709_551_616.0).contains(&f) => f as u64,
+        _ => return Err(Malformed),
+    };
+    if jti.is_empty() || jti.len() > MAX_JTI_BYTES {
+        return Err(Malformed);
+    }
+    let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| Malformed)?;
+    let signing_input = proof.get(..h.len() + 1 + p.len()).ok_or(Malformed)?;
+    let jkt = header.jkt;
+    if !verifier.verify(
+        header.alg,
+        &header.key,
+        signing_input.as_bytes(),
+        &signature,
+    ) {
+        return Err(AuthError::DpopProofSignature);
+    }
+    if let Some(header) = parsed {
+        memo.keep(digest, header);
+    }
+    // The same text is the same URI when it is one at all: normalized once, not twice.
+    let same_uri = if htu == expected.uri {
+        normalize_uri(htu).is_some()
+    } else {
+        normalize_uri(htu).is_some_and(|u| Some(u) == normalize_uri(expected.uri))
+    };
+    if htm != expected.method || !same_uri {
+        return Err(AuthError::DpopProofWrongRequest);
+    }
+    let window = expected.max_age_s.saturating_add(expected.skew_s);
+    if iat > expected.now_s.saturating_add(expected.skew_s)
+        || expected.now_s > iat.saturating_add(window)
+    {
+        return Err(AuthError::DpopProofStale);
+    }
+    if ath != URL_SAFE_NO_PAD.encode(token_sha256) {
+        return Err(AuthError::DpopProofWrongToken);
+    }
+    Ok(Checked {
+        jkt,
+        jti_hash: Sha256::digest(jti.as_bytes()).into(),
+        remember_until_s: iat.saturating_add(window),
+    })
+}
+
+/// A proof's header: `typ` dpop+jwt, no `crit`, an asymmetric `alg`, and a public `jwk` that
+/// fits it.
+fn proof_header(h: &str) -> Result<ProofHeader, AuthError> {
+    use AuthError::DpopProofMalformed as Malformed;
+    let header = object(h)?;
     let typ = string(&header, "typ")?;
     if !typ.eq_ignore_ascii_case("dpop+jwt") || header.contains_key("crit") {
         return Err(Malformed);
@@ -83,44 +163,7 @@ pub fn check(
     if !alg.fits(&key.material) {
         return Err(Malformed);
     }
-    let jti = string(&payload, "jti")?;
-    let (htm, htu, ath) = (
-        string(&payload, "htm")?,
-        string(&payload, "htu")?,
-        string(&payload, "ath")?,
-    );
-    let iat = match payload.get("iat").and_then(Value::as_f64) {
-        // Truncated, as every NumericDate here is read.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        Some(f) if (0.0..18_446_744_073_709_551_616.0).contains(&f) => f as u64,
-        _ => return Err(Malformed),
-    };
-    if jti.is_empty() || jti.len() > MAX_JTI_BYTES {
-        return Err(Malformed);
-    }
-    let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| Malformed)?;
-    let signing_input = proof.get(..h.len() + 1 + p.len()).ok_or(Malformed)?;
-    if !verifier.verify(alg, &key, signing_input.as_bytes(), &signature) {
-        return Err(AuthError::DpopProofSignature);
-    }
-    let same_uri = normalize_uri(htu).is_some_and(|u| Some(u) == normalize_uri(expected.uri));
-    if htm != expected.method || !same_uri {
-        return Err(AuthError::DpopProofWrongRequest);
-    }
-    let window = expected.max_age_s.saturating_add(expected.skew_s);
-    if iat > expected.now_s.saturating_add(expected.skew_s)
-        || expected.now_s > iat.saturating_add(window)
-    {
-        return Err(AuthError::DpopProofStale);
-    }
-    if ath != URL_SAFE_NO_PAD.encode(Sha256::digest(expected.access_token.as_bytes())) {
-        return Err(AuthError::DpopProofWrongToken);
-    }
-    Ok(Checked {
-        jkt,
-        jti_hash: Sha256::digest(jti.as_bytes()).into(),
-        remember_until_s: iat.saturating_add(window),
-    })
+    Ok(ProofHeader { alg, key, jkt })
 }
 
 fn object(segment: &str) -> Result<Map<String, Value>, AuthError> {
@@ -257,5 +300,6 @@ fn remove_dot_segments(path: &str) -> String {
     format!("/{}", out.join("/"))
 }
 
+mod memo;
 #[cfg(test)]
 mod tests;

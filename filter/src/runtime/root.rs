@@ -15,6 +15,7 @@ use crate::crypto::policy::{Policy, PolicyVerifier};
 use crate::crypto::verify_signature;
 use crate::error::AuthError;
 use crate::jwt::cache::TokenCache;
+use crate::jwt::dpop::DpopMemo;
 use crate::peer::Mode;
 use crate::remote::fetch::Ticket;
 use crate::replay::{ReplayGuard, SharedReplay};
@@ -63,6 +64,7 @@ pub struct Root {
     /// The log line for a connection-level plugin given HTTP-only fields was written.
     http_only_logged: bool,
     cache: TokenCache,
+    dpop_memo: DpopMemo,
     /// The cache's entries and bytes as last added to the plugin's gauges.
     cache_reported: (i64, i64),
     metrics: Metrics,
@@ -86,6 +88,7 @@ impl Root {
             callouts: Callouts::new(config.remotes.len(), seed),
             cache: TokenCache::new(config.jwt_cache_bytes, config.jwt_cache_size),
             cache_reported: (0, 0),
+            dpop_memo: DpopMemo::new(),
             config: Rc::new(config),
             verifier,
             waiters: Vec::new(),
@@ -137,6 +140,7 @@ impl Root {
                 .config
                 .dpop
                 .then_some(&mut replay as &mut dyn ReplayGuard),
+            dpop_memo: Some(&mut self.dpop_memo),
         };
         let verdict = authn::authenticate(&self.config, req, now_ms, &mut env);
         self.counts.cache_hit += self.cache.hits - hits;
@@ -316,6 +320,7 @@ impl Root {
     /// A root going away frees its cache, and with it its share of the cache gauges.
     pub fn clear_cache(&mut self) {
         self.cache.clear();
+        self.dpop_memo = DpopMemo::new();
     }
 }
 

@@ -8,7 +8,7 @@
 //! FIFO, LRU and CLOCK at every size measured (`envoy-test/cache_policies.py`), and a hit costs a
 //! flag, not LRU's relinking.
 
-mod digest;
+pub(crate) mod digest;
 mod verified;
 
 #[cfg(test)]
@@ -250,8 +250,9 @@ impl TokenCache {
     }
 }
 
-/// Equality eight bytes at a time: wasm32's `memcmp` compares byte by byte, slower than digesting.
-fn same(a: &str, b: &str) -> bool {
+/// Token equality eight bytes at a time: wasm32's `memcmp` compares byte by byte, slower than
+/// digesting the token.
+pub fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;

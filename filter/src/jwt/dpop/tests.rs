@@ -55,8 +55,20 @@ fn patch(mut base: Value, with: Value) -> Value {
     base
 }
 
+thread_local! {
+    /// Every key and token hash this test thread's proofs have left.
+    static WARM: std::cell::RefCell<DpopMemo> = std::cell::RefCell::new(DpopMemo::new());
+}
+
+/// The answer with nothing kept, which must be the answer with what earlier proofs kept, and
+/// with what this one kept.
 fn checked(proof: &str) -> Result<Checked, AuthError> {
-    check(proof, &expected(), &InModule)
+    let cold = check(proof, &expected(), &InModule, &mut DpopMemo::new());
+    for _ in 0..2 {
+        let warm = WARM.with(|m| check(proof, &expected(), &InModule, &mut m.borrow_mut()));
+        assert_eq!(warm, cold, "what the memo kept changed the answer");
+    }
+    cold
 }
 
 #[test]
@@ -332,4 +344,72 @@ fn uris_normalize_as_rfc_3986_section_6() {
     ] {
         assert_eq!(normalize_uri(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn a_kept_header_stands_only_for_its_own_text() {
+    let mut memo = DpopMemo::new();
+    let mut run = |proof: &str, exp: &Expected<'_>| {
+        let got = check(proof, exp, &InModule, &mut memo);
+        (got, memo.len())
+    };
+    let good = proof_with(header("ES256", Key::P256), claims());
+    assert!(run(&good, &expected()).0.is_ok());
+    let with_jwk = |members: Value| {
+        let jwk = patch(public_jwk(Key::P256), members);
+        proof_with(
+            patch(header("ES256", Key::P256), json!({ "jwk": jwk })),
+            claims(),
+        )
+    };
+    for (what, members) in [
+        ("use enc", json!({"use": "enc"})),
+        ("alg of another curve", json!({"alg": "ES384"})),
+        ("kid a number", json!({"kid": 7})),
+        ("private member", json!({"d": "AAAA"})),
+    ] {
+        let got = run(&with_jwk(members), &expected());
+        assert_eq!(got, (Err(AuthError::DpopProofMalformed), 1), "{what}");
+    }
+    let other_token = Expected {
+        access_token: "another.access.token",
+        ..expected()
+    };
+    assert_eq!(
+        run(&good, &other_token).0,
+        Err(AuthError::DpopProofWrongToken)
+    );
+    assert!(
+        run(&good, &expected()).0.is_ok(),
+        "the token hash follows the token"
+    );
+    let bad_signature = proof_with(
+        patch(header("ES384", Key::P384), json!({"x-signer": "ES512"})),
+        claims(),
+    );
+    assert_eq!(
+        run(&bad_signature, &expected()),
+        (Err(AuthError::DpopProofSignature), 1),
+        "the header of a proof that failed is not kept"
+    );
+    let (got, kept) = run(&with_jwk(json!({"use": "sig", "kid": "k"})), &expected());
+    assert_eq!(
+        (got.is_ok(), kept),
+        (true, 2),
+        "another text, another entry"
+    );
+}
+
+#[test]
+fn kept_headers_are_bounded_oldest_first() {
+    let mut memo = DpopMemo::new();
+    let parsed = proof_header(&URL_SAFE_NO_PAD.encode(header("ES256", Key::P256).to_string()));
+    let parsed = parsed.unwrap();
+    let name = |i: usize| format!("header-{i}");
+    for i in 0..=memo::MAX_HEADERS {
+        memo.keep(memo.digest(&name(i)), parsed.clone());
+    }
+    assert_eq!(memo.len(), memo::MAX_HEADERS);
+    assert!(memo.header(memo.digest(&name(0))).is_none());
+    assert!(memo.header(memo.digest(&name(1))).is_some());
 }
