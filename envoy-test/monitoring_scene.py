@@ -29,7 +29,7 @@ KEY = ec_key("k1")
 SCALE = 30  # rule windows: 1 min -> 2 s
 REASONS = ("missing", "malformed", "issuer", "expired", "not_yet_valid", "audience", "key_not_found",
            "signature", "jwks_unavailable", "peer_plaintext", "peer_untrusted", "internal", "binding",
-           "dpop")
+           "dpop", "overload")
 
 # plugin -> pluginConfig ("{A}", "{B}", "{down}": JWKS URIs and clusters filled in below)
 PLUGINS = {

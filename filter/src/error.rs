@@ -69,6 +69,8 @@ pub enum AuthError {
     DpopBoundAsBearer,
     /// `dpop.mode: REQUIRED`, and the token came as a bearer token, or without `cnf.jkt`.
     DpopRequired,
+    /// The NETWORK plugin holds as many TLS connections awaiting their handshake as it may.
+    HandshakesBacklogged,
     Internal,
 }
 
@@ -76,7 +78,7 @@ pub enum AuthError {
 pub const DPOP_ALGS: &str = "ES256 ES384 ES512 EdDSA Ed25519 PS256 PS384 PS512 RS256 RS384 RS512";
 
 /// The refusal counters, one per kind of reason, in `AuthError::kind` order.
-pub const REASON_KINDS: [&str; 14] = [
+pub const REASON_KINDS: [&str; 15] = [
     "missing",
     "malformed",
     "issuer",
@@ -91,6 +93,7 @@ pub const REASON_KINDS: [&str; 14] = [
     "internal",
     "binding",
     "dpop",
+    "overload",
 ];
 
 impl AuthError {
@@ -148,6 +151,7 @@ impl AuthError {
             Self::DpopKeyMismatch => "Jwt is bound to another DPoP key",
             Self::DpopBoundAsBearer => "Jwt is DPoP-bound and cannot be a bearer token",
             Self::DpopRequired => "Jwt must be DPoP-bound and sent with a DPoP proof",
+            Self::HandshakesBacklogged => "Too many connections awaiting their TLS handshake",
             Self::Internal => "Authentication failed: internal error",
         }
     }
@@ -156,6 +160,7 @@ impl AuthError {
         match self {
             Self::AudienceNotAllowed => 403,
             Self::Internal => 500,
+            Self::HandshakesBacklogged => 503,
             _ => 401,
         }
     }
@@ -176,6 +181,7 @@ impl AuthError {
             Self::Internal => 11,
             Self::CertificateBindingMissing | Self::CertificateBindingMismatch => 12,
             e if e.is_dpop() => 13,
+            Self::HandshakesBacklogged => 14,
             _ => 1,
         }
     }
@@ -214,6 +220,7 @@ impl AuthError {
             }
             Self::AudienceNotAllowed => "insufficient_scope",
             Self::Internal => "server_error",
+            Self::HandshakesBacklogged => "temporarily_unavailable",
             _ => "invalid_token",
         }
     }
@@ -227,7 +234,13 @@ impl AuthError {
             None => format!("DPoP realm=\"{realm}\", algs=\"{DPOP_ALGS}\""),
         };
         match (self, dpop) {
-            (Self::Internal | Self::PeerAuthenticationFailed | Self::PeerUntrusted, _) => vec![],
+            (
+                Self::Internal
+                | Self::HandshakesBacklogged
+                | Self::PeerAuthenticationFailed
+                | Self::PeerUntrusted,
+                _,
+            ) => vec![],
             (Self::Missing, DpopChallenge::None) => vec![format!("Bearer realm=\"{realm}\"")],
             (Self::Missing, _) => {
                 vec![format!("Bearer realm=\"{realm}\""), dpop_challenge(None)]

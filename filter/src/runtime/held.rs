@@ -10,53 +10,80 @@ pub const TICK_HANDSHAKE_MS: u32 = 5;
 const MAX_POLL_MS: u64 = 1_000;
 /// A TLS connection that has shown no client certificate by then is refused.
 const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
-/// TLS connections one plugin holds at the gate per VM; past it a new one is refused.
+/// TLS connections one plugin holds at the gate per VM; past it the one held longest is refused
+/// to make room: a handshake takes milliseconds, so under a flood of stalled handshakes the
+/// longest held is a stalled one, and a client's new connection still gets through.
 pub const MAX_PAUSED_CONNECTIONS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Handshake {
+    /// Its place in the order connections arrived in.
+    arrival: u64,
     deadline_ms: u64,
     next_poll_ms: u64,
     poll_interval_ms: u64,
 }
 
-/// Held connections by context id.
+/// Held connections by context id, and by arrival.
 #[derive(Debug, Default)]
-pub struct Held(BTreeMap<u32, Handshake>);
+pub struct Held {
+    by_id: BTreeMap<u32, Handshake>,
+    arrivals: BTreeMap<u64, u32>,
+    next_arrival: u64,
+}
 
 impl Held {
-    /// Holds a connection arriving at `now_ms`; false when the cap is reached.
-    pub fn hold(&mut self, context_id: u32, now_ms: u64) -> bool {
-        if self.0.len() >= MAX_PAUSED_CONNECTIONS {
-            return false;
-        }
-        self.0.insert(
+    /// Holds a connection arriving at `now_ms`. At the cap, the connection held longest leaves
+    /// to make room: its context id is returned, for it to be refused.
+    pub fn hold(&mut self, context_id: u32, now_ms: u64) -> Option<u32> {
+        let evicted = if self.by_id.len() >= MAX_PAUSED_CONNECTIONS {
+            let oldest = self.arrivals.first_key_value().map(|(_, id)| *id);
+            oldest.filter(|id| self.release(*id))
+        } else {
+            None
+        };
+        self.release(context_id);
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.by_id.insert(
             context_id,
             Handshake {
+                arrival,
                 deadline_ms: now_ms.saturating_add(HANDSHAKE_TIMEOUT_MS),
                 next_poll_ms: now_ms.saturating_add(u64::from(TICK_HANDSHAKE_MS)),
                 poll_interval_ms: u64::from(TICK_HANDSHAKE_MS),
             },
         );
-        true
+        self.arrivals.insert(arrival, context_id);
+        evicted
     }
 
     /// Lets a connection go from the gate; whether it was held.
     pub fn release(&mut self, context_id: u32) -> bool {
-        !self.0.is_empty() && self.0.remove(&context_id).is_some()
+        match self.by_id.remove(&context_id) {
+            Some(h) => {
+                self.arrivals.remove(&h.arrival);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn contains(&self, context_id: u32) -> bool {
-        !self.0.is_empty() && self.0.contains_key(&context_id)
+        !self.by_id.is_empty() && self.by_id.contains_key(&context_id)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.by_id.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
     }
 
     /// The connections to ask now, with their deadlines.
     pub fn due(&self, now_ms: u64) -> Vec<(u32, u64)> {
-        self.0
+        self.by_id
             .iter()
             .filter(|(_, h)| h.next_poll_ms <= now_ms)
             .map(|(id, h)| (*id, h.deadline_ms))
@@ -65,18 +92,28 @@ impl Held {
 
     /// A connection asked in vain is asked again later, never after its deadline.
     pub fn back_off(&mut self, context_id: u32, now_ms: u64) {
-        if let Some(h) = self.0.get_mut(&context_id) {
+        if let Some(h) = self.by_id.get_mut(&context_id) {
             h.poll_interval_ms = h.poll_interval_ms.saturating_mul(2).min(MAX_POLL_MS);
             h.next_poll_ms = now_ms.saturating_add(h.poll_interval_ms).min(h.deadline_ms);
         }
     }
 
+    /// Takes over another plugin's held connections (a reconfigured plugin's), after its own.
     pub fn extend(&mut self, other: Held) {
-        self.0.extend(other.0);
+        let mut others: Vec<(u32, Handshake)> = other.by_id.into_iter().collect();
+        others.sort_by_key(|(_, h)| h.arrival);
+        for (id, mut h) in others {
+            self.release(id);
+            h.arrival = self.next_arrival;
+            self.next_arrival += 1;
+            self.by_id.insert(id, h);
+            self.arrivals.insert(h.arrival, id);
+        }
     }
 
     /// Every held connection's context id, leaving none held.
     pub fn take_all(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.0).into_keys().collect()
+        self.arrivals.clear();
+        std::mem::take(&mut self.by_id).into_keys().collect()
     }
 }

@@ -44,6 +44,7 @@ pub struct Metrics {
     cache_entries: Option<u32>,
     cache_bytes: Option<u32>,
     keys_age: Option<u32>,
+    held: Option<u32>,
 }
 
 /// Per-request counts, added to the host's counters on each tick (at most a second late) rather
@@ -71,6 +72,8 @@ pub struct Levels {
     pub cache_delta: (i64, i64),
     /// The age of the oldest remote key set this VM serves; `None` without remote key sets.
     pub keys_age_s: Option<u64>,
+    /// How the connections held awaiting their TLS handshake changed since the last flush.
+    pub held_delta: i64,
 }
 
 impl Metrics {
@@ -111,6 +114,7 @@ impl Metrics {
             cache_entries: gauge("mesh_authn_jwt_cache_entries"),
             cache_bytes: gauge("mesh_authn_jwt_cache_bytes"),
             keys_age: gauge("mesh_authn_jwks_age_seconds"),
+            held: gauge("mesh_authn_held_connections"),
         }
     }
 
@@ -124,12 +128,16 @@ impl Metrics {
         }
     }
 
-    /// The cache gauges are the sums over every VM of the plugin; the others are the same in
-    /// every VM that records them.
+    /// The cache and held-connection gauges are the sums over every VM of the plugin; the others
+    /// are the same in every VM that records them.
     pub fn flush(self, host: &impl Quiet, counts: &Counts, levels: Levels) {
         // Gauges first: once the counters show a request, the gauges show what it left.
         let (entries, bytes) = levels.cache_delta;
-        for (id, delta) in [(self.cache_entries, entries), (self.cache_bytes, bytes)] {
+        for (id, delta) in [
+            (self.cache_entries, entries),
+            (self.cache_bytes, bytes),
+            (self.held, levels.held_delta),
+        ] {
             if let (Some(id), false) = (id, delta == 0) {
                 host.add_to_gauge(id, delta);
             }

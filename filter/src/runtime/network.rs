@@ -48,7 +48,7 @@ impl<H: Host> Runtime<H> {
             self.census(gate, &root, &cfg, &conn, now);
         }
         match authn::admit_connection(&cfg, &conn, false) {
-            Admission::AwaitHandshake => self.await_handshake(gate, context_id, &root, conn.port),
+            Admission::AwaitHandshake => self.await_handshake(gate, context_id, &root),
             decided => self.settle(gate, &root, conn.port, decided),
         }
     }
@@ -134,30 +134,25 @@ impl<H: Host> Runtime<H> {
         true
     }
 
-    fn await_handshake(
-        &self,
-        gate: &mut Gate,
-        context_id: u32,
-        root: &SharedRoot,
-        port: Option<u32>,
-    ) -> Action {
+    fn await_handshake(&self, gate: &mut Gate, context_id: u32, root: &SharedRoot) -> Action {
         let host = self.host.quiet();
         let now = host.now_ms().unwrap_or(0);
-        let held = root.with(gate, |r| {
-            let held = r.held().hold(context_id, now);
-            if held {
-                r.tick_within(host, TICK_HANDSHAKE_MS);
-            }
-            held
+        let evicted = root.with(gate, |r| {
+            let evicted = r.held().hold(context_id, now);
+            r.tick_within(host, TICK_HANDSHAKE_MS);
+            evicted
         });
-        if !held {
-            return self.refuse_connection(
-                gate,
-                Some(root),
-                port,
-                AuthError::Internal,
-                "too many connections awaiting their TLS handshake",
-            );
+        if let Some(old) = evicted {
+            if host.set_effective_context(old).is_ok() {
+                self.refuse_connection(
+                    gate,
+                    Some(root),
+                    None,
+                    AuthError::HandshakesBacklogged,
+                    "held longest while the plugin held as many TLS handshakes as it may",
+                );
+            }
+            let _ = host.set_effective_context(context_id);
         }
         Action::Continue
     }

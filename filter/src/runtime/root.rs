@@ -67,6 +67,8 @@ pub struct Root {
     dpop_memo: DpopMemo,
     /// The cache's entries and bytes as last added to the plugin's gauges.
     cache_reported: (i64, i64),
+    /// The held connections as last added to the plugin's gauge.
+    held_reported: i64,
     metrics: Metrics,
     counts: Counts,
     census: Census,
@@ -88,6 +90,7 @@ impl Root {
             callouts: Callouts::new(config.remotes.len(), seed),
             cache: TokenCache::new(config.jwt_cache_bytes, config.jwt_cache_size),
             cache_reported: (0, 0),
+            held_reported: 0,
             dpop_memo: DpopMemo::new(),
             config: Rc::new(config),
             verifier,
@@ -309,10 +312,13 @@ impl Root {
                 .oldest_fetch_ms()
                 .map_or(0, |at| now.saturating_sub(at) / 1000)
         });
+        let held = self.held.len() as i64;
+        let held_delta = held - std::mem::replace(&mut self.held_reported, held);
         let levels = Levels {
             served: self.served,
             cache_delta: delta,
             keys_age_s,
+            held_delta,
         };
         self.metrics.flush(host, &counts, levels);
     }

@@ -147,21 +147,60 @@ fn a_network_plugin_refuses_http_only_fields_at_configure() {
 }
 
 #[test]
-fn paused_connections_are_capped_forgotten_when_gone_and_closed_with_their_plugin() {
+fn past_the_cap_the_longest_held_makes_room_and_all_close_with_their_plugin() {
     let mut p = Proxy::with(strict(), as_network);
     let ids: Vec<u32> = (0..held::MAX_PAUSED_CONNECTIONS)
         .map(|_| p.connect(Peer::Handshaking).0)
         .collect();
     assert!(p.closed().is_empty());
-    let (over, action) = p.connect(Peer::Handshaking);
-    assert_eq!((action, p.closed()), (Action::Pause, vec![over]));
-    p.disconnect(ids[0]);
+    let (newest, action) = p.connect(Peer::Handshaking);
+    assert_eq!((action, p.closed()), (Action::Continue, vec![ids[0]]));
+    p.tick();
+    let cap = held::MAX_PAUSED_CONNECTIONS as u64;
+    assert_eq!(p.metric("held_connections"), cap);
+    assert_eq!(
+        (p.metric("refused_overload"), p.metric("refused_internal")),
+        (1, 0)
+    );
+    p.disconnect(ids[2]);
     let (again, action) = p.connect(Peer::Handshaking);
     assert_eq!(action, Action::Continue);
-    assert_eq!(p.closed(), vec![over], "room for one more");
+    assert_eq!(p.closed(), vec![ids[0]], "a connection gone made room");
+    p.connect(Peer::Handshaking);
+    assert_eq!(
+        p.closed(),
+        vec![ids[0], ids[1]],
+        "then the next longest held"
+    );
+    p.set_peer(ids[3], Peer::Mtls(SPIFFE_FOO));
+    assert_eq!(p.data(ids[3]), Action::Continue);
+    p.connect(Peer::Handshaking);
+    assert_eq!(p.closed().len(), 2, "a decided one made room");
+    p.connect(Peer::Handshaking);
+    assert_eq!(p.closed().last(), Some(&ids[4]), "and is not held");
     p.rt.on_done(ROOT);
-    assert_eq!(p.closed().len(), held::MAX_PAUSED_CONNECTIONS + 1);
-    assert!(p.closed().contains(&again) && !p.closed().contains(&ids[0]));
+    assert_eq!(p.closed().len(), held::MAX_PAUSED_CONNECTIONS + 3);
+    assert!(p.closed().contains(&again) && p.closed().contains(&newest));
+    assert!(!p.closed().contains(&ids[2]) && !p.closed().contains(&ids[3]));
+    assert_eq!(p.metric("held_connections"), 0, "a plugin gone holds none");
+}
+
+#[test]
+fn past_the_cap_a_dry_run_lets_the_longest_held_go_and_counts_it() {
+    let mut cfg = strict();
+    cfg["dryRun"] = json!(true);
+    let mut p = Proxy::with(cfg, as_network);
+    for _ in 0..held::MAX_PAUSED_CONNECTIONS {
+        p.connect(Peer::Handshaking);
+    }
+    let (_, action) = p.connect(Peer::Handshaking);
+    p.tick();
+    assert_eq!((action, p.closed()), (Action::Continue, vec![]));
+    assert_eq!(p.metric("dry_run_refused_overload"), 1);
+    assert_eq!(
+        p.metric("held_connections"),
+        held::MAX_PAUSED_CONNECTIONS as u64
+    );
 }
 
 #[test]

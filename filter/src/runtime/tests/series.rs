@@ -46,7 +46,8 @@ fn every_series_is_labelled_as_envoy_extracts_it() {
         let counter = metric.ends_with("_total");
         let gauge = metric.ends_with("_bytes")
             || metric.ends_with("_entries")
-            || metric.ends_with("_seconds");
+            || metric.ends_with("_seconds")
+            || metric.ends_with("_connections");
         assert!(counter ^ gauge, "{name}: a counter ends in _total");
     }
     assert!(names.contains(&series_of("plaintext_port_8080_PERMISSIVE")));
