@@ -24,6 +24,7 @@ import yaml
 
 import harness
 import mesh as M
+from clients import StalledHandshakes, eventually
 from jwt_mint import claims, mint
 from mesh import PRINCIPAL_HEADER, peer_authentication, peer_config, principal
 
@@ -454,3 +455,53 @@ def test_mesh_policies_apply_to_sidecars_not_gateways(tmp_path, node_type, refus
             assert got.received == (b"" if refused else b"hello\n"), got
         finally:
             envoy.stop()
+
+
+# --------------------------------------------------------------------------- slow handshakes
+
+
+HELD_CAP = 10_000  # runtime/held.rs MAX_PAUSED_CONNECTIONS, per worker and plugin
+
+
+def test_a_slow_handshake_flood_stays_within_the_cap_and_clients_still_connect(wasm_module, tmp_path, pki, clients):
+    """More stalled TLS handshakes than a worker holds, each sending its ClientHello and nothing more,
+    and opened again whenever it is closed: the plugin holds at most the cap (its gauge), refuses
+    the connections held longest with reason `overload` to make room, and a client's new mTLS
+    connection, arriving in the middle of it, is still answered. Once the flood goes, none is held."""
+    server = pki.issue("flood-server", M.spiffe_id("foo", "flood"), ips=[harness.HOST])
+    port = harness.free_port()
+    lst = M.inbound_listener(port, server, pki.ca_path, None,
+                             network_config={"mtls": {"mode": "STRICT"}, "trustDomains": ["cluster.local"]})
+    for chain in lst["filter_chains"]:  # answered by Envoy itself: no upstream per connection
+        chain["filters"][-1]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"] = [
+            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]
+    admin = harness.free_port()
+    envoy = harness.Envoy(harness.bootstrap(admin, [lst], []), tmp_path, admin, concurrency=1).start()
+    plugin = f"inbound_{port}_network"
+    held, overload = harness.filter_stat(plugin, "held_connections"), harness.filter_stat(plugin, "refused_overload")
+    request = b"GET / HTTP/1.1\r\nHost: flood\r\nConnection: close\r\n\r\n"
+    try:
+        envoy.wait_ready()
+        harness.wait_for_port(port)
+        seen: list[tuple[int, int]] = []
+
+        def at_cap() -> bool:
+            seen.append(tuple(harness.read_stats(envoy, held, overload)))
+            return seen[-1][0] == HELD_CAP and seen[-1][1] > 0
+
+        with StalledHandshakes(port, HELD_CAP + 500, refill=True) as flood:
+            assert eventually(at_cap, timeout=60), f"held, overload: {seen[-5:]}; {flood.opened} opened"
+            answers = [talk(port, request, clients["foo"], pki.ca_path, timeout=10) for _ in range(3)]
+            for _ in range(20):
+                at_cap()
+                time.sleep(0.1)
+            print(f"flood: {flood.opened} opened, {flood.closed_by_server} closed by the proxy; "
+                  f"held, overload: {seen[-1]}")
+        assert max(h for h, _ in seen) <= HELD_CAP, seen
+        for answer in answers:
+            assert answer.received.startswith(b"HTTP/1.1 200"), answer
+        assert eventually(lambda: harness.read_stats(envoy, held)[0] == 0, timeout=15), \
+            harness.read_stats(envoy, held)
+    finally:
+        envoy.stop()
+    harness.assert_no_vm_crash(envoy.log_text(), envoy.log_path)
