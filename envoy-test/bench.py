@@ -46,7 +46,12 @@ The NETWORK plugin (--only network): Istio-style inbound listeners (mTLS and pla
 port) answering directly, reached over mTLS through front listeners: a new connection per request
 with the plugin under STRICT (`conn-strict`) and without it (`conn-none`); and mTLS clients while
 a second wrk floods the port with plaintext, refused by the plugin (`flood-strict`) or by
-filter-chain matching alone, as Istio does (`flood-chain`).
+filter-chain matching alone, as Istio does (`flood-chain`); and new mTLS connections with no
+flood (`quiet-strict`) and while 10 500 connections that send a ClientHello and nothing more
+(clients.StalledHandshakes, each opened again once closed) flood the listener with the plugin
+(`stalled-strict`, more than the 10 000 handshakes it holds) and without it (`stalled-none`),
+with the plugin's held gauge, its `overload` refusals, the listener's open connections and
+Envoy's heap.
 
 The tables also go to target/bench/bench.md, and a chart of every row's req/s to
 target/bench/bench.png (matplotlib, from envoy-test/bench-requirements.txt).
@@ -63,6 +68,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -209,14 +215,19 @@ def in_order(tokens: Path, start: int) -> Load:
 _SEEDS = itertools.count(1)  # every run its own Zipf stream, the same ones from one bench to the next
 
 
-def wrk(bench: Bench, row: str, load: Load, seconds: int, connections: int) -> dict:
+def wrk(bench: Bench, row: str, load: Load, seconds: int, connections: int, failures_allowed: bool = False) -> dict:
+    """One wrk run; `failures`: answers other than 2xx and socket errors, which end the bench unless
+    `failures_allowed`."""
     cmd = (["taskset", "-c", "1"] if bench.pinned else []) + [
         "wrk", f"-t{bench.threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *load.args,
         f"http://{harness.HOST}:{bench.ports[row]}/"]
     env = {**os.environ, **load.env, "BENCH_SEED": str(next(_SEEDS))}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     out = done.stdout
-    if done.returncode != 0 or "Non-2xx" in out:
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failures = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
+    if done.returncode != 0 or (non_2xx and not failures_allowed):
         raise SystemExit(f"wrk on {row} (port {bench.ports[row]}) failed:\n{out}{done.stderr}")
 
     def latency(pct: str) -> float:
@@ -228,7 +239,7 @@ def wrk(bench: Bench, row: str, load: Load, seconds: int, connections: int) -> d
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     return {"rps": float(rps.group(1)) if rps else 0.0, "p50": latency("50"), "p99": latency("99"),
-            "requests": int(total.group(1)) if total else 0}
+            "requests": int(total.group(1)) if total else 0, "failures": failures}
 
 
 def measure(bench: Bench, rows: list[str], load: Load | dict[str, Load], args,
@@ -654,7 +665,16 @@ def run_network(args) -> list[Table]:
         with timed("network: plaintext flood"):
             flood = measure_flooded(bench, {"flood-strict": back["strict"], "flood-chain": back["chain"]}, args)
         refused = stats(bench.envoy, harness.filter_stat(f"inbound_{back['strict']}_network", "connections_refused"))[0]
+        with timed("network: slow handshakes"):
+            stalled, flood_notes = measure_stalled(bench, back, args)
     where = bench.conditions(args) + ", through a front listener"
+    t3 = Table("NETWORK plugin, new mTLS connections under a slow-handshake flood",
+               where + f"; {STALLED} connections that send a ClientHello and nothing more, each opened "
+               "again once closed", [*LATENCY_HEADER, "failed", "what"],
+               [[row, *latency_cells(stalled[row]), f"{stalled[row]['failed']:.1%}", what]
+                for row, what in STALLED_ROWS.items()],
+               flood_notes, {row: stalled[row]["rps"] for row in STALLED_ROWS}, {}, stalled)
+    print(t3.text())
     t1 = pair("NETWORK plugin, a new mTLS connection per request", where, conn,
               ("conn-none", "inbound listener, no plugin"), ("conn-strict", "the NETWORK plugin, STRICT"), "without")
     t2 = pair("NETWORK plugin, mTLS clients under a plaintext flood",
@@ -663,7 +683,84 @@ def run_network(args) -> list[Table]:
               ("flood-strict", "plaintext refused by the NETWORK plugin"), "chain matching")
     t2.notes.append(f"the plugin refused {refused} plaintext connections")
     print(t2.notes[-1])
-    return [t1, t2]
+    return [t1, t2, t3]
+
+
+STALLED = 10_500  # more than the 10 000 handshakes the plugin holds per worker (runtime/held.rs)
+STALLED_ROWS = {
+    "quiet-strict": "the NETWORK plugin, STRICT, no flood",
+    "stalled-strict": "the NETWORK plugin, STRICT, under the flood",
+    "stalled-none": "inbound listener, no plugin, under the flood",
+}
+
+
+def measure_stalled(bench: Bench, back: dict[str, int], args) -> tuple[dict[str, dict], list[str]]:
+    """A new mTLS connection per request (the conn-* front listeners) with no flood, and while
+    `STALLED` stalled handshakes flood the inbound listener, with the plugin and without it. While
+    each flood lasts, the plugin's held gauge is sampled, and Envoy's heap and the listener's open
+    connections are read at its end."""
+    from clients import StalledHandshakes
+
+    targets = {"quiet-strict": ("conn-strict", None), "stalled-strict": ("conn-strict", back["strict"]),
+               "stalled-none": ("conn-none", back["plain"])}
+    for row, (front, _) in targets.items():
+        bench.ports[row] = bench.ports[front]
+    plugin = f"inbound_{back['strict']}_network"
+    held, overload = harness.filter_stat(plugin, "held_connections"), harness.filter_stat(plugin, "refused_overload")
+    heap = "server.memory_allocated"
+    samples: dict[str, list[dict]] = {row: [] for row in targets}
+    peaks: dict[str, list] = {"held": [], "overload_per_s": [], "heap": {}, "open": {}, "closed_per_s": []}
+    affinity = os.sched_getaffinity(0)
+    if bench.pinned:  # the flood's client beside wrk, off Envoy's CPU
+        os.sched_setaffinity(0, {1})
+    try:
+        for _ in range(args.rounds):
+            for row, (_, port) in targets.items():
+                if port is None:
+                    run = wrk(bench, row, Load([]), args.seconds, args.connections, failures_allowed=True)
+                    peaks["heap"].setdefault("quiet", []).append(stats(bench.envoy, heap)[0])
+                else:
+                    with StalledHandshakes(port, STALLED, refill=True) as flood:
+                        time.sleep(3)  # the flood opened and held
+                        seen, stop = [], threading.Event()
+
+                        def sample() -> None:
+                            while not stop.wait(0.5):
+                                seen.append(stats(bench.envoy, held)[0] or 0)
+
+                        sampler = threading.Thread(target=sample, daemon=True)
+                        before = (stats(bench.envoy, overload)[0] or 0, flood.closed_by_server, time.monotonic())
+                        sampler.start()
+                        run = wrk(bench, row, Load([]), args.seconds, args.connections, failures_allowed=True)
+                        stop.set()
+                        sampler.join()
+                        spent = time.monotonic() - before[2]
+                        peaks["heap"].setdefault(row, []).append(stats(bench.envoy, heap)[0])
+                        listener = f"listener.{harness.HOST}_{port}.downstream_cx_active"
+                        peaks["open"].setdefault(row, []).append(stats(bench.envoy, listener)[0])
+                        peaks["closed_per_s"].append((row, (flood.closed_by_server - before[1]) / spent))
+                        if row == "stalled-strict":
+                            peaks["held"].append(max(seen, default=0))
+                            peaks["overload_per_s"].append(((stats(bench.envoy, overload)[0] or 0) - before[0]) / spent)
+                run["failed"] = run["failures"] / max(run["requests"] + run["failures"], 1)
+                samples[row].append(run)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    measured = summarize(samples)
+    for row in targets:
+        measured[row]["failed"] = statistics.median(r["failed"] for r in samples[row])
+    mib = {k: statistics.median(v) / (1 << 20) for k, v in peaks["heap"].items() if None not in v}
+    closed = {row: statistics.median(v for r, v in peaks["closed_per_s"] if r == row) for row in ("stalled-strict", "stalled-none")}
+    notes = [f"held by the plugin under the flood: at most {max(peaks['held'])} (its cap: 10 000); "
+             f"{statistics.median(peaks['overload_per_s']):,.0f} connections/s refused as held longest (reason overload); "
+             f"the flood's connections closed by the proxy: {closed['stalled-strict']:,.0f}/s with the plugin, "
+             f"{closed['stalled-none']:,.0f}/s without",
+             "open connections on the flooded listener at the end of a round: "
+             + ", ".join(f"{row} {statistics.median(v):,.0f}" for row, v in peaks["open"].items()),
+             "Envoy's heap: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in mib.items())]
+    for n in notes:
+        print(n)
+    return measured, notes
 
 
 FLOOD_CONNECTIONS = 64
