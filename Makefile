@@ -15,7 +15,7 @@ SMOKE_TESTS  := test_jwt_authn.py test_bad_input.py test_jwt_rule_fields.py test
 # (`make reproducible` checks it).
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)=/cargo
 
-.PHONY: setup build demo test check lint unit monitoring unit-wasm e2e e2e-oldest reproducible schema oci release bench fuzz-tools fuzz-smoke fuzz
+.PHONY: setup build demo test check lint unit monitoring unit-wasm e2e e2e-oldest reproducible schema oci release bench profile fuzz-tools fuzz-smoke fuzz
 
 setup: $(VENV)/.installed envoy-test/crd/node_modules/.installed envoy-test/dpop-client/node_modules/.installed \
 	.prometheus/.installed
@@ -122,6 +122,12 @@ bench: build $(VENV)/.bench-installed
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) envoy-test/bench.py
 	$(PY) envoy-test/cache_policies.py
+
+# Where the module's time goes on a request, in V8 without Envoy (envoy-test/profile.mjs).
+profile: build
+	cargo build --release --target $(TARGET) -p wasm-floor
+	node envoy-test/profile.mjs --case rs256 --profile
+	node envoy-test/profile.mjs --case dpop --profile
 
 $(VENV)/.bench-installed: envoy-test/bench-requirements.txt $(VENV)/.installed
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r envoy-test/bench-requirements.txt
