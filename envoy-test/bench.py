@@ -245,10 +245,12 @@ def wrk(bench: Bench, row: str, load: Load, seconds: int, connections: int, fail
 def measure(bench: Bench, rows: list[str], load: Load | dict[str, Load], args,
             rounds: int | None = None, seconds: int | None = None) -> dict[str, dict]:
     """Medians over interleaved rounds (--rounds of --seconds unless given), so that drift on the
-    machine spreads over every row. `load`: what every row is sent, or each row's."""
+    machine spreads over every row, every other round in reverse order. `load`: what every row is
+    sent, or each row's."""
     samples: dict[str, list[dict]] = {name: [] for name in rows}
-    for _ in range(rounds or args.rounds):
-        for name in rows:
+    for i in range(rounds or args.rounds):
+        # Every other round in reverse (ABBA), so that a row is not always measured after the same one.
+        for name in (rows if i % 2 == 0 else rows[::-1]):
             row_load = load[name] if isinstance(load, dict) else load
             samples[name].append(wrk(bench, name, row_load, seconds or args.seconds, args.connections))
     return summarize(samples)

@@ -343,13 +343,17 @@ impl<H: Host> Runtime<H> {
     fn connection(&self, with_tls: bool, with_peer: bool, with_digest: bool) -> Connection {
         let host = self.host.quiet();
         let peer = |path: &[&str]| with_peer.then(|| host.property(path)).flatten();
+        let mtls = peer(&["connection", "mtls"]).is_some_and(|b| wire::decode_bool(&b));
         Connection {
             tls: with_tls && host.property(&["connection", "tls_version"]).is_some(),
-            mtls: peer(&["connection", "mtls"]).is_some_and(|b| wire::decode_bool(&b)),
+            mtls,
             port: peer(&["destination", "port"])
                 .and_then(|b| wire::decode_int(&b))
                 .and_then(|p| u32::try_from(p).ok()),
-            uri_san: peer(&["connection", "uri_san_peer_certificate"])
+            // Only a client certificate has SANs: one host call fewer for every other caller.
+            uri_san: mtls
+                .then(|| peer(&["connection", "uri_san_peer_certificate"]))
+                .flatten()
                 .and_then(|b| String::from_utf8(b).ok())
                 .filter(|s| !s.is_empty()),
             certificate_sha256: with_digest
