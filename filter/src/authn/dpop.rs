@@ -55,8 +55,11 @@ pub(super) fn check(
         max_age_s: rule.max_age_s,
         skew_s,
     };
-    let mut fresh = DpopMemo::new();
-    let memo = env.dpop_memo.as_deref_mut().unwrap_or(&mut fresh);
+    let mut fresh = None;
+    let memo = match env.dpop_memo.as_deref_mut() {
+        Some(kept) => kept,
+        None => fresh.insert(DpopMemo::new()),
+    };
     let checked = dpop::check(proof, &expected, env.verifier, memo)?;
     if !jkt.matches(&checked.jkt) {
         return Err(AuthError::DpopKeyMismatch);

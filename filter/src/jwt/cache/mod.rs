@@ -9,6 +9,7 @@
 //! flag, not LRU's relinking.
 
 pub(crate) mod digest;
+mod last;
 mod verified;
 
 #[cfg(test)]
@@ -19,6 +20,7 @@ use std::mem::size_of;
 use std::rc::Rc;
 
 use digest::{Digest, DigestKey, PassThrough};
+pub use last::LastToken;
 pub use verified::Verified;
 
 /// Longer tokens are verified every time rather than held in memory.
@@ -49,9 +51,7 @@ pub struct TokenCache {
     used: usize,
     generation: u64,
     key: DigestKey,
-    /// The last token digested and its digest: requests on a connection mostly repeat the token
-    /// before them, and comparing it costs less than digesting it again.
-    last: (String, Digest),
+    last: LastToken<Digest>,
     index: HashMap<Digest, u32, PassThrough>,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
@@ -72,14 +72,13 @@ impl TokenCache {
         } else {
             max_entries.min(u32::MAX as usize - 1)
         };
-        let key = DigestKey::random();
         Self {
             budget,
             max_entries,
             used: 0,
             generation: 0,
-            key,
-            last: (String::new(), key.digest("")),
+            key: DigestKey::random(),
+            last: LastToken::default(),
             index: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -177,16 +176,8 @@ impl TokenCache {
     }
 
     fn digest(&mut self, token: &str) -> Digest {
-        if same(&self.last.0, token) {
-            return self.last.1;
-        }
-        let digest = self.key.digest(token);
-        if token.len() <= MAX_CACHED_TOKEN_BYTES {
-            self.last.0.clear();
-            self.last.0.push_str(token);
-            self.last.1 = digest;
-        }
-        digest
+        let key = self.key;
+        self.last.get_or(token, |t| key.digest(t))
     }
 
     /// Evicts one entry; false when there is none.
@@ -248,17 +239,4 @@ impl TokenCache {
     pub fn bytes(&self) -> usize {
         self.used
     }
-}
-
-/// Token equality eight bytes at a time: wasm32's `memcmp` compares byte by byte, slower than
-/// digesting the token.
-pub fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail = wa.remainder() == wb.remainder();
-    let word = |c: &[u8]| c.try_into().map_or(0, u64::from_ne_bytes);
-    tail && wa.zip(wb).all(|(x, y)| word(x) == word(y))
 }

@@ -179,7 +179,8 @@ fn removing_the_hand_moves_it_on() {
 #[test]
 fn the_remembered_digest_is_the_last_tokens_own() {
     let mut c = TokenCache::new(usize::MAX, usize::MAX);
-    assert_eq!(c.last, (String::new(), c.key.digest("")));
+    assert_eq!(c.last.kept(), None);
+    assert!(c.get(0, "").is_none(), "nothing kept is no token's digest");
     let (a, b) = ("aaaa.bbbb.cccc", "aaaa.bbbb.cccd");
     c.insert(0, a, v(1));
     for _ in 0..3 {
@@ -187,13 +188,14 @@ fn the_remembered_digest_is_the_last_tokens_own() {
         assert_eq!(c.get(0, a).map(|h| h.rule), Some(1));
         assert!(c.get(0, b).is_none() && c.get(0, b).is_none());
     }
-    assert_eq!(c.last, (b.to_string(), c.key.digest(b)));
+    assert_eq!(c.last.kept(), Some((b, c.key.digest(b))));
     let long = "x".repeat(MAX_CACHED_TOKEN_BYTES + 1);
     assert!(c.get(0, &long).is_none());
     assert_eq!(
-        c.last.0, b,
+        c.last.kept().map(|k| k.0),
+        Some(b),
         "a token too long to cache is not kept here either"
     );
     c.remove(a);
-    assert!(c.get(0, a).is_none() && c.last.0 == a);
+    assert!(c.get(0, a).is_none() && c.last.kept().map(|k| k.0) == Some(a));
 }

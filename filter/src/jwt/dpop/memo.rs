@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::ProofHeader;
 use crate::jwt::cache::digest::{Digest, DigestKey, PassThrough};
-use crate::jwt::cache::{same, MAX_CACHED_TOKEN_BYTES};
+use crate::jwt::cache::LastToken;
 
 /// About 300 bytes each: at most about 1.2 MiB per worker.
 pub const MAX_HEADERS: usize = 4096;
@@ -24,8 +24,8 @@ pub struct DpopMemo {
     headers: HashMap<Digest, ProofHeader, PassThrough>,
     /// Digests in the order their headers were kept.
     order: VecDeque<Digest>,
-    /// The last access token and its SHA-256.
-    token: (String, [u8; 32]),
+    /// The last access token's SHA-256.
+    token: LastToken<[u8; 32]>,
 }
 
 impl DpopMemo {
@@ -34,7 +34,7 @@ impl DpopMemo {
             key: DigestKey::random(),
             headers: HashMap::default(),
             order: VecDeque::new(),
-            token: (String::new(), [0; 32]),
+            token: LastToken::default(),
         }
     }
 
@@ -64,16 +64,8 @@ impl DpopMemo {
 
     /// The token's SHA-256, which a proof's `ath` must be.
     pub fn token_sha256(&mut self, token: &str) -> [u8; 32] {
-        if !self.token.0.is_empty() && same(&self.token.0, token) {
-            return self.token.1;
-        }
-        let sha: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if token.len() <= MAX_CACHED_TOKEN_BYTES {
-            self.token.0.clear();
-            self.token.0.push_str(token);
-            self.token.1 = sha;
-        }
-        sha
+        self.token
+            .get_or(token, |t| Sha256::digest(t.as_bytes()).into())
     }
 
     pub fn len(&self) -> usize {
