@@ -42,20 +42,25 @@ impl Held {
         } else {
             None
         };
-        self.release(context_id);
-        let arrival = self.next_arrival;
-        self.next_arrival += 1;
-        self.by_id.insert(
+        self.insert(
             context_id,
             Handshake {
-                arrival,
+                arrival: 0,
                 deadline_ms: now_ms.saturating_add(HANDSHAKE_TIMEOUT_MS),
                 next_poll_ms: now_ms.saturating_add(u64::from(TICK_HANDSHAKE_MS)),
                 poll_interval_ms: u64::from(TICK_HANDSHAKE_MS),
             },
         );
-        self.arrivals.insert(arrival, context_id);
         evicted
+    }
+
+    /// Adds a connection as the newest arrival.
+    fn insert(&mut self, context_id: u32, mut handshake: Handshake) {
+        self.release(context_id);
+        handshake.arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.by_id.insert(context_id, handshake);
+        self.arrivals.insert(handshake.arrival, context_id);
     }
 
     /// Lets a connection go from the gate; whether it was held.
@@ -102,12 +107,8 @@ impl Held {
     pub fn extend(&mut self, other: Held) {
         let mut others: Vec<(u32, Handshake)> = other.by_id.into_iter().collect();
         others.sort_by_key(|(_, h)| h.arrival);
-        for (id, mut h) in others {
-            self.release(id);
-            h.arrival = self.next_arrival;
-            self.next_arrival += 1;
-            self.by_id.insert(id, h);
-            self.arrivals.insert(h.arrival, id);
+        for (id, h) in others {
+            self.insert(id, h);
         }
     }
 
