@@ -5,10 +5,19 @@
 
 use super::MAX_CACHED_TOKEN_BYTES;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LastToken<T> {
     token: String,
     value: Option<T>,
+}
+
+impl<T> Default for LastToken<T> {
+    fn default() -> Self {
+        Self {
+            token: String::new(),
+            value: None,
+        }
+    }
 }
 
 impl<T: Copy> LastToken<T> {

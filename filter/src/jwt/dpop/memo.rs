@@ -9,11 +9,16 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use sha2::{Digest as _, Sha256};
 
 use super::ProofHeader;
 use crate::jwt::cache::digest::{Digest, DigestKey, PassThrough};
 use crate::jwt::cache::LastToken;
+
+/// A SHA-256 in unpadded base64url.
+const ATH_LEN: usize = 43;
 
 /// About 300 bytes each: at most about 1.2 MiB per worker.
 pub const MAX_HEADERS: usize = 4096;
@@ -24,8 +29,8 @@ pub struct DpopMemo {
     headers: HashMap<Digest, ProofHeader, PassThrough>,
     /// Digests in the order their headers were kept.
     order: VecDeque<Digest>,
-    /// The last access token's SHA-256.
-    token: LastToken<[u8; 32]>,
+    /// The last access token's `ath`.
+    token: LastToken<[u8; ATH_LEN]>,
 }
 
 impl DpopMemo {
@@ -62,10 +67,15 @@ impl DpopMemo {
         self.order.push_back(digest);
     }
 
-    /// The token's SHA-256, which a proof's `ath` must be.
-    pub fn token_sha256(&mut self, token: &str) -> [u8; 32] {
-        self.token
-            .get_or(token, |t| Sha256::digest(t.as_bytes()).into())
+    /// What a proof's `ath` must be for this token: its SHA-256, base64url-encoded.
+    pub fn ath(&mut self, token: &str) -> [u8; ATH_LEN] {
+        self.token.get_or(token, |t| {
+            let mut ath = [0u8; ATH_LEN];
+            let sha256 = Sha256::digest(t.as_bytes());
+            // Always 43 bytes: the length is what it is checked against.
+            let _ = URL_SAFE_NO_PAD.encode_slice(sha256, &mut ath);
+            ath
+        })
     }
 
     pub fn len(&self) -> usize {

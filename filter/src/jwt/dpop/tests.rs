@@ -347,6 +347,42 @@ fn uris_normalize_as_rfc_3986_section_6() {
 }
 
 #[test]
+fn the_shortcut_answers_as_normalizing_in_full() {
+    let mut shortcut = 0;
+    for scheme in ["https", "http", "HTTPS", "ftp"] {
+        for authority in [
+            "example.com",
+            "Example.com",
+            "a-b.c9",
+            "",
+            "h:443",
+            "h:80",
+            "h:8443",
+            "h:",
+            "h:x",
+            "h:1:2",
+            "[::1]",
+            "[::1]:443",
+            "u@h",
+            "h%41",
+            "h_x",
+            "h!",
+        ] {
+            for path in [
+                "", "/", "//a", "/a/b", "/a/./b", "/a/../b", "/a/.", "/..", "/.a/..b", "/%7e",
+                "/a%2f", "/a?q", "/a#f", "/é", "/a b", "/a\u{1}",
+            ] {
+                let uri = format!("{scheme}://{authority}{path}");
+                let (fast, full) = (normalize_uri(&uri), normalize_uri_in_full(&uri));
+                assert_eq!(fast.as_deref(), full.as_deref(), "{uri}");
+                shortcut += usize::from(matches!(fast, Some(Cow::Borrowed(_))));
+            }
+        }
+    }
+    assert!(shortcut > 20, "{shortcut}");
+}
+
+#[test]
 fn a_kept_header_stands_only_for_its_own_text() {
     let mut memo = DpopMemo::new();
     let mut run = |proof: &str, exp: &Expected<'_>| {
