@@ -3,12 +3,14 @@
 // prints microseconds per request; with --profile, the module's functions by self time. For
 // finding what to cut; how fast the filter is in Envoy is what `make bench` measures.
 //
-//   node envoy-test/profile.mjs [--case rs256|es256|dpop] [--requests N] [--profile]
+//   node envoy-test/profile.mjs [--case rs256|es256|es256-verify|dpop] [--requests N] [--profile]
 //                               [--module PATH] [--floor PATH]
 //
-// rs256, es256: one cached bearer token (the module verifies it once, in the module). dpop: an
-// ES256 token bound to a client key, a fresh proof each request, checked by this host's
-// `verify_signature` (node's crypto), the replay store in this host's shared data.
+// rs256, es256: one cached bearer token (the module verifies it once, in the module).
+// es256-verify: the ES256 bearer token with no cache, checked every request by this host's
+// `verify_signature` (node's crypto): what a DPoP request is budgeted against. dpop: an ES256
+// token bound to a client key, a fresh proof each request, checked by the host, the replay
+// store in this host's shared data.
 import crypto from "node:crypto";
 import fs from "node:fs";
 import inspector from "node:inspector";
@@ -27,7 +29,8 @@ const { values: opt } = parseArgs({
   },
 });
 const DPOP = opt.case === "dpop";
-const N = DPOP ? Math.min(Number(opt.requests), 20000) : Number(opt.requests);
+const VERIFY = opt.case === "es256-verify";
+const N = DPOP || VERIFY ? Math.min(Number(opt.requests), 20000) : Number(opt.requests);
 const ROUNDS = 5;
 
 // Tokens, keys and proofs, made here.
@@ -57,9 +60,10 @@ const jkt = b64(sha256(JSON.stringify({ crv: clientJwk.crv, kty: "EC", x: client
 const token = {
   rs256: () => jws({ alg: "RS256", kid: "rsa" }, claims(), rsa.privateKey),
   es256: () => jws({ alg: "ES256", kid: "ec" }, claims(), ec.privateKey),
+  "es256-verify": () => jws({ alg: "ES256", kid: "ec" }, claims(), ec.privateKey),
   dpop: () => jws({ alg: "ES256", kid: "ec" }, claims({ cnf: { jkt } }), ec.privateKey),
 }[opt.case]?.();
-if (!token) throw new Error(`--case: rs256, es256 or dpop, not ${opt.case}`);
+if (!token) throw new Error(`--case: rs256, es256, es256-verify or dpop, not ${opt.case}`);
 const HTU = "http://127.0.0.1:10000/";
 const proofs = DPOP
   ? Array.from({ length: N * (ROUNDS + 1) + 100 }, () =>
@@ -69,8 +73,8 @@ const proofs = DPOP
   : [];
 const rule = { issuer: ISSUER, jwks, ...(DPOP ? { dpop: { mode: "REQUIRED", maxAge: "3600s" } } : {}) };
 const pluginConfig = Buffer.from(JSON.stringify({
-  jwtRules: [rule], requireToken: true, signatureVerifier: DPOP ? "host" : "wasm",
-  ...(DPOP ? { dpopReplayEntries: 4 << 20 } : {}),
+  jwtRules: [rule], requireToken: true, signatureVerifier: DPOP || VERIFY ? "host" : "wasm",
+  ...(DPOP ? { dpopReplayEntries: 4 << 20 } : {}), ...(VERIFY ? { jwtCacheSize: 0 } : {}),
 }));
 
 // The request as Envoy's HTTP connection manager hands it to filters.
@@ -190,7 +194,7 @@ function time(one) {
   return best;
 }
 
-const floor = DPOP ? null : time(host(opt.floor));
+const floor = DPOP || VERIFY ? null : time(host(opt.floor));
 const filter = host(opt.module);
 const session = new inspector.Session();
 const post = (method, params) => new Promise((ok, fail) =>
