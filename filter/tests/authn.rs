@@ -352,7 +352,7 @@ fn forward_and_outputs() {
         panic!("denied");
     };
     // Only headers the request carries are removed (each removal is a host call).
-    assert_eq!(fwd.remove, vec!["authorization"]);
+    assert_eq!(fwd.remove.as_slice(), ["authorization"]);
     let payload = t.split('.').nth(1).unwrap().to_string();
     assert_eq!(
         fwd.headers().collect::<Vec<_>>(),
@@ -675,7 +675,11 @@ fn peer_modes_and_principals() {
     let Verdict::Allow(f) = &v else {
         unreachable!()
     };
-    assert_eq!(f.remove, vec!["x-peer"], "the spoofed copy is stripped");
+    assert_eq!(
+        f.remove.as_slice(),
+        ["x-peer"],
+        "the spoofed copy is stripped"
+    );
     // A client certificate without a SPIFFE identity is still mTLS.
     assert!(set_headers(&on_connection(
         &strict,
@@ -1317,7 +1321,7 @@ fn dpop_bound_tokens_need_their_proof_once() {
             env.cache = Some(&mut cache);
             env.replay = Some(&mut seen);
             match authenticate(&cfg, &req, NOW * 1000, &mut env) {
-                Verdict::Allow(f) => Ok(f.remove.clone()),
+                Verdict::Allow(f) => Ok(f.remove.to_vec()),
                 Verdict::Deny(e) => Err(e),
                 Verdict::Wait { .. } => panic!("inline keys never wait"),
             }

@@ -2,13 +2,16 @@
 
 use std::rc::Rc;
 
+use smallvec::SmallVec;
+
 use crate::jwt::cache::Verified;
 
 /// Header changes applied to a request that is let through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Forward {
-    /// Removed first: every output header (so none is forged) and token headers not forwarded.
-    pub remove: Vec<String>,
+    /// Removed first: every output header (so none is forged) and token headers not forwarded;
+    /// mostly the one token header, kept without allocating.
+    pub remove: SmallVec<[String; 1]>,
     /// The verified tokens, whose output headers are set first, shared with the cache.
     pub verified: Vec<Rc<Verified>>,
     /// Then these: the principals.

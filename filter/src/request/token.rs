@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
+use smallvec::SmallVec;
 
 use super::Request;
 
@@ -45,11 +46,14 @@ pub struct Found<'r> {
     pub location: usize,
 }
 
+/// The tokens of one request: one or two in all but odd requests, kept without allocating.
+pub type Tokens<'r> = SmallVec<[Found<'r>; 2]>;
+
 /// Every token present at any location; every value of a repeated header, parameter or cookie
 /// counts. Query parameter names and values are percent-decoded, as Envoy's jwt_authn reads them.
 /// Empty values are no token.
-pub fn extract<'r>(locations: &[Location], req: &'r Request) -> Vec<Found<'r>> {
-    let mut found: Vec<Found<'r>> = Vec::new();
+pub fn extract<'r>(locations: &[Location], req: &'r Request) -> Tokens<'r> {
+    let mut found = Tokens::new();
     for (i, loc) in locations.iter().enumerate() {
         let mut push = |t: Cow<'r, str>| {
             let token = match t {
