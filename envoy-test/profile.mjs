@@ -1,7 +1,8 @@
 // Where the module's time goes on a request, in V8 without Envoy: a proxy-wasm host of its own
 // runs the module's request path in a loop, beside the floor module (envoy-test/floor), and
-// prints microseconds per request; with --profile, the module's functions by self time. For
-// finding what to cut; how fast the filter is in Envoy is what `make bench` measures.
+// prints microseconds per request; with --profile, the module's functions by self and by
+// inclusive time. For finding what to cut; how fast the filter is in Envoy is what `make bench`
+// measures.
 //
 //   node envoy-test/profile.mjs [--case rs256|es256|es256-verify|dpop] [--requests N] [--profile]
 //                               [--module PATH] [--floor PATH]
@@ -224,6 +225,24 @@ if (opt.profile) {
   console.log(`in the module's own code: ${(us * share).toFixed(3)} us per request ` +
     `(${(100 * share).toFixed(0)}% of the samples; the rest is this host), by self time:`);
   for (const [name, n] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 20)) {
+    console.log(`  ${((us * n) / profile.samples.length).toFixed(3)}  ${name.slice(0, 120)}`);
+  }
+  // Inclusive: a function with what it calls, each function counted once per sample.
+  const parent = new Map();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const inclusive = new Map();
+  for (const id of profile.samples) {
+    const seen = new Set();
+    for (let at = id; at !== undefined; at = parent.get(at)) {
+      const frame = byId.get(at).callFrame;
+      const name = frame.functionName.replace(/17h[0-9a-f]{16}E$/, "");
+      if (!frame.url.startsWith("wasm:") || seen.has(name)) continue;
+      seen.add(name);
+      inclusive.set(name, (inclusive.get(name) ?? 0) + 1);
+    }
+  }
+  console.log("by inclusive time:");
+  for (const [name, n] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, 20)) {
     console.log(`  ${((us * n) / profile.samples.length).toFixed(3)}  ${name.slice(0, 120)}`);
   }
 }
