@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from jwt_mint import _public_members, ath, b64url, claims, ec_key, ed25519_key, jwks, mint, rsa_key
+from jwt_mint import _public_members, ath, b64url, claims, ec_key, ed25519_key, jwks, mint, rsa_key, sign
 from jwt_mint import dpop_proof as hand_proof
 from jwt_mint import jwk_thumbprint as thumbprint
 
@@ -126,6 +126,15 @@ def test_every_check_of_rfc_9449(gw):
     def proof(htm="GET", htu=target, **kw):
         return hand_proof(key, "ES256", htm, htu, token, **kw)
 
+    def spelled(members: str) -> str:
+        """A proof whose payload is the JSON text `{members, "iat": now}`, signed by the key."""
+        head = b64url(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": _public_members(key.private)}).encode())
+        payload = "{" + members + ', "iat": ' + str(int(time.time())) + "}"
+        signing_input = f"{head}.{b64url(payload.encode())}"
+        return f"{signing_input}.{b64url(sign(key.private, 'ES256', signing_input.encode()))}"
+
+    fields = f'"htm": "GET", "htu": "{target}", "ath": "{ath(token)}"'
+
     assert send(gw, "required", token, [proof()]).status == 200
     cases = {
         "DPoP proof is missing": [[]],
@@ -141,6 +150,12 @@ def test_every_check_of_rfc_9449(gw):
             hand_proof(b"a shared secret of 32 bytes....", "HS256", "GET", target, token,
                        jwk={"kty": "oct", "k": b64url(b"a shared secret of 32 bytes....")}),
             "e30." + b64url(json.dumps({"htm": "GET"}).encode()) + ".",
+            # Signed, but a member named twice: readers disagree on which one counts.
+            spelled(f'"jti": "a1", "jti": "a2", {fields}'),
+            spelled(f'"jti": "a3", {fields}, "htm": "GET"'),
+            spelled(f'"jti": "a4", "\\u0068tm": "POST", {fields}'),
+            spelled(f'"jti": "a5", "x": 1, "x": 1, {fields}'),
+            spelled(f'"jti": "a6", "x": {{"y": 1, "y": 2}}, {fields}'),
             proof(header={"x-pad": "x" * 9000}),
             b64url(b'{"typ":"dpop+jwt","x":' + b"[" * 3000 + b"]" * 3000 + b"}") + ".e30.AA",
             "not a jwt",
@@ -160,6 +175,9 @@ def test_every_check_of_rfc_9449(gw):
             proofs = proofs if isinstance(proofs, list) else [proofs]
             r = send(gw, "required", token, proofs)
             assert refused(r, reason), (reason, [p[:60] for p in proofs], r.status, r.text)
+    # Member names escaped are the same members.
+    escaped = fields.replace('"htm"', '"\\u0068tm"').replace('"ath"', '"\\u0061th"')
+    assert send(gw, "required", token, [spelled(f'"\\u006a\\u0074\\u0069": "b1", {escaped}')]).status == 200
     # Spelled otherwise, the same URI.
     spelled = target.replace("/orders", "/./x/../%6Frders").replace("http://", "HTTP://")
     assert send(gw, "required", token, [proof(htu=spelled + "?q=1#f")]).status == 200
