@@ -3,10 +3,10 @@
 //! to the caller: that the key is the one the token is bound to (`cnf.jkt` against `jkt`), and
 //! that the `jti` was not used before (the replay store, last, so that no invalid proof uses one).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use std::borrow::Cow;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
