@@ -1,6 +1,6 @@
-//! The last token seen and what was computed from it (its cache digest, its SHA-256): consecutive
-//! requests on a worker mostly carry the token before them, and comparing costs less than
-//! computing again. Exact: the token is kept and compared whole, and at most
+//! The last token seen and what was computed from it (its cache digest, its DPoP `ath`):
+//! consecutive requests on a worker mostly carry the token before them, and comparing costs less
+//! than computing again. Exact: the token is kept and compared whole, and at most
 //! `MAX_CACHED_TOKEN_BYTES` of it.
 
 use super::MAX_CACHED_TOKEN_BYTES;

@@ -1,7 +1,7 @@
 //! What DPoP checks on one worker keep between requests, because a client sends the same header
 //! and token with every proof: each proof header that verified, parsed (its key's curve point
-//! checked and encoded for the host, its thumbprint taken), and the last access token's SHA-256
-//! (`ath`).
+//! checked and encoded for the host, its thumbprint taken), and the last access token's `ath` (its
+//! SHA-256, base64url-encoded).
 //!
 //! Both are exact. Headers are found by the keyed digest the token cache uses, a PRF a client
 //! cannot aim at another header's entry; the token is compared whole. Neither grows with clients:
