@@ -3,6 +3,8 @@
 
 use std::ptr::null_mut;
 
+use smallvec::SmallVec;
+
 use super::imports::*;
 use crate::request::wire;
 use crate::runtime::{Host, HostError, MetricKind, Quiet};
@@ -105,7 +107,14 @@ impl Quiet for AbiHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        let serialized = path.join("\0");
+        // The segments joined by NUL, as Envoy reads a path; no allocation for the short ones.
+        let mut serialized: SmallVec<[u8; 64]> = SmallVec::new();
+        for (i, segment) in path.iter().enumerate() {
+            if i > 0 {
+                serialized.push(0);
+            }
+            serialized.extend_from_slice(segment.as_bytes());
+        }
         let mut out = Returned::new();
         // SAFETY: pointer and length describe a live String; out-pointers are valid.
         let status = unsafe {

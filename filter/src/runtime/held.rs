@@ -1,5 +1,5 @@
 //! TLS connections the NETWORK plugin holds at the gate until their handshake shows whether the
-//! peer presented a certificate, with when each is next asked and when it is refused.
+//! peer presented a certificate, with their port, when each is next asked and when it is refused.
 
 use std::collections::BTreeMap;
 
@@ -19,9 +19,20 @@ pub const MAX_PAUSED_CONNECTIONS: usize = 10_000;
 struct Handshake {
     /// Its place in the order connections arrived in.
     arrival: u64,
+    /// The workload port it came in on, read when it arrived: one host call fewer when it is
+    /// decided.
+    port: Option<u32>,
     deadline_ms: u64,
     next_poll_ms: u64,
     poll_interval_ms: u64,
+}
+
+/// A held connection that is due to be asked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub context_id: u32,
+    pub deadline_ms: u64,
+    pub port: Option<u32>,
 }
 
 /// Held connections by context id, and by arrival.
@@ -33,12 +44,12 @@ pub struct Held {
 }
 
 impl Held {
-    /// Holds a connection arriving at `now_ms`. At the cap, the connection held longest leaves
-    /// to make room: its context id is returned, for it to be refused.
-    pub fn hold(&mut self, context_id: u32, now_ms: u64) -> Option<u32> {
+    /// Holds a connection to `port` arriving at `now_ms`. At the cap, the connection held
+    /// longest leaves to make room: its context id is returned, for it to be refused.
+    pub fn hold(&mut self, context_id: u32, port: Option<u32>, now_ms: u64) -> Option<u32> {
         let evicted = if self.by_id.len() >= MAX_PAUSED_CONNECTIONS {
             let oldest = self.arrivals.first_key_value().map(|(_, id)| *id);
-            oldest.filter(|id| self.release(*id))
+            oldest.filter(|id| self.release(*id).is_some())
         } else {
             None
         };
@@ -46,6 +57,7 @@ impl Held {
             context_id,
             Handshake {
                 arrival: 0,
+                port,
                 deadline_ms: now_ms.saturating_add(HANDSHAKE_TIMEOUT_MS),
                 next_poll_ms: now_ms.saturating_add(u64::from(TICK_HANDSHAKE_MS)),
                 poll_interval_ms: u64::from(TICK_HANDSHAKE_MS),
@@ -63,15 +75,11 @@ impl Held {
         self.arrivals.insert(handshake.arrival, context_id);
     }
 
-    /// Lets a connection go from the gate; whether it was held.
-    pub fn release(&mut self, context_id: u32) -> bool {
-        match self.by_id.remove(&context_id) {
-            Some(h) => {
-                self.arrivals.remove(&h.arrival);
-                true
-            }
-            None => false,
-        }
+    /// Lets a connection go from the gate; if it was held, the port it came in on.
+    pub fn release(&mut self, context_id: u32) -> Option<Option<u32>> {
+        let h = self.by_id.remove(&context_id)?;
+        self.arrivals.remove(&h.arrival);
+        Some(h.port)
     }
 
     pub fn contains(&self, context_id: u32) -> bool {
@@ -86,12 +94,16 @@ impl Held {
         self.by_id.len()
     }
 
-    /// The connections to ask now, with their deadlines.
-    pub fn due(&self, now_ms: u64) -> Vec<(u32, u64)> {
+    /// The connections to ask now.
+    pub fn due(&self, now_ms: u64) -> Vec<Due> {
         self.by_id
             .iter()
             .filter(|(_, h)| h.next_poll_ms <= now_ms)
-            .map(|(id, h)| (*id, h.deadline_ms))
+            .map(|(id, h)| Due {
+                context_id: *id,
+                deadline_ms: h.deadline_ms,
+                port: h.port,
+            })
             .collect()
     }
 

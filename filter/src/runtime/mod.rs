@@ -337,29 +337,48 @@ impl<H: Host> Runtime<H> {
         }
     }
 
-    /// Only what is asked for costs a host call: `with_tls`, whether the connection is TLS (a
-    /// connection-level plugin needs it); `with_peer`, the peer's mTLS, port and identity (peer
-    /// policies); `with_digest`, the client certificate's digest (certificate-bound tokens).
-    fn connection(&self, with_tls: bool, with_peer: bool, with_digest: bool) -> Connection {
-        let host = self.host.quiet();
-        let peer = |path: &[&str]| with_peer.then(|| host.property(path)).flatten();
-        let mtls = peer(&["connection", "mtls"]).is_some_and(|b| wire::decode_bool(&b));
+    /// Only what is asked for costs a host call: `with_peer`, the peer's mTLS, port and identity
+    /// (peer policies); `with_digest`, the client certificate's digest (certificate-bound tokens).
+    fn connection(&self, with_peer: bool, with_digest: bool) -> Connection {
+        let mtls = with_peer && self.connection_mtls();
         Connection {
-            tls: with_tls && host.property(&["connection", "tls_version"]).is_some(),
+            tls: false,
             mtls,
-            port: peer(&["destination", "port"])
-                .and_then(|b| wire::decode_int(&b))
-                .and_then(|p| u32::try_from(p).ok()),
-            // Only a client certificate has SANs: one host call fewer for every other caller.
-            uri_san: mtls
-                .then(|| peer(&["connection", "uri_san_peer_certificate"]))
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| !s.is_empty()),
+            port: with_peer.then(|| self.destination_port()).flatten(),
+            uri_san: (with_peer && mtls).then(|| self.uri_san()).flatten(),
             certificate_sha256: with_digest
-                .then(|| host.property(&["connection", "sha256_peer_certificate_digest"]))
+                .then(|| {
+                    self.host
+                        .quiet()
+                        .property(&["connection", "sha256_peer_certificate_digest"])
+                })
                 .flatten()
                 .and_then(|hex| Connection::digest_from_hex(&hex)),
         }
+    }
+
+    /// Whether the peer presented a client certificate (Envoy's `connection.mtls`).
+    fn connection_mtls(&self) -> bool {
+        self.host
+            .quiet()
+            .property(&["connection", "mtls"])
+            .is_some_and(|b| wire::decode_bool(&b))
+    }
+
+    fn destination_port(&self) -> Option<u32> {
+        self.host
+            .quiet()
+            .property(&["destination", "port"])
+            .and_then(|b| wire::decode_int(&b))
+            .and_then(|p| u32::try_from(p).ok())
+    }
+
+    /// The peer certificate's first URI SAN; only a client certificate has one.
+    fn uri_san(&self) -> Option<String> {
+        self.host
+            .quiet()
+            .property(&["connection", "uri_san_peer_certificate"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty())
     }
 }

@@ -12,12 +12,14 @@
 use std::rc::Rc;
 
 use super::gate::Gate;
-use super::held::TICK_HANDSHAKE_MS;
+use super::held::{Due, TICK_HANDSHAKE_MS};
 use super::host::Quiet;
 use super::root::{Decision, SharedRoot};
 use super::{Action, Host, Runtime, NETWORK_ROOT_ID};
 use crate::authn::{self, Admission};
+use crate::config::Config;
 use crate::error::AuthError;
+use crate::request::Connection;
 
 impl<H: Host> Runtime<H> {
     pub fn on_new_connection(&self, context_id: u32) -> Action {
@@ -40,7 +42,7 @@ impl<H: Host> Runtime<H> {
                 "HTTP-only fields in its config",
             );
         }
-        let conn = self.connection(true, true, false);
+        let conn = self.arriving_connection();
         let cfg = root.with(gate, |r| Rc::clone(r.config()));
         // A TLS caller's certificate is not known yet: the census counts plaintext connections.
         if !conn.tls {
@@ -48,7 +50,7 @@ impl<H: Host> Runtime<H> {
             self.census(gate, &root, &cfg, &conn, now);
         }
         match authn::admit_connection(&cfg, &conn, false) {
-            Admission::AwaitHandshake => self.await_handshake(gate, context_id, &root),
+            Admission::AwaitHandshake => self.await_handshake(gate, context_id, conn.port, &root),
             decided => self.settle(gate, &root, conn.port, decided),
         }
     }
@@ -58,7 +60,7 @@ impl<H: Host> Runtime<H> {
     pub fn on_downstream_data(&self, context_id: u32) -> Action {
         let gate = &mut Gate::open();
         match self.root_holding(gate, context_id) {
-            Some(root) => self.decide_held(gate, context_id, &root),
+            Some(root) => self.decide_held(gate, context_id, self.connection_mtls(), &root),
             None => Action::Continue,
         }
     }
@@ -68,19 +70,56 @@ impl<H: Host> Runtime<H> {
     pub fn on_upstream_data(&self, context_id: u32) -> Action {
         let gate = &mut Gate::open();
         match self.root_holding(gate, context_id) {
-            Some(root) if self.connection_mtls() => self.decide_held(gate, context_id, &root),
+            Some(root) if self.connection_mtls() => self.decide_held(gate, context_id, true, &root),
             _ => Action::Continue,
         }
     }
 
-    /// Decides a held connection whose handshake is over.
-    fn decide_held(&self, gate: &mut Gate, context_id: u32, root: &SharedRoot) -> Action {
-        let conn = self.connection(true, true, false);
-        let admission = root.with(gate, |r| {
-            r.held().release(context_id);
-            authn::admit_connection(r.config(), &conn, true)
+    /// Decides a held connection whose handshake is over, its peer having presented a
+    /// certificate (`mtls`) or not.
+    fn decide_held(
+        &self,
+        gate: &mut Gate,
+        context_id: u32,
+        mtls: bool,
+        root: &SharedRoot,
+    ) -> Action {
+        let (port, cfg) = root.with(gate, |r| {
+            (
+                r.held().release(context_id).flatten(),
+                Rc::clone(r.config()),
+            )
         });
-        self.settle(gate, root, conn.port, admission)
+        let conn = self.handshook_connection(port, mtls, &cfg);
+        self.settle(gate, root, port, authn::admit_connection(&cfg, &conn, true))
+    }
+
+    /// A connection as it arrives: TLS or plaintext, and its port. A TLS peer's certificate
+    /// shows only once the handshake is over, so it is not asked for yet: the connection waits.
+    fn arriving_connection(&self) -> Connection {
+        Connection {
+            tls: self
+                .host
+                .quiet()
+                .property(&["connection", "tls_version"])
+                .is_some(),
+            port: self.destination_port(),
+            ..Connection::default()
+        }
+    }
+
+    /// A held TLS connection to `port` whose peer has (`mtls`) or has not presented a
+    /// certificate. Its identity matters to a whole connection only against trustDomains: it is
+    /// not read otherwise.
+    fn handshook_connection(&self, port: Option<u32>, mtls: bool, cfg: &Config) -> Connection {
+        let needs_identity = mtls && !cfg.peer.trust_domains.is_empty();
+        Connection {
+            tls: true,
+            mtls,
+            port,
+            uri_san: needs_identity.then(|| self.uri_san()).flatten(),
+            certificate_sha256: None,
+        }
     }
 
     fn settle(
@@ -134,11 +173,17 @@ impl<H: Host> Runtime<H> {
         true
     }
 
-    fn await_handshake(&self, gate: &mut Gate, context_id: u32, root: &SharedRoot) -> Action {
+    fn await_handshake(
+        &self,
+        gate: &mut Gate,
+        context_id: u32,
+        port: Option<u32>,
+        root: &SharedRoot,
+    ) -> Action {
         let host = self.host.quiet();
         let now = host.now_ms().unwrap_or(0);
         let evicted = root.with(gate, |r| {
-            let evicted = r.held().hold(context_id, now);
+            let evicted = r.held().hold(context_id, port, now);
             r.tick_within(host, TICK_HANDSHAKE_MS);
             evicted
         });
@@ -171,15 +216,21 @@ impl<H: Host> Runtime<H> {
             return;
         }
         let host = self.host.quiet();
-        for (id, deadline_ms) in due {
+        let cfg = root.with(gate, |r| Rc::clone(r.config()));
+        for Due {
+            context_id: id,
+            deadline_ms,
+            port,
+        } in due
+        {
             if host.set_effective_context(id).is_err() {
                 root.with(gate, |r| r.held().release(id));
                 continue;
             }
             // One host call while no certificate has been presented yet.
             let admission = if self.connection_mtls() {
-                let conn = self.connection(true, true, false);
-                root.with(gate, |r| authn::admit_connection(r.config(), &conn, false))
+                let conn = self.handshook_connection(port, true, &cfg);
+                authn::admit_connection(&cfg, &conn, false)
             } else {
                 Admission::AwaitHandshake
             };
@@ -191,13 +242,13 @@ impl<H: Host> Runtime<H> {
             match admission {
                 Admission::Allow => root.with(gate, |r| r.count_connection(Decision::Allowed)),
                 Admission::Refuse(e, why) => {
-                    self.refuse_connection(gate, Some(root), None, e, why);
+                    self.refuse_connection(gate, Some(root), port, e, why);
                 }
                 Admission::AwaitHandshake => {
                     self.refuse_connection(
                         gate,
                         Some(root),
-                        None,
+                        port,
                         AuthError::PeerAuthenticationFailed,
                         "no client certificate within the handshake timeout",
                     );
@@ -221,13 +272,6 @@ impl<H: Host> Runtime<H> {
                 );
             }
         }
-    }
-
-    fn connection_mtls(&self) -> bool {
-        self.host
-            .quiet()
-            .property(&["connection", "mtls"])
-            .is_some_and(|b| crate::request::wire::decode_bool(&b))
     }
 
     /// Closes the current connection (`Pause`: no later filter starts); in a dry run counts and

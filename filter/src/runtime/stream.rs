@@ -21,7 +21,7 @@ impl<H: Host> Runtime<H> {
         let req = Request::from_wire(self.host.quiet().request_headers().ok()?)?;
         let (peer, digest) = (cfg.peer.needs_connection, cfg.certificate_bound);
         Some(if peer || digest {
-            req.with_connection(self.connection(false, peer, digest))
+            req.with_connection(self.connection(peer, digest))
         } else {
             req
         })

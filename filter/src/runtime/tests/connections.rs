@@ -110,6 +110,48 @@ fn ports_keep_their_own_mode() {
 }
 
 #[test]
+fn a_held_connection_keeps_the_port_it_came_in_on() {
+    let cfg = json!({"mtls": {"mode": "PERMISSIVE"},
+                     "portLevelMtls": {APP_PORT.to_string(): {"mode": "STRICT"}}});
+    let mut p = Proxy::with(cfg, as_network);
+    let (id, action) = p.connect(Peer::Handshaking);
+    assert_eq!(action, Action::Continue);
+    // Were the port read again and gone, the default PERMISSIVE would let it through.
+    p.fake()
+        .connections
+        .get_mut(&id)
+        .unwrap()
+        .remove("destination/port");
+    assert_eq!(
+        p.data(id),
+        Action::Pause,
+        "the port's STRICT: no certificate"
+    );
+    assert_eq!(p.closed(), vec![id]);
+}
+
+#[test]
+fn a_connection_is_read_once_and_its_identity_only_against_trust_domains() {
+    let arriving = ["connection/tls_version", "destination/port"];
+    for (cfg, decided) in [
+        (json!({"mtls": {"mode": "STRICT"}}), vec!["connection/mtls"]),
+        (
+            strict(),
+            vec!["connection/mtls", "connection/uri_san_peer_certificate"],
+        ),
+    ] {
+        let mut p = Proxy::with(cfg, as_network);
+        p.fake().property_reads.clear();
+        let (id, _) = p.connect(Peer::Handshaking);
+        assert_eq!(p.fake().property_reads, arriving);
+        p.set_peer(id, Peer::Mtls(SPIFFE_FOO));
+        p.fake().property_reads.clear();
+        assert_eq!(p.data(id), Action::Continue);
+        assert_eq!(p.fake().property_reads, decided);
+    }
+}
+
+#[test]
 fn a_network_plugin_refuses_http_only_fields_at_configure() {
     for (extra, field) in [
         (

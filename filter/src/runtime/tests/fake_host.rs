@@ -20,6 +20,8 @@ pub(super) struct Fake {
     pub(super) now_ms: u64,
     pub(super) config: Vec<u8>,
     pub(super) properties: HashMap<String, Vec<u8>>,
+    /// Every property the runtime asked for, in order.
+    pub(super) property_reads: Vec<String>,
     /// The context host calls act on.
     pub(super) current: u32,
     pub(super) headers: HashMap<u32, Vec<(String, String)>>,
@@ -89,8 +91,9 @@ impl Quiet for FakeHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        let f = self.0.borrow();
         let key = path.join("/");
+        self.0.borrow_mut().property_reads.push(key.clone());
+        let f = self.0.borrow();
         match f.connections.get(&f.current) {
             Some(props) => props.get(&key).cloned(),
             None => f.properties.get(&key).cloned(),
