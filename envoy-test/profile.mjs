@@ -4,14 +4,15 @@
 // inclusive time. For finding what to cut; how fast the filter is in Envoy is what `make bench`
 // measures.
 //
-//   node envoy-test/profile.mjs [--case rs256|es256|es256-verify|dpop] [--requests N] [--profile]
+//   node envoy-test/profile.mjs [--case rs256|es256|es256-verify|dpop|network] [--requests N] [--profile]
 //                               [--module PATH] [--floor PATH]
 //
 // rs256, es256: one cached bearer token (the module verifies it once, in the module).
 // es256-verify: the ES256 bearer token with no cache, checked every request by this host's
 // `verify_signature` (node's crypto): what a DPoP request is budgeted against. dpop: an ES256
 // token bound to a client key, a fresh proof each request, checked by the host, the replay
-// store in this host's shared data.
+// store in this host's shared data. network: the NETWORK plugin under STRICT, one mTLS connection
+// each round trip (opened, its handshake over by its first bytes, closed); no floor beside it.
 import crypto from "node:crypto";
 import fs from "node:fs";
 import inspector from "node:inspector";
@@ -31,7 +32,8 @@ const { values: opt } = parseArgs({
 });
 const DPOP = opt.case === "dpop";
 const VERIFY = opt.case === "es256-verify";
-const N = DPOP || VERIFY ? Math.min(Number(opt.requests), 20000) : Number(opt.requests);
+const NETWORK = opt.case === "network";
+const N = DPOP || VERIFY || NETWORK ? Math.min(Number(opt.requests), 20000) : Number(opt.requests);
 const ROUNDS = 5;
 
 // Tokens, keys and proofs, made here.
@@ -63,8 +65,9 @@ const token = {
   es256: () => jws({ alg: "ES256", kid: "ec" }, claims(), ec.privateKey),
   "es256-verify": () => jws({ alg: "ES256", kid: "ec" }, claims(), ec.privateKey),
   dpop: () => jws({ alg: "ES256", kid: "ec" }, claims({ cnf: { jkt } }), ec.privateKey),
+  network: () => "",
 }[opt.case]?.();
-if (!token) throw new Error(`--case: rs256, es256, es256-verify or dpop, not ${opt.case}`);
+if (token === undefined) throw new Error(`--case: rs256, es256, es256-verify, dpop or network, not ${opt.case}`);
 const HTU = "http://127.0.0.1:10000/";
 const proofs = DPOP
   ? Array.from({ length: N * (ROUNDS + 1) + 100 }, () =>
@@ -73,10 +76,26 @@ const proofs = DPOP
         client.privateKey))
   : [];
 const rule = { issuer: ISSUER, jwks, ...(DPOP ? { dpop: { mode: "REQUIRED", maxAge: "3600s" } } : {}) };
-const pluginConfig = Buffer.from(JSON.stringify({
+const pluginConfig = Buffer.from(JSON.stringify(NETWORK ? { mtls: { mode: "STRICT" } } : {
   jwtRules: [rule], requireToken: true, signatureVerifier: DPOP || VERIFY ? "host" : "wasm",
   ...(DPOP ? { dpopReplayEntries: 4 << 20 } : {}), ...(VERIFY ? { jwtCacheSize: 0 } : {}),
 }));
+
+// A connection's properties as Envoy serializes them (an int as 8 little-endian bytes), before
+// and after its TLS handshake.
+const int64 = (n) => { const b = Buffer.alloc(8); b.writeBigInt64LE(BigInt(n)); return b; };
+const connection = { handshook: false };
+function property(name) {
+  if (name === "plugin_root_id") return NETWORK ? Buffer.from("network") : null;
+  if (!NETWORK) return null;
+  return {
+    "connection\0tls_version": Buffer.from("TLSv1.3"),
+    "connection\0mtls": Buffer.of(connection.handshook ? 1 : 0),
+    "destination\0port": int64(15006),
+    "connection\0uri_san_peer_certificate": connection.handshook
+      ? Buffer.from("spiffe://cluster.local/ns/bench/sa/client") : null,
+  }[name] ?? null;
+}
 
 // The request as Envoy's HTTP connection manager hands it to filters.
 const headers = [
@@ -158,7 +177,10 @@ function host(file) {
     proxy_increment_metric: () => 0,
     proxy_record_metric: () => 0,
     proxy_http_call: () => 1,
-    proxy_get_property: () => 1,
+    proxy_get_property: (p, n, pp, sp) => {
+      const value = property(text(p, n));
+      return value ? give(value, pp, sp) : 1;
+    },
     proxy_call_foreign_function: (np, nn, ap, an, rpp, rsp) =>
       give(Uint8Array.of(0x08, verify(bytes().slice(ap, ap + an)) ? 1 : 0), rpp, rsp),
   };
@@ -175,6 +197,17 @@ function host(file) {
   x.proxy_on_context_create(1, 0);
   if (x.proxy_on_configure(1, pluginConfig.length) !== 1) throw new Error(`${file} refused its configuration`);
   let id = 2;
+  if (NETWORK) {
+    return () => {
+      connection.handshook = false;
+      x.proxy_on_context_create(id, 1);
+      if (x.proxy_on_new_connection(id) !== 0) throw new Error("the connection was refused");
+      connection.handshook = true;
+      if (x.proxy_on_downstream_data(id, 100, 0) !== 0) throw new Error("the connection was refused");
+      x.proxy_on_done(id);
+      id++;
+    };
+  }
   return () => {
     x.proxy_on_context_create(id, 1);
     if (x.proxy_on_request_headers(id, headers.length, 0) !== 0) throw new Error("the request was paused");
@@ -195,7 +228,7 @@ function time(one) {
   return best;
 }
 
-const floor = DPOP || VERIFY ? null : time(host(opt.floor));
+const floor = DPOP || VERIFY || NETWORK ? null : time(host(opt.floor));
 const filter = host(opt.module);
 const session = new inspector.Session();
 const post = (method, params) => new Promise((ok, fail) =>
@@ -207,7 +240,7 @@ if (opt.profile) {
   await post("Profiler.start");
 }
 const us = time(filter);
-console.log(`${opt.case}: the module ${us.toFixed(3)} us per request` +
+console.log(`${opt.case}: the module ${us.toFixed(3)} us per ${NETWORK ? "connection" : "request"}` +
   (floor === null ? "" : `, the floor ${floor.toFixed(3)} us, the module's logic ${(us - floor).toFixed(3)} us`));
 if (opt.profile) {
   const { profile } = await post("Profiler.stop");
