@@ -123,11 +123,13 @@ bench: build $(VENV)/.bench-installed
 	$(PY) envoy-test/bench.py
 	$(PY) envoy-test/cache_policies.py
 
-# Where the module's time goes on a request, in V8 without Envoy (envoy-test/profile.mjs).
+# Where the module's time goes on a request or connection, in V8 without Envoy
+# (envoy-test/profile.mjs).
 profile: build
 	cargo build --release --target $(TARGET) -p wasm-floor
 	node envoy-test/profile.mjs --case rs256 --profile
 	node envoy-test/profile.mjs --case dpop --profile
+	node envoy-test/profile.mjs --case network --profile
 
 $(VENV)/.bench-installed: envoy-test/bench-requirements.txt $(VENV)/.installed
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r envoy-test/bench-requirements.txt
