@@ -3,10 +3,13 @@
 
 use std::collections::BTreeMap;
 
-/// How soon a held TLS connection is first asked whether its peer presented a certificate; the
-/// interval then doubles up to `MAX_POLL_MS`, so connections that stall cost little. Client-first
-/// protocols are decided sooner, by their first bytes.
-pub const TICK_HANDSHAKE_MS: u32 = 5;
+/// How soon a held TLS connection is first asked whether its peer presented a certificate, and
+/// the root's tick while it holds any; the interval then doubles up to `MAX_POLL_MS`, so
+/// connections that stall cost little. Nothing waits on the asking: a held connection goes on,
+/// and its first bytes either way decide it. Asking only catches the silent ones, so it need not
+/// be soon: at 5 ms, most connections of a busy listener were asked once before their first
+/// bytes came (two more host calls each).
+pub const TICK_HANDSHAKE_MS: u32 = 50;
 const MAX_POLL_MS: u64 = 1_000;
 /// A TLS connection that has shown no client certificate by then is refused.
 const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;

@@ -42,8 +42,8 @@ impl<H: Host> Runtime<H> {
                 "HTTP-only fields in its config",
             );
         }
-        let conn = self.arriving_connection();
         let cfg = root.with(gate, |r| Rc::clone(r.config()));
+        let conn = self.arriving_connection(&cfg);
         // A TLS caller's certificate is not known yet: the census counts plaintext connections.
         if !conn.tls {
             let now = self.host.quiet().now_ms().unwrap_or(0);
@@ -96,14 +96,20 @@ impl<H: Host> Runtime<H> {
 
     /// A connection as it arrives: TLS or plaintext, and its port. A TLS peer's certificate
     /// shows only once the handshake is over, so it is not asked for yet: the connection waits.
-    fn arriving_connection(&self) -> Connection {
+    /// The port names a plaintext caller in the census; a TLS one's matters only where ports
+    /// have modes of their own (a refusal's log line reads it then).
+    fn arriving_connection(&self, cfg: &Config) -> Connection {
+        let tls = self
+            .host
+            .quiet()
+            .property(&["connection", "tls_version"])
+            .is_some();
+        let port = (!tls || cfg.peer.policy.depends_on_port())
+            .then(|| self.destination_port())
+            .flatten();
         Connection {
-            tls: self
-                .host
-                .quiet()
-                .property(&["connection", "tls_version"])
-                .is_some(),
-            port: self.destination_port(),
+            tls,
+            port,
             ..Connection::default()
         }
     }
@@ -301,6 +307,7 @@ impl<H: Host> Runtime<H> {
             log::Level::Debug
         };
         if log::log_enabled!(level) {
+            let port = port.or_else(|| self.destination_port());
             let peer = self
                 .host
                 .quiet()

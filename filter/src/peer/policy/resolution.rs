@@ -26,6 +26,11 @@ impl EffectivePolicy {
             .unwrap_or(self.mode)
     }
 
+    /// Whether a connection's port can change its mode: without that it need not be read.
+    pub fn depends_on_port(&self) -> bool {
+        self.ports.values().any(|m| *m != self.mode)
+    }
+
     /// Whether any port may need the connection's mTLS state.
     pub fn checks_anything(&self) -> bool {
         self.mode == Mode::Strict || self.ports.values().any(|m| *m == Mode::Strict)

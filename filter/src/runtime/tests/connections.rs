@@ -47,6 +47,8 @@ fn a_tls_connection_is_decided_by_its_first_bytes() {
     assert_eq!(p.metric("connections_refused"), 2);
 }
 
+const TICK: u32 = held::TICK_HANDSHAKE_MS;
+
 #[test]
 fn a_silent_connection_is_decided_by_the_tick_and_upstream_bytes_wait_for_the_decision() {
     let mut p = Proxy::with(strict(), as_network);
@@ -55,7 +57,7 @@ fn a_silent_connection_is_decided_by_the_tick_and_upstream_bytes_wait_for_the_de
     assert_eq!(p.fake().tick_ms, held::TICK_HANDSHAKE_MS);
     // Before the handshake ends the TLS socket holds what the upstream sends.
     assert_eq!(p.upstream_data(foreign), Action::Continue);
-    p.advance(5);
+    p.advance(TICK.into());
     p.tick();
     assert!(p.closed().is_empty());
     p.set_peer(good, Peer::Mtls(SPIFFE_FOO));
@@ -66,7 +68,7 @@ fn a_silent_connection_is_decided_by_the_tick_and_upstream_bytes_wait_for_the_de
         "decided before a byte is relayed"
     );
     assert_eq!(p.closed(), vec![foreign]);
-    p.advance(10);
+    p.advance((2 * TICK).into());
     p.tick();
     assert_eq!(p.fake().current, ROOT, "the root is current again");
     assert_eq!(p.closed(), vec![foreign]);
@@ -87,12 +89,12 @@ fn a_silent_connection_is_decided_by_the_tick_and_upstream_bytes_wait_for_the_de
 fn a_tls_connection_that_never_shows_a_certificate_is_refused_at_its_deadline() {
     let mut p = Proxy::with(strict(), as_network);
     let (id, _) = p.connect(Peer::Handshaking);
-    for _ in 0..1_999 {
-        p.advance(5);
+    for _ in 1..10_000 / TICK {
+        p.advance(TICK.into());
         p.tick();
         assert!(p.closed().is_empty());
     }
-    p.advance(5);
+    p.advance(TICK.into());
     p.tick();
     assert_eq!(p.closed(), vec![id], "10 s after it connected");
 }
@@ -131,12 +133,23 @@ fn a_held_connection_keeps_the_port_it_came_in_on() {
 }
 
 #[test]
-fn a_connection_is_read_once_and_its_identity_only_against_trust_domains() {
-    let arriving = ["connection/tls_version", "destination/port"];
-    for (cfg, decided) in [
-        (json!({"mtls": {"mode": "STRICT"}}), vec!["connection/mtls"]),
+fn a_connection_is_read_once_its_port_only_for_port_modes_its_identity_for_trust_domains() {
+    let port_modes = json!({"mtls": {"mode": "STRICT"},
+                            "portLevelMtls": {"9090": {"mode": "PERMISSIVE"}}});
+    for (cfg, arriving, decided) in [
+        (
+            json!({"mtls": {"mode": "STRICT"}}),
+            vec!["connection/tls_version"],
+            vec!["connection/mtls"],
+        ),
+        (
+            port_modes,
+            vec!["connection/tls_version", "destination/port"],
+            vec!["connection/mtls"],
+        ),
         (
             strict(),
+            vec!["connection/tls_version"],
             vec!["connection/mtls", "connection/uri_san_peer_certificate"],
         ),
     ] {
