@@ -17,7 +17,8 @@ response so only the filters differ:
   wasm-module     mesh-authn, signatureVerifier "wasm", jwtCacheSize 0 (verified in the module)
 With --baseline, also
   wasm-baseline   another build of mesh-authn (say, the last release), defaults: an A/B of a
-                  change measured in the same Envoy and rounds as wasm-cache
+                  change measured in the same Envoy and rounds as wasm-cache (and, in the NETWORK
+                  tables, conn-baseline: that build as the NETWORK plugin beside conn-strict)
 Each is driven by wrk in interleaved rounds with the same token, for RS256-2048 and ES256. Prints
 req/s (median of rounds), p50 and p99 latency, ratios to the native rows; wasm-cache against the
 floor (and the baseline) in --pair-rounds more rounds of the two alone, as the median of the
@@ -680,11 +681,11 @@ def run_network(args) -> list[Table]:
     server = pki.issue("server", mesh.spiffe_id("bench", "server"), ips=[harness.HOST])
     client = pki.issue("client", mesh.spiffe_id("bench", "client"))
     strict = {"mtls": {"mode": "STRICT"}}
-    back = {name: harness.free_port() for name in ("plain", "strict", "chain")}
+    back = {name: harness.free_port() for name in ("plain", "strict", "chain", *(["baseline"] if args.baseline else []))}
     listeners, clusters, front = [], [], {}
     for name, port in back.items():
-        lst = mesh.inbound_listener(port, server, pki.ca_path, None,
-                                    network_config=strict if name == "strict" else None)
+        lst = mesh.inbound_listener(port, server, pki.ca_path, None, wasm=args.baseline if name == "baseline" else None,
+                                    network_config=strict if name in ("strict", "baseline") else None)
         if name == "chain":
             lst["filter_chains"] = [c for c in lst["filter_chains"] if c["name"] == "tls"]
         for chain in lst["filter_chains"]:
@@ -692,8 +693,10 @@ def run_network(args) -> list[Table]:
             hcm["route_config"]["virtual_hosts"][0]["routes"] = [
                 {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]
         listeners.append(lst)
+    conn_rows = ["conn-none", "conn-strict", *(["conn-baseline"] if args.baseline else [])]
     for row, target, per_connection in [("conn-none", "plain", True), ("conn-strict", "strict", True),
-                                        ("flood-strict", "strict", False), ("flood-chain", "chain", False)]:
+                                        ("flood-strict", "strict", False), ("flood-chain", "chain", False),
+                                        *([("conn-baseline", "baseline", True)] if args.baseline else [])]:
         cluster = mesh.outbound_cluster(f"to-{row}", back[target], client, pki.ca_path)
         if per_connection:
             cluster["typed_extension_protocol_options"] = {
@@ -711,7 +714,7 @@ def run_network(args) -> list[Table]:
         with timed("network: new connections"):
             # A few percent either way, with rounds moving by a tenth: the pair gets as many rounds
             # as the hit path's, and its ratio is the median of the rounds' ratios.
-            conn = measure(bench, ["conn-none", "conn-strict"], Load([]), args,
+            conn = measure(bench, conn_rows, Load([]), args,
                            max(args.rounds, args.pair_rounds), args.pair_seconds)
         with timed("network: plaintext flood"):
             flood = measure_flooded(bench, {"flood-strict": back["strict"], "flood-chain": back["chain"]}, args)
@@ -729,6 +732,9 @@ def run_network(args) -> list[Table]:
     conn_where = bench.conditions(args, max(args.rounds, args.pair_rounds), args.pair_seconds) + ", through a front listener"
     t1 = pair("NETWORK plugin, a new mTLS connection per request", conn_where, conn,
               ("conn-none", "inbound listener, no plugin"), ("conn-strict", "the NETWORK plugin, STRICT"), "without")
+    if args.baseline:
+        t1.notes.append(f"conn-strict / conn-baseline ({args.baseline.name}): {paired(conn, 'conn-strict', 'conn-baseline')}")
+        print(t1.notes[-1])
     t2 = pair("NETWORK plugin, mTLS clients under a plaintext flood",
               where + f"; a second wrk -c{FLOOD_CONNECTIONS} floods the port in plaintext", flood,
               ("flood-chain", "plaintext refused by filter-chain matching (Istio)"),
