@@ -337,16 +337,21 @@ impl<H: Host> Runtime<H> {
         }
     }
 
-    /// Only what is asked for costs a host call: `with_peer`, the peer's mTLS, port and identity
-    /// (peer policies); `with_digest`, the client certificate's digest (certificate-bound tokens).
-    fn connection(&self, with_peer: bool, with_digest: bool) -> Connection {
+    /// Only what a request's config needs costs a host call: under peer policies, the peer's mTLS,
+    /// port and identity; for certificate-bound tokens, the client certificate's digest. A peer
+    /// with a certificate needs its port only where ports have modes of their own (a plaintext
+    /// caller's names it in the census).
+    fn connection(&self, cfg: &config::Config) -> Connection {
+        let with_peer = cfg.peer.needs_connection;
         let mtls = with_peer && self.connection_mtls();
+        let needs_port = with_peer && (!mtls || cfg.peer.policy.depends_on_port());
         Connection {
             tls: false,
             mtls,
-            port: with_peer.then(|| self.destination_port()).flatten(),
+            port: needs_port.then(|| self.destination_port()).flatten(),
             uri_san: (with_peer && mtls).then(|| self.uri_san()).flatten(),
-            certificate_sha256: with_digest
+            certificate_sha256: cfg
+                .certificate_bound
                 .then(|| {
                     self.host
                         .quiet()

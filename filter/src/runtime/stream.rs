@@ -19,9 +19,8 @@ impl<H: Host> Runtime<H> {
     /// The current stream's request, with its connection when the config needs it.
     fn current_request(&self, cfg: &Config) -> Option<Request> {
         let req = Request::from_wire(self.host.quiet().request_headers().ok()?)?;
-        let (peer, digest) = (cfg.peer.needs_connection, cfg.certificate_bound);
-        Some(if peer || digest {
-            req.with_connection(self.connection(peer, digest))
+        Some(if cfg.peer.needs_connection || cfg.certificate_bound {
+            req.with_connection(self.connection(cfg))
         } else {
             req
         })

@@ -1,4 +1,5 @@
-//! Requests: mesh policies from node metadata, unknown roots, rules without issuer, output headers.
+//! Requests: mesh policies from node metadata, unknown roots, rules without issuer, output headers,
+//! the connection properties a request reads.
 
 use super::*;
 
@@ -87,4 +88,44 @@ fn a_space_delimited_claim_is_written_as_copies() {
     assert_eq!(action, Action::Continue);
     assert_eq!(p.header(id, "x-scope"), ["read", "write"]);
     assert_eq!(p.header(id, "x-sub"), ["ann"]);
+}
+
+#[test]
+fn a_request_reads_its_port_only_where_it_can_change_the_mode() {
+    let port_modes = json!({"mtls": {"mode": "STRICT"},
+                            "portLevelMtls": {"9090": {"mode": "PERMISSIVE"}}});
+    let (mtls, port, san) = (
+        "connection/mtls",
+        "destination/port",
+        "connection/uri_san_peer_certificate",
+    );
+    for (cfg, with_certificate, reads) in [
+        (json!({"mtls": {"mode": "STRICT"}}), true, vec![mtls, san]),
+        (port_modes, true, vec![mtls, port, san]),
+        // A plaintext caller's port names it in the census.
+        (
+            json!({"mtls": {"mode": "PERMISSIVE"}}),
+            false,
+            vec![mtls, port],
+        ),
+    ] {
+        let mut p = Proxy::with(cfg, |f| {
+            f.properties
+                .insert(mtls.into(), vec![u8::from(with_certificate)]);
+            f.properties
+                .insert(port.into(), 8080i64.to_le_bytes().to_vec());
+            f.properties
+                .insert(san.into(), SPIFFE_FOO.as_bytes().to_vec());
+        });
+        p.fake().property_reads.clear();
+        assert_eq!(p.request(None).1, Action::Continue);
+        let asked: Vec<String> = p
+            .fake()
+            .property_reads
+            .iter()
+            .filter(|r| r.starts_with("connection/") || r.starts_with("destination/"))
+            .cloned()
+            .collect();
+        assert_eq!(asked, reads);
+    }
 }
