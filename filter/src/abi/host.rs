@@ -116,7 +116,7 @@ impl Quiet for AbiHost {
             serialized.extend_from_slice(segment.as_bytes());
         }
         let mut out = Returned::new();
-        // SAFETY: pointer and length describe a live String; out-pointers are valid.
+        // SAFETY: pointer and length describe the live path buffer; out-pointers are valid.
         let status = unsafe {
             proxy_get_property(
                 serialized.as_ptr(),
